@@ -1,0 +1,154 @@
+//! The inverted index of one shard: for every label name and value, the sorted slots
+//! of the series carrying that pair, plus the sorted list of all slots.
+//!
+//! Selection picks the most selective matcher the postings can answer directly (an
+//! equality or a literal alternation, else any matcher that rejects the empty string),
+//! then checks the remaining matchers against each candidate's labels. A matcher that
+//! accepts the empty string also accepts series without the label, as in Prometheus.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::labels::LabelSet;
+use super::matcher::Matcher;
+
+type Values = HashMap<Arc<str>, Vec<u32>, ahash::RandomState>;
+
+#[derive(Default)]
+pub(super) struct Postings {
+    by_name: HashMap<Arc<str>, Values, ahash::RandomState>,
+    all: Vec<u32>,
+}
+
+fn insert_sorted(list: &mut Vec<u32>, slot: u32) {
+    match list.last() {
+        Some(&last) if last < slot => list.push(slot),
+        None => list.push(slot),
+        _ => {
+            if let Err(pos) = list.binary_search(&slot) {
+                list.insert(pos, slot);
+            }
+        }
+    }
+}
+
+fn remove_sorted(list: &mut Vec<u32>, slot: u32) {
+    if let Ok(pos) = list.binary_search(&slot) {
+        list.remove(pos);
+    }
+}
+
+impl Postings {
+    pub(super) fn add(&mut self, slot: u32, labels: &LabelSet) {
+        for l in labels {
+            let values = self.by_name.entry(l.name.clone()).or_default();
+            insert_sorted(values.entry(l.value.clone()).or_default(), slot);
+        }
+        insert_sorted(&mut self.all, slot);
+    }
+
+    pub(super) fn remove(&mut self, slot: u32, labels: &LabelSet) {
+        for l in labels {
+            let Some(values) = self.by_name.get_mut(&*l.name) else {
+                continue;
+            };
+            if let Some(list) = values.get_mut(&*l.value) {
+                remove_sorted(list, slot);
+                if list.is_empty() {
+                    values.remove(&*l.value);
+                }
+            }
+            if values.is_empty() {
+                self.by_name.remove(&*l.name);
+            }
+        }
+        remove_sorted(&mut self.all, slot);
+    }
+
+    pub(super) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.by_name.keys()
+    }
+
+    pub(super) fn values(&self, name: &str) -> impl Iterator<Item = &Arc<str>> {
+        self.by_name.get(name).into_iter().flat_map(|v| v.keys())
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        let lists: usize = self
+            .by_name
+            .values()
+            .map(|vals| vals.values().map(|l| l.capacity() * 4 + 48).sum::<usize>() + 48)
+            .sum();
+        lists + self.all.capacity() * 4
+    }
+
+    /// Slots of the series matching every matcher, ascending. `labels_of` gives a
+    /// slot's labels for the matchers the postings did not answer.
+    pub(super) fn select<'a>(
+        &self,
+        matchers: &[Matcher],
+        labels_of: impl Fn(u32) -> Option<&'a LabelSet>,
+    ) -> Vec<u32> {
+        let (driver, mut slots) = self.driver(matchers);
+        let rest: Vec<&Matcher> = matchers
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != driver)
+            .map(|(_, m)| m)
+            .collect();
+        if !rest.is_empty() {
+            slots.retain(|&slot| {
+                labels_of(slot).is_some_and(|ls| {
+                    rest.iter()
+                        .all(|m| m.matches(ls.get(&m.name).unwrap_or("")))
+                })
+            });
+        }
+        slots
+    }
+
+    /// The matcher answered from postings (its index) and the candidate slots.
+    fn driver(&self, matchers: &[Matcher]) -> (Option<usize>, Vec<u32>) {
+        let mut best: Option<(usize, Vec<u32>)> = None;
+        for (i, m) in matchers.iter().enumerate() {
+            if let Some(wanted) = m.exact_values() {
+                let values = self.by_name.get(m.name.as_str());
+                let lists = wanted
+                    .iter()
+                    .filter_map(|v| values.and_then(|vals| vals.get(*v)));
+                let slots = union(lists);
+                if best.as_ref().is_none_or(|(_, b)| slots.len() < b.len()) {
+                    best = Some((i, slots));
+                }
+            }
+        }
+        if best.is_none() {
+            if let Some((i, m)) = matchers.iter().enumerate().find(|(_, m)| !m.matches("")) {
+                let lists = self
+                    .by_name
+                    .get(m.name.as_str())
+                    .into_iter()
+                    .flat_map(|vals| vals.iter().filter(|(v, _)| m.matches(v)).map(|(_, l)| l));
+                best = Some((i, union(lists)));
+            }
+        }
+        match best {
+            Some((i, slots)) => (Some(i), slots),
+            None => (None, self.all.clone()),
+        }
+    }
+}
+
+/// Union of disjoint sorted lists (the postings of distinct values of one name).
+fn union<'a>(lists: impl Iterator<Item = &'a Vec<u32>>) -> Vec<u32> {
+    let lists: Vec<&Vec<u32>> = lists.collect();
+    match lists.as_slice() {
+        [] => Vec::new(),
+        [one] => (*one).clone(),
+        _ => {
+            let mut out: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+            out.sort_unstable();
+            out
+        }
+    }
+}

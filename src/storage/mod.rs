@@ -1,0 +1,553 @@
+//! The in-memory time-series store: a series index with postings per label pair, and
+//! one ring buffer of samples per series holding a time-based retention window.
+//!
+//! The store is split into shards by series hash; each shard has its own lock, index
+//! and rings, so writers of different series and readers rarely meet on one lock and
+//! no lock is global. A batch append takes each shard's lock once.
+//!
+//! Invariants: a series is identified by its sorted label set (hash plus an equality
+//! check, so a hash collision never merges two series); samples in a ring are strictly
+//! increasing in time; the number of series never exceeds the configured limit. The
+//! store never blocks on I/O and never reads the clock: callers pass times in.
+
+mod index;
+pub mod labels;
+pub mod matcher;
+pub mod ring;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use index::Postings;
+pub use labels::{Label, LabelSet, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use ring::{Appended, RingBuffer};
+
+/// The staleness marker Prometheus writes when a series disappears: a NaN with this
+/// exact bit pattern. Kept as is by the store; compare with `f64::to_bits`.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True when `v` is Prometheus's staleness marker.
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Older than the newest sample of its series.
+    #[error("out of order sample")]
+    OutOfOrder,
+    /// Same timestamp as the newest sample of its series but a different value.
+    #[error("duplicate sample for timestamp")]
+    DuplicateTimestamp,
+    /// The series is new and the store already holds the configured maximum.
+    #[error("series limit reached")]
+    SeriesLimit,
+}
+
+/// Store sizing.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Samples older than the newest sample of their series minus this are dropped,
+    /// and series idle for longer are removed by [`Store::gc`].
+    pub retention_ms: i64,
+    /// Most series held at once.
+    pub max_series: usize,
+    /// Number of lock shards (rounded up to a power of two).
+    pub shards: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention_ms: 6 * 3600 * 1000,
+            max_series: 1_000_000,
+            shards: 64,
+        }
+    }
+}
+
+/// A process-unique series identity, stable while the series lives. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesId(pub u64);
+
+/// One series of a batch append: labels sorted by name with unique names and no empty
+/// values (ingest guarantees this), and samples oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesWrite<'a> {
+    pub labels: &'a [(&'a str, &'a str)],
+    pub samples: &'a [(i64, f64)],
+}
+
+/// Counts from a batch append.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppendStats {
+    pub samples_stored: u64,
+    pub samples_duplicate: u64,
+    pub series_created: u64,
+    pub out_of_order: u64,
+    pub duplicate_timestamp: u64,
+    pub series_limit: u64,
+}
+
+impl AppendStats {
+    /// Samples rejected for any reason.
+    pub fn rejected(&self) -> u64 {
+        self.out_of_order + self.duplicate_timestamp + self.series_limit
+    }
+
+    fn count(&mut self, e: AppendError, n: u64) {
+        match e {
+            AppendError::OutOfOrder => self.out_of_order += n,
+            AppendError::DuplicateTimestamp => self.duplicate_timestamp += n,
+            AppendError::SeriesLimit => self.series_limit += n,
+        }
+    }
+}
+
+/// A selected series with its samples in the requested time range.
+#[derive(Debug, Clone)]
+pub struct SeriesSamples {
+    pub labels: LabelSet,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+/// Size figures for the metrics endpoint.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreStats {
+    pub series: usize,
+    pub samples: usize,
+    /// Estimated heap bytes: rings, label sets, index and interned strings.
+    pub bytes: usize,
+}
+
+struct Series {
+    id: SeriesId,
+    hash: u64,
+    labels: LabelSet,
+    ring: RingBuffer,
+}
+
+/// One lock's worth of the store.
+#[derive(Default)]
+struct Shard {
+    /// Slab of series; `None` marks a free slot listed in `free`.
+    slots: Vec<Option<Series>>,
+    free: Vec<u32>,
+    by_hash: HashMap<u64, SlotIds, ahash::RandomState>,
+    postings: Postings,
+}
+
+/// Slots whose series share one hash; nearly always one.
+enum SlotIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl SlotIds {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            SlotIds::One(x) => std::slice::from_ref(x),
+            SlotIds::Many(v) => v,
+        }
+    }
+}
+
+/// The store. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    shards: Box<[RwLock<Shard>]>,
+    interner: labels::Interner,
+    config: StoreConfig,
+    series_count: AtomicUsize,
+    ring_bytes: AtomicI64,
+    next_id: AtomicU64,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        let n = config.shards.max(1).next_power_of_two();
+        Store {
+            shards: (0..n).map(|_| RwLock::new(Shard::default())).collect(),
+            interner: labels::Interner::default(),
+            config,
+            series_count: AtomicUsize::new(0),
+            ring_bytes: AtomicI64::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Number of live series.
+    pub fn series_count(&self) -> usize {
+        self.series_count.load(Ordering::Relaxed)
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // The low bits pick the hash-map bucket inside a shard; use the high ones here.
+        (hash >> 48) as usize & (self.shards.len() - 1)
+    }
+
+    /// Appends a batch, taking each shard's lock once. Valid series are stored even
+    /// when others are rejected; the returned counts say what happened.
+    pub fn append_batch(&self, batch: &[SeriesWrite<'_>]) -> AppendStats {
+        let mut stats = AppendStats::default();
+        if batch.is_empty() {
+            return stats;
+        }
+        // Group the batch by shard (a counting sort of indices), then visit each shard once.
+        let hashes: Vec<(u64, usize)> = batch
+            .iter()
+            .map(|w| {
+                let h = labels::hash_pairs(w.labels.iter().copied());
+                (h, self.shard_of(h))
+            })
+            .collect();
+        let mut starts = vec![0usize; self.shards.len() + 1];
+        for &(_, s) in &hashes {
+            starts[s + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![0u32; batch.len()];
+        let mut fill = starts.clone();
+        for (i, &(_, s)) in hashes.iter().enumerate() {
+            order[fill[s]] = i as u32;
+            fill[s] += 1;
+        }
+        for s in 0..self.shards.len() {
+            let members = &order[starts[s]..starts[s + 1]];
+            if members.is_empty() {
+                continue;
+            }
+            let mut shard = self.shards[s].write();
+            for &i in members {
+                let w = &batch[i as usize];
+                self.append_series(&mut shard, hashes[i as usize].0, w, &mut stats);
+            }
+        }
+        stats
+    }
+
+    /// Appends one sample to the series with these labels (any order; empty values
+    /// dropped), creating it if needed. For the loop's own writers: recording rules,
+    /// detector outputs, test loaders.
+    pub fn append(&self, labels: &LabelSet, t: i64, v: f64) -> Result<Appended, AppendError> {
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+        let samples = [(t, v)];
+        let stats = self.append_batch(&[SeriesWrite {
+            labels: &pairs,
+            samples: &samples,
+        }]);
+        if stats.samples_stored == 1 {
+            Ok(Appended::Stored)
+        } else if stats.samples_duplicate == 1 {
+            Ok(Appended::Duplicate)
+        } else if stats.series_limit > 0 {
+            Err(AppendError::SeriesLimit)
+        } else if stats.out_of_order > 0 {
+            Err(AppendError::OutOfOrder)
+        } else {
+            Err(AppendError::DuplicateTimestamp)
+        }
+    }
+
+    fn append_series(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        w: &SeriesWrite<'_>,
+        stats: &mut AppendStats,
+    ) {
+        let slot = match find_slot(shard, hash, w.labels) {
+            Some(slot) => slot,
+            None => match self.create_series(shard, hash, w.labels) {
+                Ok(slot) => {
+                    stats.series_created += 1;
+                    slot
+                }
+                Err(e) => {
+                    stats.count(e, w.samples.len() as u64);
+                    return;
+                }
+            },
+        };
+        let series = shard.slots[slot as usize]
+            .as_mut()
+            .expect("slot from index is live");
+        let mut grown = 0isize;
+        for &(t, v) in w.samples {
+            match series.ring.push(t, v, self.config.retention_ms) {
+                Ok((Appended::Stored, g)) => {
+                    stats.samples_stored += 1;
+                    grown += g;
+                }
+                Ok((Appended::Duplicate, _)) => stats.samples_duplicate += 1,
+                Err(e) => stats.count(e, 1),
+            }
+        }
+        if grown != 0 {
+            self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+        }
+    }
+
+    fn create_series(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        pairs: &[(&str, &str)],
+    ) -> Result<u32, AppendError> {
+        // Reserve a place under the limit first, so concurrent creators cannot overshoot.
+        let reserved = self
+            .series_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.max_series).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(AppendError::SeriesLimit);
+        }
+        let labels = LabelSet::from_sorted(
+            pairs
+                .iter()
+                .map(|&(n, v)| Label {
+                    name: self.interner.intern(n),
+                    value: self.interner.intern(v),
+                })
+                .collect(),
+        );
+        let series = Series {
+            id: SeriesId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            hash,
+            labels,
+            ring: RingBuffer::default(),
+        };
+        let slot = match shard.free.pop() {
+            Some(slot) => {
+                shard.slots[slot as usize] = Some(series);
+                slot
+            }
+            None => {
+                shard.slots.push(Some(series));
+                (shard.slots.len() - 1) as u32
+            }
+        };
+        let labels = shard.slots[slot as usize]
+            .as_ref()
+            .map(|s| s.labels.clone())
+            .unwrap_or_default();
+        shard.postings.add(slot, &labels);
+        match shard.by_hash.get_mut(&hash) {
+            None => {
+                shard.by_hash.insert(hash, SlotIds::One(slot));
+            }
+            Some(SlotIds::One(other)) => {
+                let other = *other;
+                shard.by_hash.insert(hash, SlotIds::Many(vec![other, slot]));
+            }
+            Some(SlotIds::Many(v)) => v.push(slot),
+        }
+        Ok(slot)
+    }
+
+    /// Calls `f` with every series matching all `matchers` that has a sample in
+    /// `[mint, maxt]`, under the shard's read lock. The zero-copy path for scans.
+    pub fn visit(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(SeriesId, &LabelSet, &RingBuffer),
+    ) {
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for slot in shard.postings.select(matchers, |slot| {
+                shard.slots[slot as usize].as_ref().map(|s| &s.labels)
+            }) {
+                if let Some(s) = &shard.slots[slot as usize] {
+                    if s.ring.overlaps(mint, maxt) {
+                        f(s.id, &s.labels, &s.ring);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Series matching all `matchers`, with their samples in `[mint, maxt]`. Series
+    /// without a sample in the range are left out. Sorted by labels.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let mut out = Vec::new();
+        self.visit(matchers, mint, maxt, |_, labels, ring| {
+            let mut s = SeriesSamples {
+                labels: labels.clone(),
+                timestamps: Vec::new(),
+                values: Vec::new(),
+            };
+            ring.copy_range(mint, maxt, &mut s.timestamps, &mut s.values);
+            out.push(s);
+        });
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Label sets of the series matching all `matchers` with a sample in `[mint, maxt]`.
+    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<LabelSet> {
+        let mut out = Vec::new();
+        self.visit(matchers, mint, maxt, |_, labels, _| {
+            out.push(labels.clone())
+        });
+        out.sort_unstable();
+        out
+    }
+
+    /// Label names used by series with a sample in `[mint, maxt]` and, when given,
+    /// matching all of `matchers`.
+    pub fn label_names(
+        &self,
+        matchers: Option<&[Matcher]>,
+        mint: i64,
+        maxt: i64,
+    ) -> BTreeSet<Arc<str>> {
+        let mut out = BTreeSet::new();
+        match matchers {
+            None if mint == i64::MIN && maxt == i64::MAX => {
+                for shard in self.shards.iter() {
+                    out.extend(shard.read().postings.names().cloned());
+                }
+            }
+            _ => self.visit(matchers.unwrap_or(&[]), mint, maxt, |_, labels, _| {
+                for l in labels {
+                    if !out.contains(&l.name) {
+                        out.insert(l.name.clone());
+                    }
+                }
+            }),
+        }
+        out
+    }
+
+    /// Values of label `name` among series with a sample in `[mint, maxt]` and, when
+    /// given, matching all of `matchers`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: Option<&[Matcher]>,
+        mint: i64,
+        maxt: i64,
+    ) -> BTreeSet<Arc<str>> {
+        let mut out = BTreeSet::new();
+        match matchers {
+            None if mint == i64::MIN && maxt == i64::MAX => {
+                for shard in self.shards.iter() {
+                    out.extend(shard.read().postings.values(name).cloned());
+                }
+            }
+            _ => self.visit(matchers.unwrap_or(&[]), mint, maxt, |_, labels, _| {
+                if let Some(l) = labels.iter().find(|l| &*l.name == name) {
+                    if !out.contains(&l.value) {
+                        out.insert(l.value.clone());
+                    }
+                }
+            }),
+        }
+        out
+    }
+
+    /// Drops samples older than `now_ms - retention` and removes series left empty
+    /// (idle for longer than the retention). Returns the number of series removed.
+    pub fn gc(&self, now_ms: i64) -> usize {
+        let min_t = now_ms.saturating_sub(self.config.retention_ms);
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            let mut freed_bytes = 0isize;
+            let mut dead = Vec::new();
+            for (slot, s) in shard.slots.iter_mut().enumerate() {
+                if let Some(s) = s {
+                    s.ring.evict_before(min_t);
+                    if s.ring.is_empty() {
+                        dead.push(slot as u32);
+                    } else {
+                        freed_bytes += s.ring.shrink();
+                    }
+                }
+            }
+            for slot in dead {
+                freed_bytes -= remove_series(&mut shard, slot) as isize;
+                removed += 1;
+            }
+            self.ring_bytes
+                .fetch_add(freed_bytes as i64, Ordering::Relaxed);
+        }
+        if removed > 0 {
+            self.series_count.fetch_sub(removed, Ordering::AcqRel);
+            self.interner.purge_unused();
+        }
+        removed
+    }
+
+    /// Series, sample and byte counts.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            series: self.series_count(),
+            ..Default::default()
+        };
+        let mut label_bytes = 0usize;
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            label_bytes += shard.slots.len() * size_of::<Option<Series>>()
+                + shard.by_hash.capacity() * (size_of::<u64>() + size_of::<SlotIds>() + 1)
+                + shard.postings.heap_bytes();
+            for s in shard.slots.iter().flatten() {
+                stats.samples += s.ring.len();
+                label_bytes += s.labels.len() * size_of::<Label>() + 2 * size_of::<usize>();
+            }
+        }
+        stats.bytes = self.ring_bytes.load(Ordering::Relaxed).max(0) as usize
+            + label_bytes
+            + self.interner.heap_bytes();
+        stats
+    }
+}
+
+fn find_slot(shard: &Shard, hash: u64, pairs: &[(&str, &str)]) -> Option<u32> {
+    let ids = shard.by_hash.get(&hash)?;
+    ids.as_slice().iter().copied().find(|&slot| {
+        shard.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|s| s.labels.eq_pairs(pairs.iter().copied()))
+    })
+}
+
+/// Unlinks a series from its shard; returns the ring bytes it held.
+fn remove_series(shard: &mut Shard, slot: u32) -> usize {
+    let Some(series) = shard.slots[slot as usize].take() else {
+        return 0;
+    };
+    shard.postings.remove(slot, &series.labels);
+    if let Some(ids) = shard.by_hash.get_mut(&series.hash) {
+        match ids {
+            SlotIds::One(_) => {
+                shard.by_hash.remove(&series.hash);
+            }
+            SlotIds::Many(v) => {
+                v.retain(|&x| x != slot);
+                if let [only] = v[..] {
+                    *ids = SlotIds::One(only);
+                }
+            }
+        }
+    }
+    shard.free.push(slot);
+    series.ring.heap_bytes()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+use super::*;
+
+fn store() -> Store {
+    Store::new(StoreConfig {
+        retention_ms: 3_600_000,
+        max_series: 100,
+        shards: 4,
+    })
+}
+
+fn ls(pairs: &[(&str, &str)]) -> LabelSet {
+    LabelSet::from_pairs(pairs.iter().copied())
+}
+
+fn names(store: &Store, matchers: &[Matcher]) -> Vec<String> {
+    store
+        .series(matchers, i64::MIN, i64::MAX)
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn fixture() -> Store {
+    let s = store();
+    for (i, (job, inst)) in [("api", "a"), ("api", "b"), ("web", "a"), ("db", "")]
+        .iter()
+        .enumerate()
+    {
+        s.append(
+            &ls(&[("__name__", "up"), ("job", job), ("instance", inst)]),
+            1000,
+            i as f64,
+        )
+        .unwrap();
+    }
+    s.append(&ls(&[("__name__", "other"), ("job", "api")]), 1000, 9.0)
+        .unwrap();
+    s
+}
+
+#[test]
+fn equality_and_regex_matchers() {
+    let s = fixture();
+    let up = Matcher::equal("__name__", "up");
+    assert_eq!(
+        names(&s, &[up.clone(), Matcher::equal("job", "api")]),
+        vec![
+            r#"up{instance="a", job="api"}"#,
+            r#"up{instance="b", job="api"}"#
+        ]
+    );
+    assert_eq!(
+        names(
+            &s,
+            &[
+                up.clone(),
+                Matcher::new(MatchOp::Regex, "job", "w.*|d.").unwrap()
+            ]
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        names(
+            &s,
+            &[
+                up.clone(),
+                Matcher::new(MatchOp::NotRegex, "job", "api").unwrap()
+            ]
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        names(
+            &s,
+            &[up, Matcher::new(MatchOp::NotEqual, "job", "api").unwrap()]
+        )
+        .len(),
+        2
+    );
+}
+
+#[test]
+fn empty_matchers_select_series_missing_the_label() {
+    let s = fixture();
+    let up = Matcher::equal("__name__", "up");
+    // instance="" matches the db series, which has no instance label.
+    assert_eq!(
+        names(&s, &[up.clone(), Matcher::equal("instance", "")]),
+        vec![r#"up{job="db"}"#]
+    );
+    // instance!="" matches only series that have the label.
+    assert_eq!(
+        names(
+            &s,
+            &[
+                up.clone(),
+                Matcher::new(MatchOp::NotEqual, "instance", "").unwrap()
+            ]
+        )
+        .len(),
+        3
+    );
+    // instance=~"a|" matches "a" and the missing label.
+    assert_eq!(
+        names(
+            &s,
+            &[
+                up.clone(),
+                Matcher::new(MatchOp::Regex, "instance", "a|").unwrap()
+            ]
+        )
+        .len(),
+        3
+    );
+    // A label nobody has, matched against "": every up series.
+    assert_eq!(
+        names(
+            &s,
+            &[up, Matcher::new(MatchOp::Regex, "zone", ".*").unwrap()]
+        )
+        .len(),
+        4
+    );
+    // Only "matches empty" matchers: the index falls back to all series.
+    assert_eq!(
+        names(
+            &s,
+            &[Matcher::new(MatchOp::NotEqual, "job", "api").unwrap()]
+        )
+        .len(),
+        2
+    );
+}
+
+#[test]
+fn time_range_filters_series() {
+    let s = store();
+    s.append(&ls(&[("__name__", "a")]), 1_000, 1.0).unwrap();
+    s.append(&ls(&[("__name__", "b")]), 5_000, 1.0).unwrap();
+    let m = [Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap()];
+    assert_eq!(s.series(&m, 0, 2_000).len(), 1);
+    assert_eq!(s.series(&m, 0, 10_000).len(), 2);
+    let sel = s.select(&m, 4_000, 6_000);
+    assert_eq!(sel.len(), 1);
+    assert_eq!(sel[0].timestamps, vec![5_000]);
+}
+
+#[test]
+fn series_limit_rejects_new_series_only() {
+    let s = Store::new(StoreConfig {
+        retention_ms: 1000,
+        max_series: 2,
+        shards: 2,
+    });
+    s.append(&ls(&[("__name__", "a")]), 1, 1.0).unwrap();
+    s.append(&ls(&[("__name__", "b")]), 1, 1.0).unwrap();
+    assert_eq!(
+        s.append(&ls(&[("__name__", "c")]), 1, 1.0),
+        Err(AppendError::SeriesLimit)
+    );
+    assert_eq!(
+        s.append(&ls(&[("__name__", "a")]), 2, 2.0),
+        Ok(Appended::Stored)
+    );
+    assert_eq!(s.series_count(), 2);
+}
+
+#[test]
+fn gc_drops_idle_series_and_frees_their_slots() {
+    let s = store();
+    s.append(&ls(&[("__name__", "old"), ("x", "1")]), 0, 1.0)
+        .unwrap();
+    s.append(&ls(&[("__name__", "new")]), 3_000_000, 1.0)
+        .unwrap();
+    assert_eq!(s.gc(3_700_000), 1);
+    assert_eq!(s.series_count(), 1);
+    let all = [Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap()];
+    assert_eq!(names(&s, &all), vec!["new{}"]);
+    assert!(s
+        .label_names(None, i64::MIN, i64::MAX)
+        .iter()
+        .all(|n| &**n != "x"));
+    // The slot is reused and the index stays consistent.
+    s.append(&ls(&[("__name__", "again"), ("x", "2")]), 3_700_000, 1.0)
+        .unwrap();
+    assert_eq!(
+        names(&s, &[Matcher::equal("x", "2")]),
+        vec![r#"again{x="2"}"#]
+    );
+}
+
+#[test]
+fn batch_append_reports_partial_rejections() {
+    let s = store();
+    let a = [("__name__", "a")];
+    let b = [("__name__", "b")];
+    s.append_batch(&[SeriesWrite {
+        labels: &a,
+        samples: &[(10, 1.0)],
+    }]);
+    let stats = s.append_batch(&[
+        SeriesWrite {
+            labels: &a,
+            samples: &[(5, 1.0), (10, 2.0), (20, 3.0)],
+        },
+        SeriesWrite {
+            labels: &b,
+            samples: &[(1, 1.0), (2, 2.0)],
+        },
+    ]);
+    assert_eq!(stats.samples_stored, 3);
+    assert_eq!(stats.out_of_order, 1);
+    assert_eq!(stats.duplicate_timestamp, 1);
+    assert_eq!(stats.series_created, 1);
+    let sel = s.select(&[Matcher::equal("__name__", "a")], 0, 100);
+    assert_eq!(sel[0].timestamps, vec![10, 20]);
+}
+
+#[test]
+fn label_names_and_values() {
+    let s = fixture();
+    let names: Vec<String> = s
+        .label_names(None, i64::MIN, i64::MAX)
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(names, vec!["__name__", "instance", "job"]);
+    let jobs: Vec<String> = s
+        .label_values("job", None, i64::MIN, i64::MAX)
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(jobs, vec!["api", "db", "web"]);
+    let m = [Matcher::equal("__name__", "other")];
+    let jobs: Vec<String> = s
+        .label_values("job", Some(&m), i64::MIN, i64::MAX)
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(jobs, vec!["api"]);
+}
+
+#[test]
+fn concurrent_writers_and_readers() {
+    let s = std::sync::Arc::new(Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 10_000,
+        shards: 8,
+    }));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for t in 0..200 {
+                    for i in 0..50 {
+                        let inst = format!("{w}-{i}");
+                        s.append(&ls(&[("__name__", "m"), ("i", &inst)]), t, t as f64)
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                for series in s.select(&[Matcher::equal("__name__", "m")], 0, i64::MAX) {
+                    assert!(series.timestamps.windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    reader.join().unwrap();
+    assert_eq!(s.series_count(), 200);
+    assert_eq!(s.stats().samples, 200 * 200);
+}
