@@ -1,4 +1,10 @@
 //! closedloop: a service beside Prometheus that closes the operations loop.
 //! See ARCHITECTURE.md for the map of modules and how data flows between them.
 
+pub mod config;
+pub mod duration;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod service;
 pub mod storage;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use index::Postings;
-pub use labels::{Label, LabelSet, METRIC_NAME};
+pub use labels::{is_valid_label_name, is_valid_metric_name, Label, LabelSet, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use ring::{Appended, RingBuffer};
 

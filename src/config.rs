@@ -1,0 +1,507 @@
+//! Service configuration: a YAML file, every field optional with a sane default, so
+//! `closedloop serve` runs with no file at all. Unknown keys and bad values are
+//! rejected with the key path (`storage.retention`) and the reason.
+//!
+//! Secrets (tokens, passwords) are never written in the file itself: the file names
+//! another file or an environment variable holding them, and they are never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::duration::PromDuration;
+
+/// Problems loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema; `key` is the path of the offending key.
+    #[error("{path}: {key}: {reason}")]
+    Parse {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on (`host:port`).
+    pub listen_address: String,
+    /// Logging.
+    pub log: LogConfig,
+    /// The in-memory store.
+    pub storage: StorageConfig,
+    /// The remote-write receiver.
+    pub remote_write: RemoteWriteConfig,
+    /// PromQL engine limits.
+    pub query: QueryConfig,
+    /// Prometheus rule files to load; glob patterns allowed. Relative paths are
+    /// relative to the configuration file.
+    pub rule_files: Vec<String>,
+    /// Serve HTTPS with this certificate and key (PEM files) instead of HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Who may write samples and who may change the service's state.
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen_address: "127.0.0.1:9096".to_owned(),
+            log: LogConfig::default(),
+            storage: StorageConfig::default(),
+            remote_write: RemoteWriteConfig::default(),
+            query: QueryConfig::default(),
+            rule_files: Vec::new(),
+            tls: None,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `plain` (human-readable lines) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `closedloop=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Plain,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Store sizing: together these bound memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How much history each series keeps; series idle this long are dropped.
+    pub retention: PromDuration,
+    /// Most series held at once; samples of further new series are rejected.
+    pub max_series: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            retention: PromDuration(std::time::Duration::from_secs(6 * 3600)),
+            max_series: 1_000_000,
+        }
+    }
+}
+
+/// Remote-write receiver limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    /// Largest accepted request body, compressed, in bytes. Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Largest accepted body after snappy decompression, in bytes (413 beyond).
+    pub max_decoded_bytes: usize,
+    /// Samples further than this in the future (by the service's clock) are rejected.
+    pub max_future: PromDuration,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            max_body_bytes: 32 << 20,
+            max_decoded_bytes: 256 << 20,
+            max_future: PromDuration(std::time::Duration::from_secs(600)),
+        }
+    }
+}
+
+/// PromQL engine limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// How far back an instant vector selector looks for a sample.
+    pub lookback_delta: PromDuration,
+    /// Most samples one query may hold in memory at once.
+    pub max_samples: usize,
+    /// Longest a query may run.
+    pub timeout: PromDuration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            lookback_delta: PromDuration(std::time::Duration::from_secs(300)),
+            max_samples: 50_000_000,
+            timeout: PromDuration(std::time::Duration::from_secs(120)),
+        }
+    }
+}
+
+/// TLS certificate and key, PEM encoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Access control. Each part is optional; absent means open.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required on `POST /api/v1/write`, as Prometheus's `remote_write`
+    /// `authorization` or `basic_auth` settings send it.
+    pub write: Option<CredentialsConfig>,
+    /// Required on every endpoint that changes the service's state (`/-/reload`,
+    /// approvals).
+    pub admin: Option<CredentialsConfig>,
+}
+
+/// One accepted credential: a bearer token or a basic-auth user, exactly one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    /// File holding the bearer token (surrounding whitespace is trimmed).
+    pub bearer_token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    pub bearer_token_env: Option<String>,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuthConfig>,
+}
+
+/// A basic-auth user; the password comes from a file or an environment variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// A secret value; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// A credential with its secret loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Parse {
+                    path: path.into(),
+                    key: if key == "." {
+                        "(top level)".to_owned()
+                    } else {
+                        key
+                    },
+                    reason: e.into_inner().to_string(),
+                }
+            })?
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks values the schema alone cannot.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            key: key.into(),
+            reason,
+        };
+        self.listen_address.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "listen_address",
+                format!("{:?} is not host:port ({e})", self.listen_address),
+            )
+        })?;
+        if self.storage.retention.as_millis() < 60_000 {
+            return Err(invalid("storage.retention", "must be at least 1m".into()));
+        }
+        if self.storage.max_series == 0 {
+            return Err(invalid("storage.max_series", "must be at least 1".into()));
+        }
+        if self.remote_write.max_body_bytes < 1024 {
+            return Err(invalid(
+                "remote_write.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.remote_write.max_decoded_bytes < self.remote_write.max_body_bytes {
+            return Err(invalid(
+                "remote_write.max_decoded_bytes",
+                "must be at least remote_write.max_body_bytes".into(),
+            ));
+        }
+        if self.query.timeout.as_millis() == 0 {
+            return Err(invalid("query.timeout", "must be positive".into()));
+        }
+        if self.query.lookback_delta.as_millis() == 0 {
+            return Err(invalid("query.lookback_delta", "must be positive".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
+        for (i, pattern) in self.rule_files.iter().enumerate() {
+            if pattern.trim().is_empty() {
+                return Err(invalid(&format!("rule_files[{i}]"), "empty pattern".into()));
+            }
+        }
+        for (key, creds) in [
+            ("auth.write", &self.auth.write),
+            ("auth.admin", &self.auth.admin),
+        ] {
+            if let Some(c) = creds {
+                c.validate().map_err(|reason| invalid(key, reason))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.tls {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+        for c in [&mut self.auth.write, &mut self.auth.admin]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = &mut c.bearer_token_file {
+                join(p);
+            }
+            if let Some(p) = c.basic_auth.as_mut().and_then(|b| b.password_file.as_mut()) {
+                join(p);
+            }
+        }
+        for pattern in &mut self.rule_files {
+            if Path::new(pattern.as_str()).is_relative() {
+                *pattern = base.join(&*pattern).to_string_lossy().into_owned();
+            }
+        }
+    }
+
+    /// The store's sizing.
+    pub fn store_config(&self) -> crate::storage::StoreConfig {
+        crate::storage::StoreConfig {
+            retention_ms: self.storage.retention.as_millis(),
+            max_series: self.storage.max_series,
+            ..Default::default()
+        }
+    }
+}
+
+impl CredentialsConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let set = [
+            self.bearer_token_file.is_some(),
+            self.bearer_token_env.is_some(),
+            self.basic_auth.is_some(),
+        ];
+        if set.iter().filter(|x| **x).count() != 1 {
+            return Err(
+                "set exactly one of bearer_token_file, bearer_token_env, basic_auth".into(),
+            );
+        }
+        if let Some(b) = &self.basic_auth {
+            if b.username.is_empty() {
+                return Err("basic_auth.username is empty".into());
+            }
+            if b.password_file.is_some() == b.password_env.is_some() {
+                return Err("basic_auth: set exactly one of password_file, password_env".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the secret from its file or environment variable. `key` names the
+    /// setting in errors; the secret itself never appears in them.
+    pub fn resolve(&self, key: &str) -> std::result::Result<Credentials, String> {
+        fn read(
+            key: &str,
+            file: &Option<PathBuf>,
+            env: &Option<String>,
+        ) -> std::result::Result<Secret, String> {
+            let value = match (file, env) {
+                (Some(f), _) => std::fs::read_to_string(f)
+                    .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
+                (None, Some(var)) => std::env::var(var)
+                    .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
+                (None, None) => return Err(format!("{key}: no secret source")),
+            };
+            let value = value.trim().to_owned();
+            if value.is_empty() {
+                return Err(format!("{key}: the secret is empty"));
+            }
+            Ok(Secret(value))
+        }
+        match &self.basic_auth {
+            Some(b) => Ok(Credentials::Basic {
+                username: b.username.clone(),
+                password: read(
+                    &format!("{key}.basic_auth"),
+                    &b.password_file,
+                    &b.password_env,
+                )?,
+            }),
+            None => Ok(Credentials::Bearer(read(
+                key,
+                &self.bearer_token_file,
+                &self.bearer_token_env,
+            )?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("test.yml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen_address, "127.0.0.1:9096");
+        assert_eq!(c.storage.retention.as_millis(), 6 * 3600 * 1000);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            "listen_address: 0.0.0.0:9000\nlog: {format: json, level: debug}\nstorage: {retention: 2h, max_series: 10}\n\
+             rule_files: ['rules/*.yml']\nauth:\n  write:\n    basic_auth: {username: prom, password_env: PW}\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.storage.max_series, 10);
+        assert_eq!(c.rule_files, vec!["rules/*.yml"]);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = parse("storage:\n  retention: 1h\n  retension: 2h\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage") && e.contains("retension"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_path() {
+        let e = parse("storage:\n  retention: 6hours\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("test.yml: storage.retention:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(parse("listen_address: nowhere\n")
+            .unwrap_err()
+            .to_string()
+            .contains("listen_address"));
+        assert!(parse("storage: {max_series: 0}\n")
+            .unwrap_err()
+            .to_string()
+            .contains("storage.max_series"));
+        let e = parse("auth:\n  write: {bearer_token_env: A, bearer_token_file: /x}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.write"), "{e}");
+        assert!(parse("log: {format: xml}\n")
+            .unwrap_err()
+            .to_string()
+            .contains("log.format"));
+    }
+
+    #[test]
+    fn secrets_come_from_env_and_never_print() {
+        std::env::set_var("CLOSEDLOOP_TEST_TOKEN", " s3cret\n");
+        let c = CredentialsConfig {
+            bearer_token_env: Some("CLOSEDLOOP_TEST_TOKEN".into()),
+            ..Default::default()
+        };
+        let creds = c.resolve("auth.write").unwrap();
+        assert_eq!(creds, Credentials::Bearer(Secret("s3cret".into())));
+        assert!(!format!("{creds:?}").contains("s3cret"));
+        let missing = CredentialsConfig {
+            bearer_token_env: Some("CLOSEDLOOP_NOPE".into()),
+            ..Default::default()
+        };
+        assert!(missing
+            .resolve("auth.write")
+            .unwrap_err()
+            .contains("CLOSEDLOOP_NOPE"));
+    }
+}

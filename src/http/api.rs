@@ -1,0 +1,205 @@
+//! The Prometheus-compatible read API (series, labels, label values, build info,
+//! metadata), health and readiness, `/metrics`, and `/-/reload`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::params::Params;
+use super::selector::parse_selector;
+use super::App;
+use crate::storage::{LabelSet, Matcher};
+
+fn success(data: Value) -> Response {
+    Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// The `match[]` selectors of a request, each expanded into its alternatives.
+fn matcher_sets(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut sets = Vec::new();
+    for m in params.all("match[]") {
+        sets.extend(parse_selector(m).map_err(ApiError::bad_data)?);
+    }
+    Ok(sets)
+}
+
+fn time_range(params: &Params) -> Result<(i64, i64), ApiError> {
+    let start = params.time_ms("start", i64::MIN)?;
+    let end = params.time_ms("end", i64::MAX)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start time",
+        ));
+    }
+    Ok((start, end))
+}
+
+fn labels_json(labels: &LabelSet) -> Value {
+    let map: Map<String, Value> = labels
+        .iter()
+        .map(|l| (l.name.to_string(), Value::String(l.value.to_string())))
+        .collect();
+    Value::Object(map)
+}
+
+/// Runs a read off the async workers: selections over many series take a while.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("query task failed: {e}")))
+}
+
+pub(crate) async fn series(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&uri, &headers, &body);
+    let result = async {
+        let sets = matcher_sets(&params)?;
+        if sets.is_empty() {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let (start, end) = time_range(&params)?;
+        blocking(move || {
+            let mut all: BTreeSet<LabelSet> = BTreeSet::new();
+            for set in &sets {
+                all.extend(app.store.series(set, start, end));
+            }
+            all.iter().map(labels_json).collect::<Vec<_>>()
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(series) => success(Value::Array(series)),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn labels(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&uri, &headers, &body);
+    let result = async {
+        let sets = matcher_sets(&params)?;
+        let (start, end) = time_range(&params)?;
+        blocking(move || {
+            let mut names = BTreeSet::new();
+            if sets.is_empty() {
+                names = app.store.label_names(None, start, end);
+            }
+            for set in &sets {
+                names.extend(app.store.label_names(Some(set), start, end));
+            }
+            names
+                .into_iter()
+                .map(|n| Value::String(n.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(names) => success(Value::Array(names)),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn label_values(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::from_request(&uri, &headers, &Bytes::new());
+    let result = async {
+        if name.is_empty() {
+            return Err(ApiError::bad_data("invalid label name: empty"));
+        }
+        let sets = matcher_sets(&params)?;
+        let (start, end) = time_range(&params)?;
+        blocking(move || {
+            let mut values = BTreeSet::new();
+            if sets.is_empty() {
+                values = app.store.label_values(&name, None, start, end);
+            }
+            for set in &sets {
+                values.extend(app.store.label_values(&name, Some(set), start, end));
+            }
+            values
+                .into_iter()
+                .map(|v| Value::String(v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(values) => success(Value::Array(values)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// What Grafana reads to learn the server's flavour and version.
+pub(crate) async fn buildinfo() -> Response {
+    success(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "application": "closedloop",
+    }))
+}
+
+/// Metric metadata is not collected (remote-write 1.0 metadata is ignored): an empty
+/// object, as Prometheus returns when it knows no metadata.
+pub(crate) async fn metadata() -> Response {
+    success(json!({}))
+}
+
+pub(crate) async fn healthy() -> &'static str {
+    "closedloop is Healthy.\n"
+}
+
+pub(crate) async fn ready() -> &'static str {
+    "closedloop is Ready.\n"
+}
+
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(app.store.stats());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) async fn reload(State(app): State<Arc<App>>) -> Response {
+    match app.reload() {
+        Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,160 @@
+//! Access control: bearer tokens and basic auth, compared in constant time.
+//!
+//! Two independent guards: `write` protects `POST /api/v1/write`, `admin` protects
+//! every endpoint that changes the service's state. A guard left unconfigured is open.
+//! A refused call gets 401 before its body is read, so it never reaches the store.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use subtle::ConstantTimeEq;
+
+use super::App;
+use crate::config::Credentials;
+
+/// Which guard an endpoint sits behind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Guard {
+    Write,
+    Admin,
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// True when the request's `Authorization` header satisfies `expected`.
+pub(crate) fn authorized(headers: &HeaderMap, expected: &Credentials) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return false;
+    };
+    match expected {
+        Credentials::Bearer(token) => {
+            scheme.eq_ignore_ascii_case("bearer") && ct_eq(rest.trim(), token.expose())
+        }
+        Credentials::Basic { username, password } => {
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return false;
+            }
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+                return false;
+            };
+            let Ok(decoded) = String::from_utf8(decoded) else {
+                return false;
+            };
+            let Some((user, pass)) = decoded.split_once(':') else {
+                return false;
+            };
+            // Evaluate both comparisons so timing does not tell which one failed.
+            let user_ok = ct_eq(user, username);
+            let pass_ok = ct_eq(pass, password.expose());
+            user_ok & pass_ok
+        }
+    }
+}
+
+fn unauthorized(expected: &Credentials) -> Response {
+    let challenge = match expected {
+        Credentials::Bearer(_) => "Bearer realm=\"closedloop\"",
+        Credentials::Basic { .. } => "Basic realm=\"closedloop\"",
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        "unauthorized\n",
+    )
+        .into_response()
+}
+
+async fn check(app: &App, guard: Guard, req: Request, next: Next) -> Response {
+    let settings = app.settings();
+    let expected = match guard {
+        Guard::Write => &settings.write_auth,
+        Guard::Admin => &settings.admin_auth,
+    };
+    match expected {
+        Some(creds) if !authorized(req.headers(), creds) => unauthorized(creds),
+        _ => next.run(req).await,
+    }
+}
+
+pub(crate) async fn require_write(
+    State(app): State<std::sync::Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    check(&app, Guard::Write, req, next).await
+}
+
+pub(crate) async fn require_admin(
+    State(app): State<std::sync::Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    check(&app, Guard::Admin, req, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CredentialsConfig;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    fn bearer(token: &str) -> Credentials {
+        std::env::set_var("CLOSEDLOOP_AUTH_TEST", token);
+        CredentialsConfig {
+            bearer_token_env: Some("CLOSEDLOOP_AUTH_TEST".into()),
+            ..Default::default()
+        }
+        .resolve("t")
+        .unwrap()
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let c = bearer("abc");
+        assert!(authorized(&headers("Bearer abc"), &c));
+        assert!(authorized(&headers("bearer abc"), &c));
+        assert!(!authorized(&headers("Bearer abd"), &c));
+        assert!(!authorized(&headers("Basic abc"), &c));
+        assert!(!authorized(&HeaderMap::new(), &c));
+    }
+
+    #[test]
+    fn basic_auth() {
+        std::env::set_var("CLOSEDLOOP_AUTH_PW", "pw:with:colons");
+        let c = CredentialsConfig {
+            basic_auth: Some(crate::config::BasicAuthConfig {
+                username: "prom".into(),
+                password_file: None,
+                password_env: Some("CLOSEDLOOP_AUTH_PW".into()),
+            }),
+            ..Default::default()
+        }
+        .resolve("t")
+        .unwrap();
+        let enc = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert!(authorized(&headers(&enc("prom:pw:with:colons")), &c));
+        assert!(!authorized(&headers(&enc("prom:pw")), &c));
+        assert!(!authorized(&headers(&enc("other:pw:with:colons")), &c));
+        assert!(!authorized(&headers("Basic !!!"), &c));
+    }
+}

@@ -1,0 +1,171 @@
+//! The HTTP surface: remote write, the Prometheus-compatible read API, health,
+//! `/metrics`, and the admin endpoints. Handlers are thin: they parse the request,
+//! call a synchronous module function, and render its result; errors become status
+//! codes in `error.rs` only.
+
+mod api;
+mod auth;
+mod error;
+mod params;
+mod selector;
+mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use parking_lot::RwLock;
+
+use crate::config::{Config, Credentials};
+use crate::metrics::Metrics;
+use crate::storage::Store;
+
+/// Settings a reload may change without a restart.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub write_auth: Option<Credentials>,
+    pub admin_auth: Option<Credentials>,
+    pub retention_ms: i64,
+    pub max_future_ms: i64,
+    pub max_decoded_bytes: usize,
+}
+
+impl Settings {
+    /// Derives the runtime settings from a validated config, loading secrets.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        Ok(Settings {
+            write_auth: config
+                .auth
+                .write
+                .as_ref()
+                .map(|c| c.resolve("auth.write"))
+                .transpose()?,
+            admin_auth: config
+                .auth
+                .admin
+                .as_ref()
+                .map(|c| c.resolve("auth.admin"))
+                .transpose()?,
+            retention_ms: config.storage.retention.as_millis(),
+            max_future_ms: config.remote_write.max_future.as_millis(),
+            max_decoded_bytes: config.remote_write.max_decoded_bytes,
+        })
+    }
+}
+
+/// State shared by every handler.
+pub struct App {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    settings: RwLock<Arc<Settings>>,
+    /// The file `/-/reload` re-reads; `None` when running on defaults.
+    config_path: Option<PathBuf>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        config_path: Option<PathBuf>,
+    ) -> Self {
+        App {
+            store,
+            metrics,
+            settings: RwLock::new(Arc::new(settings)),
+            config_path,
+        }
+    }
+
+    /// The current settings (a cheap `Arc` clone).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+
+    /// Re-reads the configuration file and applies what can change at runtime
+    /// (credentials, limits). On failure the running settings stay as they were.
+    pub fn reload(&self) -> Result<(), String> {
+        let result = match &self.config_path {
+            None => Ok(()),
+            Some(path) => Config::load(path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| Settings::from_config(&c))
+                .map(|settings| {
+                    *self.settings.write() = Arc::new(settings);
+                }),
+        };
+        match &result {
+            Ok(()) => {
+                self.metrics.config_last_reload_successful.set(1);
+                self.metrics
+                    .config_last_reload_success_timestamp
+                    .set(chrono::Utc::now().timestamp());
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_last_reload_successful.set(0);
+                tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            }
+        }
+        result
+    }
+}
+
+/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
+pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    let write = Router::new()
+        .route("/api/v1/write", post(write::remote_write))
+        // Refuse unauthenticated writers before their body is read.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_write,
+        ));
+    let admin = Router::new()
+        .route("/-/reload", post(api::reload).put(api::reload))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_admin,
+        ));
+    let read = Router::new()
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/metadata", get(api::metadata))
+        .route("/-/healthy", get(api::healthy))
+        .route("/-/ready", get(api::ready))
+        .route("/metrics", get(api::metrics));
+    Router::new()
+        .merge(write)
+        .merge(admin)
+        .merge(read)
+        // Count and time every request by route.
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        // Bodies over the limit get 413 while being read, never buffered whole.
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(app)
+}
+
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "other".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.metrics
+        .http_request_duration
+        .with_label_values(&[&handler])
+        .observe(start.elapsed().as_secs_f64());
+    app.metrics
+        .http_requests
+        .with_label_values(&[&handler, resp.status().as_str()])
+        .inc();
+    resp
+}

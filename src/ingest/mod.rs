@@ -1,0 +1,402 @@
+//! Remote-write ingest: content negotiation, snappy decompression, protobuf decoding,
+//! validation, and the batch append into the store.
+//!
+//! Everything here is synchronous; the HTTP handler calls it with the request body.
+//! Label strings are sliced out of the decompressed buffer (no copy per label) and
+//! checked for UTF-8 here. Valid series of a request are stored even when others are
+//! rejected; the outcome counts every rejection by reason so the reply can say so.
+//! Nothing in this module panics on input.
+
+pub mod proto;
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::storage::{is_valid_label_name, AppendStats, SeriesWrite, Store, METRIC_NAME};
+
+/// The two remote-write protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V1,
+    V2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::V1 => "1.0",
+            Protocol::V2 => "2.0",
+        }
+    }
+}
+
+/// Why a request was refused as a whole. Mapped to HTTP status codes in `http`.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Content-Type or Content-Encoding this receiver does not speak (415).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The body is larger than allowed, before or after decompression (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The snappy block could not be decoded (400).
+    #[error("snappy decode error: {0}")]
+    Snappy(#[from] snap::Error),
+    /// The protobuf message could not be decoded (400).
+    #[error("protobuf decode error: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The message decoded but breaks a rule of the protocol as a whole (400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
+
+/// Chooses the protocol from `Content-Type` (never from the version header), as the
+/// Prometheus receiver does, but trimming spaces around parameters.
+pub fn negotiate(content_type: Option<&str>, content_encoding: Option<&str>) -> Result<Protocol> {
+    match content_encoding.map(str::trim) {
+        None | Some("") => {}
+        Some(e) if e.eq_ignore_ascii_case("snappy") => {}
+        Some(e) => {
+            return Err(IngestError::Unsupported(format!(
+                "unsupported Content-Encoding {e:?}; only snappy"
+            )))
+        }
+    }
+    let Some(ct) = content_type else {
+        return Ok(Protocol::V1);
+    };
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(IngestError::Unsupported(format!(
+            "unsupported Content-Type {media:?}; expected application/x-protobuf"
+        )));
+    }
+    let mut protocol = Protocol::V1;
+    for param in parts {
+        let Some((key, value)) = param.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "proto" {
+            continue;
+        }
+        protocol = match value.trim() {
+            "prometheus.WriteRequest" => Protocol::V1,
+            "io.prometheus.write.v2.Request" => Protocol::V2,
+            other => {
+                return Err(IngestError::Unsupported(format!(
+                    "unsupported remote-write proto {other:?}"
+                )))
+            }
+        };
+    }
+    Ok(protocol)
+}
+
+/// Decompresses a snappy block, refusing (before allocating) one that claims to be
+/// larger than `max_decoded` bytes.
+pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Bytes> {
+    let len = snap::raw::decompress_len(body)?;
+    if len > max_decoded {
+        return Err(IngestError::TooLarge(format!(
+            "decompressed body would be {len} bytes, over the limit of {max_decoded}"
+        )));
+    }
+    let mut out = vec![0u8; len];
+    let n = snap::raw::Decoder::new().decompress(body, &mut out)?;
+    out.truncate(n);
+    Ok(Bytes::from(out))
+}
+
+/// Limits checked per sample, by the service's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleBounds {
+    /// Samples older than this are too old (outside the retention window).
+    pub min_t: i64,
+    /// Samples newer than this are too far in the future.
+    pub max_t: i64,
+}
+
+impl SampleBounds {
+    /// Accepts everything: for loaders replaying historical data.
+    pub fn unbounded() -> Self {
+        SampleBounds {
+            min_t: i64::MIN,
+            max_t: i64::MAX,
+        }
+    }
+}
+
+/// What happened to one request.
+#[derive(Debug, Default, Clone)]
+pub struct WriteOutcome {
+    pub series_received: u64,
+    pub samples_received: u64,
+    pub histograms_dropped: u64,
+    pub exemplars_dropped: u64,
+    /// Series refused for their labels (bad UTF-8, invalid or duplicate names, no
+    /// metric name, bad symbol references).
+    pub invalid_series: u64,
+    /// Samples of those series.
+    pub invalid_series_samples: u64,
+    /// The first label problem, for the reply.
+    pub first_invalid: Option<String>,
+    pub too_old: u64,
+    pub too_far_in_future: u64,
+    pub append: AppendStats,
+}
+
+impl WriteOutcome {
+    /// Samples written to the store (including resent duplicates, which are stored).
+    pub fn samples_written(&self) -> u64 {
+        self.append.samples_stored + self.append.samples_duplicate
+    }
+
+    /// True when every sample was accepted.
+    pub fn is_complete(&self) -> bool {
+        self.invalid_series == 0
+            && self.too_old == 0
+            && self.too_far_in_future == 0
+            && self.append.rejected() == 0
+    }
+
+    /// Rejected sample counts by reason, for metrics and the reply.
+    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+        [
+            ("invalid_labels", self.invalid_series_samples),
+            ("too_old", self.too_old),
+            ("too_far_in_future", self.too_far_in_future),
+            ("out_of_order", self.append.out_of_order),
+            ("duplicate_timestamp", self.append.duplicate_timestamp),
+            ("series_limit", self.append.series_limit),
+        ]
+    }
+
+    /// A one-line description of a partial write.
+    pub fn summary(&self) -> String {
+        let reasons: Vec<String> = self
+            .rejections()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        let mut line = format!(
+            "partial write: stored {} of {} samples; rejected samples by reason: {}",
+            self.samples_written(),
+            self.samples_received,
+            reasons.join(" ")
+        );
+        if let Some(first) = &self.first_invalid {
+            line.push_str("; first invalid series: ");
+            line.push_str(first);
+        }
+        line
+    }
+}
+
+/// Request-scoped buffers: every label and sample of a request lives in two flat
+/// vectors, and each series refers to ranges of them. Two allocations per request,
+/// none per sample.
+#[derive(Default)]
+struct Batch<'a> {
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<(i64, f64)>,
+    series: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl<'a> Batch<'a> {
+    /// Checks and normalises the labels just pushed from `start`: sorts them if the
+    /// sender did not, drops empty values, refuses duplicates and a missing name.
+    fn finish_labels(&mut self, start: usize) -> std::result::Result<Range<usize>, String> {
+        let labels = &mut self.labels[start..];
+        if !labels.windows(2).all(|w| w[0].0 < w[1].0) {
+            labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(format!("duplicate label name {:?}", w[0].0));
+            }
+        }
+        // Empty values mean "no such label"; Prometheus drops them too.
+        let mut kept = start;
+        for i in start..self.labels.len() {
+            if !self.labels[i].1.is_empty() {
+                self.labels[kept] = self.labels[i];
+                kept += 1;
+            }
+        }
+        self.labels.truncate(kept);
+        let range = start..kept;
+        if !self.labels[range.clone()]
+            .iter()
+            .any(|(n, _)| *n == METRIC_NAME)
+        {
+            return Err("missing or empty metric name (__name__)".to_owned());
+        }
+        Ok(range)
+    }
+
+    fn push_sample(&mut self, t: i64, v: f64, bounds: SampleBounds, outcome: &mut WriteOutcome) {
+        if t < bounds.min_t {
+            outcome.too_old += 1;
+        } else if t > bounds.max_t {
+            outcome.too_far_in_future += 1;
+        } else {
+            self.samples.push((t, v));
+        }
+    }
+
+    fn reject_series(
+        &mut self,
+        label_start: usize,
+        samples: usize,
+        reason: String,
+        outcome: &mut WriteOutcome,
+    ) {
+        self.labels.truncate(label_start);
+        outcome.invalid_series += 1;
+        outcome.invalid_series_samples += samples as u64;
+        if outcome.first_invalid.is_none() {
+            outcome.first_invalid = Some(reason);
+        }
+    }
+
+    fn append_to(&self, store: &Store) -> AppendStats {
+        let writes: Vec<SeriesWrite<'_>> = self
+            .series
+            .iter()
+            .map(|(l, s)| SeriesWrite {
+                labels: &self.labels[l.clone()],
+                samples: &self.samples[s.clone()],
+            })
+            .collect();
+        store.append_batch(&writes)
+    }
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> std::result::Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("invalid UTF-8 in {what}"))
+}
+
+/// Decodes a decompressed remote-write body and appends its samples.
+pub fn write(
+    store: &Store,
+    protocol: Protocol,
+    body: Bytes,
+    bounds: SampleBounds,
+) -> Result<WriteOutcome> {
+    match protocol {
+        Protocol::V1 => write_v1(store, proto::v1::WriteRequest::decode(body)?, bounds),
+        Protocol::V2 => write_v2(store, proto::v2::Request::decode(body)?, bounds),
+    }
+}
+
+fn write_v1(
+    store: &Store,
+    req: proto::v1::WriteRequest,
+    bounds: SampleBounds,
+) -> Result<WriteOutcome> {
+    let mut outcome = WriteOutcome::default();
+    let mut batch = Batch::default();
+    for ts in &req.timeseries {
+        outcome.series_received += 1;
+        outcome.samples_received += ts.samples.len() as u64;
+        outcome.histograms_dropped += ts.histograms.len() as u64;
+        outcome.exemplars_dropped += ts.exemplars.len() as u64;
+        let label_start = batch.labels.len();
+        let checked: std::result::Result<(), String> = ts.labels.iter().try_for_each(|l| {
+            let name = utf8(&l.name, "label name")?;
+            let value = utf8(&l.value, "label value")?;
+            if !is_valid_label_name(name) && name != METRIC_NAME {
+                return Err(format!("invalid label name {name:?}"));
+            }
+            batch.labels.push((name, value));
+            Ok(())
+        });
+        let labels = checked.and_then(|()| batch.finish_labels(label_start));
+        match labels {
+            Err(reason) => batch.reject_series(label_start, ts.samples.len(), reason, &mut outcome),
+            Ok(labels) => {
+                let sample_start = batch.samples.len();
+                for s in &ts.samples {
+                    batch.push_sample(s.timestamp, s.value, bounds, &mut outcome);
+                }
+                batch
+                    .series
+                    .push((labels, sample_start..batch.samples.len()));
+            }
+        }
+    }
+    outcome.append = batch.append_to(store);
+    Ok(outcome)
+}
+
+fn write_v2(store: &Store, req: proto::v2::Request, bounds: SampleBounds) -> Result<WriteOutcome> {
+    // Every symbol is checked for UTF-8 once; series then borrow them by index.
+    let symbols: Vec<&str> = req
+        .symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            std::str::from_utf8(s)
+                .map_err(|_| IngestError::Invalid(format!("invalid UTF-8 in symbol {i}")))
+        })
+        .collect::<Result<_>>()?;
+    if symbols.first().is_some_and(|s| !s.is_empty()) {
+        return Err(IngestError::Invalid(
+            "symbols[0] must be the empty string".to_owned(),
+        ));
+    }
+    let mut outcome = WriteOutcome::default();
+    let mut batch = Batch::default();
+    for (n, ts) in req.timeseries.iter().enumerate() {
+        outcome.series_received += 1;
+        outcome.samples_received += ts.samples.len() as u64;
+        outcome.histograms_dropped += ts.histograms.len() as u64;
+        outcome.exemplars_dropped += ts.exemplars.len() as u64;
+        let label_start = batch.labels.len();
+        let checked: std::result::Result<(), String> = (|| {
+            if ts.samples.is_empty() && ts.histograms.is_empty() {
+                return Err(format!("series {n} has no samples and no histograms"));
+            }
+            if ts.labels_refs.len() % 2 != 0 {
+                return Err(format!("series {n}: odd number of labels_refs"));
+            }
+            for pair in ts.labels_refs.chunks_exact(2) {
+                let sym = |r: u32| {
+                    symbols.get(r as usize).copied().ok_or_else(|| {
+                        format!(
+                            "series {n}: symbol reference {r} out of range ({} symbols)",
+                            symbols.len()
+                        )
+                    })
+                };
+                let (name, value) = (sym(pair[0])?, sym(pair[1])?);
+                if name.is_empty() {
+                    return Err(format!("series {n}: empty label name"));
+                }
+                batch.labels.push((name, value));
+            }
+            Ok(())
+        })();
+        match checked.and_then(|()| batch.finish_labels(label_start)) {
+            Err(reason) => batch.reject_series(label_start, ts.samples.len(), reason, &mut outcome),
+            Ok(labels) => {
+                let sample_start = batch.samples.len();
+                for s in &ts.samples {
+                    batch.push_sample(s.timestamp, s.value, bounds, &mut outcome);
+                }
+                batch
+                    .series
+                    .push((labels, sample_start..batch.samples.len()));
+            }
+        }
+    }
+    outcome.append = batch.append_to(store);
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+use super::proto::{v1, v2};
+use super::*;
+use crate::storage::{Matcher, StoreConfig};
+
+fn label(n: &str, v: &str) -> v1::Label {
+    v1::Label {
+        name: Bytes::copy_from_slice(n.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+    }
+}
+
+fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+        samples: samples
+            .iter()
+            .map(|&(t, v)| v1::Sample {
+                timestamp: t,
+                value: v,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn v1_body(ts: Vec<v1::TimeSeries>) -> Bytes {
+    Bytes::from(
+        v1::WriteRequest {
+            timeseries: ts,
+            metadata: vec![],
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn store() -> Store {
+    Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 3,
+        shards: 4,
+    })
+}
+
+fn stored(store: &Store, name: &str) -> Vec<(i64, f64)> {
+    store
+        .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX)
+        .into_iter()
+        .flat_map(|s| s.timestamps.into_iter().zip(s.values))
+        .collect()
+}
+
+#[test]
+fn negotiates_like_prometheus_but_trims_spaces() {
+    assert_eq!(negotiate(None, None).unwrap(), Protocol::V1);
+    assert_eq!(
+        negotiate(Some("application/x-protobuf"), Some("snappy")).unwrap(),
+        Protocol::V1
+    );
+    assert_eq!(
+        negotiate(
+            Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"),
+            None
+        )
+        .unwrap(),
+        Protocol::V2
+    );
+    assert_eq!(
+        negotiate(
+            Some("application/x-protobuf;proto=prometheus.WriteRequest"),
+            None
+        )
+        .unwrap(),
+        Protocol::V1
+    );
+    assert!(matches!(
+        negotiate(Some("application/json"), None),
+        Err(IngestError::Unsupported(_))
+    ));
+    assert!(matches!(
+        negotiate(Some("application/x-protobuf;proto=foo.Bar"), None),
+        Err(IngestError::Unsupported(_))
+    ));
+    assert!(matches!(
+        negotiate(None, Some("gzip")),
+        Err(IngestError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn decompression_refuses_bombs_and_garbage() {
+    let big = vec![0u8; 1 << 20];
+    let compressed = snap::raw::Encoder::new().compress_vec(&big).unwrap();
+    assert!(compressed.len() < 64 << 10);
+    assert!(matches!(
+        decompress(&compressed, 1 << 19),
+        Err(IngestError::TooLarge(_))
+    ));
+    assert_eq!(decompress(&compressed, 1 << 20).unwrap().len(), 1 << 20);
+    assert!(matches!(
+        decompress(&compressed[..compressed.len() / 2], 1 << 20),
+        Err(IngestError::Snappy(_))
+    ));
+    assert!(matches!(
+        decompress(b"\xff\xff\xff\xff\xff\xff", 1 << 20),
+        Err(IngestError::Snappy(_))
+    ));
+}
+
+#[test]
+fn v1_round_trip_with_unsorted_labels_and_empty_values() {
+    let s = store();
+    let body = v1_body(vec![series(
+        &[("job", "a"), ("__name__", "up"), ("zone", "")],
+        &[(1, 1.0), (2, 0.0)],
+    )]);
+    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    assert!(out.is_complete(), "{out:?}");
+    assert_eq!(out.samples_written(), 2);
+    assert_eq!(stored(&s, "up"), vec![(1, 1.0), (2, 0.0)]);
+    let labels = s.series(&[Matcher::equal("__name__", "up")], i64::MIN, i64::MAX);
+    assert_eq!(labels[0].to_string(), r#"up{job="a"}"#);
+}
+
+#[test]
+fn invalid_series_are_refused_and_the_rest_stored() {
+    let s = store();
+    let bad_utf8 = v1::TimeSeries {
+        labels: vec![
+            label("__name__", "x"),
+            v1::Label {
+                name: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"\xff"),
+            },
+        ],
+        samples: vec![v1::Sample {
+            timestamp: 1,
+            value: 1.0,
+        }],
+        ..Default::default()
+    };
+    let body = v1_body(vec![
+        series(&[("__name__", "good")], &[(1, 1.0)]),
+        series(&[("__name__", "x"), ("1bad", "v")], &[(1, 1.0)]),
+        series(&[("__name__", "x"), ("a", "1"), ("a", "2")], &[(1, 1.0)]),
+        series(&[("job", "no-name")], &[(1, 1.0)]),
+        series(&[("__name__", "")], &[(1, 1.0)]),
+        bad_utf8,
+    ]);
+    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    assert_eq!(out.invalid_series, 5);
+    assert_eq!(out.samples_written(), 1);
+    assert!(out.first_invalid.as_deref().unwrap().contains("1bad"));
+    assert!(!out.is_complete());
+    assert_eq!(stored(&s, "good"), vec![(1, 1.0)]);
+}
+
+#[test]
+fn out_of_order_and_series_limit_are_partial_writes() {
+    let s = store();
+    write(
+        &s,
+        Protocol::V1,
+        v1_body(vec![series(&[("__name__", "a")], &[(10, 1.0)])]),
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
+    let body = v1_body(vec![
+        series(&[("__name__", "a")], &[(5, 1.0), (20, 2.0)]),
+        series(&[("__name__", "b")], &[(1, 1.0)]),
+        series(&[("__name__", "c")], &[(1, 1.0)]),
+        series(&[("__name__", "d")], &[(1, 1.0)]),
+    ]);
+    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    assert_eq!(out.append.out_of_order, 1);
+    assert_eq!(out.append.series_limit, 1);
+    assert_eq!(out.samples_written(), 3);
+    assert!(out.summary().contains("out_of_order=1") && out.summary().contains("series_limit=1"));
+    assert_eq!(stored(&s, "a"), vec![(10, 1.0), (20, 2.0)]);
+}
+
+#[test]
+fn bounds_reject_old_and_future_samples() {
+    let s = store();
+    let body = v1_body(vec![series(
+        &[("__name__", "a")],
+        &[(1, 1.0), (50, 2.0), (500, 3.0)],
+    )]);
+    let out = write(
+        &s,
+        Protocol::V1,
+        body,
+        SampleBounds {
+            min_t: 10,
+            max_t: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (out.too_old, out.too_far_in_future, out.samples_written()),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn histograms_and_exemplars_are_counted_and_dropped() {
+    let s = store();
+    let mut ts = series(&[("__name__", "h")], &[(1, 1.0)]);
+    ts.histograms.push(v1::Histogram {
+        timestamp: 1,
+        ..Default::default()
+    });
+    ts.exemplars.push(v1::Exemplar {
+        labels: vec![label("trace_id", "x")],
+        value: 1.0,
+        timestamp: 1,
+    });
+    let out = write(
+        &s,
+        Protocol::V1,
+        v1_body(vec![ts]),
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            out.histograms_dropped,
+            out.exemplars_dropped,
+            out.samples_written()
+        ),
+        (1, 1, 1)
+    );
+    assert!(out.is_complete());
+}
+
+fn v2_request(symbols: &[&str], series: Vec<v2::TimeSeries>) -> Bytes {
+    Bytes::from(
+        v2::Request {
+            symbols: symbols
+                .iter()
+                .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+                .collect(),
+            timeseries: series,
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn v2_series(refs: &[u32], samples: &[(i64, f64)]) -> v2::TimeSeries {
+    v2::TimeSeries {
+        labels_refs: refs.to_vec(),
+        samples: samples
+            .iter()
+            .map(|&(t, v)| v2::Sample {
+                value: v,
+                timestamp: t,
+                start_timestamp: 0,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn v2_symbols_resolve_and_errors_are_per_series() {
+    let s = store();
+    let syms = ["", "__name__", "up", "job", "api", "odd"];
+    let body = v2_request(
+        &syms,
+        vec![
+            v2_series(&[1, 2, 3, 4], &[(1, 1.0)]),
+            v2_series(&[1, 2, 3], &[(1, 1.0)]),
+            v2_series(&[1, 2, 3, 99], &[(1, 1.0)]),
+            v2_series(&[1, 5], &[]),
+        ],
+    );
+    let out = write(&s, Protocol::V2, body, SampleBounds::unbounded()).unwrap();
+    assert_eq!(out.samples_written(), 1);
+    assert_eq!(out.invalid_series, 3);
+    assert_eq!(stored(&s, "up"), vec![(1, 1.0)]);
+}
+
+#[test]
+fn v2_requires_empty_first_symbol() {
+    let body = v2_request(&["x"], vec![]);
+    assert!(matches!(
+        write(&store(), Protocol::V2, body, SampleBounds::unbounded()),
+        Err(IngestError::Invalid(_))
+    ));
+}
+
+#[test]
+fn v2_body_read_as_v1_is_empty_not_an_error() {
+    // Wire compatibility: v2's fields 4 and 5 are unknown to v1, so nothing decodes.
+    let body = v2_request(
+        &["", "__name__", "up"],
+        vec![v2_series(&[1, 2], &[(1, 1.0)])],
+    );
+    let out = write(&store(), Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    assert_eq!(out.series_received, 0);
+}
+
+#[test]
+fn garbage_protobuf_is_an_error() {
+    let out = write(
+        &store(),
+        Protocol::V1,
+        Bytes::from_static(b"\x0a\xff\xff\xff\xff\x0f"),
+        SampleBounds::unbounded(),
+    );
+    assert!(matches!(out, Err(IngestError::Protobuf(_))));
+}
+
+#[test]
+fn staleness_markers_survive_decoding() {
+    let s = store();
+    let stale = f64::from_bits(crate::storage::STALE_NAN_BITS);
+    write(
+        &s,
+        Protocol::V1,
+        v1_body(vec![series(&[("__name__", "a")], &[(1, stale)])]),
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored(&s, "a")[0].1.to_bits(),
+        crate::storage::STALE_NAN_BITS
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let s = store();
+        let _ = write(&s, Protocol::V1, Bytes::from(body.clone()), SampleBounds::unbounded());
+        let _ = write(&s, Protocol::V2, Bytes::from(body.clone()), SampleBounds::unbounded());
+        let _ = decompress(&body, 1 << 16);
+    }
+}

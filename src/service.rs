@@ -1,0 +1,145 @@
+//! `closedloop serve`: wires the store, metrics and HTTP server together from a
+//! configuration, runs the housekeeping timers, and handles signals (SIGTERM/SIGINT
+//! shut down gracefully, SIGHUP reloads).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::http::{self, App, Settings};
+use crate::metrics::{Metrics, MetricsError};
+use crate::storage::Store;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Listening socket could not be opened.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// TLS certificate or key could not be loaded.
+    #[error("loading TLS certificate {cert} and key {key}: {source}")]
+    Tls {
+        cert: String,
+        key: String,
+        source: std::io::Error,
+    },
+    /// A secret named by the configuration could not be read.
+    #[error("{0}")]
+    Secret(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The HTTP server failed while running.
+    #[error("http server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), ServiceError> {
+    let settings = Settings::from_config(&config).map_err(ServiceError::Secret)?;
+    let store = Arc::new(Store::new(config.store_config()));
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.config_last_reload_successful.set(1);
+    metrics
+        .config_last_reload_success_timestamp
+        .set(chrono::Utc::now().timestamp());
+    let app = Arc::new(App::new(
+        store.clone(),
+        metrics.clone(),
+        settings,
+        config_path,
+    ));
+
+    let listener = std::net::TcpListener::bind(&config.listen_address).map_err(|source| {
+        ServiceError::Bind {
+            addr: config.listen_address.clone(),
+            source,
+        }
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ServiceError::Serve)?;
+    let addr: SocketAddr = listener.local_addr().map_err(ServiceError::Serve)?;
+
+    let handle = axum_server::Handle::new();
+    tokio::spawn(watch_signals(handle.clone(), app.clone()));
+    tokio::spawn(collect_garbage(
+        store,
+        metrics,
+        config.storage.retention.as_millis(),
+    ));
+
+    let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    match &config.tls {
+        Some(tls) => {
+            // One process-wide crypto provider; a second install attempt is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls_config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                    .await
+                    .map_err(|source| ServiceError::Tls {
+                        cert: tls.cert_file.display().to_string(),
+                        key: tls.key_file.display().to_string(),
+                        source,
+                    })?;
+            tracing::info!(address = %addr, tls = true, "listening");
+            axum_server::from_tcp_rustls(listener, rustls_config)
+                .handle(handle)
+                .serve(router)
+                .await
+        }
+        None => {
+            tracing::info!(address = %addr, tls = false, "listening");
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(router)
+                .await
+        }
+    }
+    .map_err(ServiceError::Serve)?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn watch_signals(handle: axum_server::Handle, app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = app.reload();
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}
+
+/// Drops expired samples and idle series, at a tenth of the retention (at most a
+/// minute apart).
+async fn collect_garbage(store: Arc<Store>, metrics: Arc<Metrics>, retention_ms: i64) {
+    let period = Duration::from_millis((retention_ms / 10).clamp(1_000, 60_000) as u64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Ok(removed) = tokio::task::spawn_blocking(move || store.gc(now)).await {
+            metrics.store_series_removed.inc_by(removed as u64);
+        }
+    }
+}
