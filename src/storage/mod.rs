@@ -267,6 +267,9 @@ impl Store {
         w: &SeriesWrite<'_>,
         stats: &mut AppendStats,
     ) {
+        if w.samples.is_empty() {
+            return; // Never create a series without a sample.
+        }
         let slot = match find_slot(shard, hash, w.labels) {
             Some(slot) => slot,
             None => match self.create_series(shard, hash, w.labels) {

@@ -280,3 +280,14 @@ fn concurrent_writers_and_readers() {
     assert_eq!(s.series_count(), 200);
     assert_eq!(s.stats().samples, 200 * 200);
 }
+
+#[test]
+fn a_series_without_samples_is_never_created() {
+    let s = store();
+    let stats = s.append_batch(&[SeriesWrite {
+        labels: &[("__name__", "empty")],
+        samples: &[],
+    }]);
+    assert_eq!(stats, AppendStats::default());
+    assert_eq!(s.series_count(), 0);
+}

@@ -1,0 +1,128 @@
+//! The service as an operator meets it: config errors, admin auth, reload, shutdown.
+
+use crate::common::*;
+
+#[test]
+fn bad_config_is_rejected_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yml");
+    std::fs::write(&path, "storage:\n  retention: 6 hours\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage.retention") && err.contains("invalid duration"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "listen_adress: 127.0.0.1:1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_adress"));
+}
+
+#[test]
+fn unauthenticated_writes_never_touch_the_store() {
+    std::env::set_var("CLOSEDLOOP_IT_TOKEN", "");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let cl = Closedloop::start_in(dir, "auth:\n  write: {bearer_token_file: token}\n");
+    let body = || v1_body(&[(&[("__name__", "x")], &[(now_ms(), 1.0)])]);
+    for auth in [None, Some("Bearer nope"), Some("Basic czNjcmV0Og==")] {
+        let mut req = http()
+            .post(cl.url("/api/v1/write"))
+            .header("Content-Type", "application/x-protobuf")
+            .body(body());
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{auth:?}");
+        assert!(resp.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(cl.metric("closedloop_store_samples", ""), 0.0);
+    assert_eq!(cl.metric("closedloop_remote_write_requests_total", ""), 0.0);
+    let resp = http()
+        .post(cl.url("/api/v1/write"))
+        .header("Authorization", "Bearer s3cret")
+        .header("Content-Type", "application/x-protobuf")
+        .body(body())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(!cl.log().contains("s3cret"), "a secret was logged");
+}
+
+#[test]
+fn reload_needs_admin_rights_and_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin"), "adm1n").unwrap();
+    std::fs::write(dir.path().join("writer"), "first").unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        "auth:\n  admin: {bearer_token_file: admin}\n  write: {bearer_token_file: writer}\n",
+    );
+    let reload = |token: Option<&str>| {
+        let mut req = http().post(cl.url("/-/reload"));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        req.send().unwrap().status().as_u16()
+    };
+    let write = |token: &str| {
+        http()
+            .post(cl.url("/api/v1/write"))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/x-protobuf")
+            .body(v1_body(&[(&[("__name__", "x")], &[(now_ms(), 1.0)])]))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(reload(None), 401);
+    assert_eq!(reload(Some("wrong")), 401);
+    // Rotate the write token: a reload picks it up without a restart.
+    std::fs::write(cl.dir.path().join("writer"), "second").unwrap();
+    assert_eq!(write("first"), 204);
+    assert_eq!(reload(Some("adm1n")), 200);
+    assert_eq!(write("first"), 401);
+    assert_eq!(write("second"), 204);
+    assert_eq!(
+        cl.metric("closedloop_config_last_reload_successful", ""),
+        1.0
+    );
+    // A broken config is refused; the running one stays.
+    std::fs::write(
+        cl.dir.path().join("closedloop.yml"),
+        "storage: {retention: forever}\n",
+    )
+    .unwrap();
+    assert_eq!(reload(Some("adm1n")), 500);
+    assert_eq!(
+        cl.metric("closedloop_config_last_reload_successful", ""),
+        0.0
+    );
+    assert_eq!(write("second"), 204);
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let cl = Closedloop::start("log: {format: json}\n");
+    assert!(http()
+        .get(cl.url("/-/ready"))
+        .send()
+        .unwrap()
+        .status()
+        .is_success());
+    let status = cl.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
