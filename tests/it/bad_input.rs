@@ -139,8 +139,7 @@ fn bad_requests_get_their_status_and_lose_nothing() {
         .map(|l| l.iter().map(|(n, v)| (*n, v.as_str())).collect())
         .collect();
     let samples = [(now, 1.0)];
-    let series: Vec<(&[(&str, &str)], &[(i64, f64)])> =
-        owned.iter().map(|l| (l.as_slice(), &samples[..])).collect();
+    let series: Vec<TestSeries<'_>> = owned.iter().map(|l| (l.as_slice(), &samples[..])).collect();
     let (status, text) = post_write(&cl, v1_body(&series), PROTOBUF);
     assert_eq!(status, 400, "{text}");
     assert!(

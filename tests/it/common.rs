@@ -252,8 +252,11 @@ impl Drop for Prometheus {
     }
 }
 
+/// One series of a test request: labels and samples.
+pub type TestSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
 /// Builds a remote-write 1.0 body (protobuf, snappy-compressed).
-pub fn v1_body(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> Vec<u8> {
+pub fn v1_body(series: &[TestSeries<'_>]) -> Vec<u8> {
     let req = v1::WriteRequest {
         timeseries: series
             .iter()
