@@ -126,3 +126,17 @@ fn sigterm_shuts_down_gracefully() {
     let status = cl.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/closedloop.yml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args(["check", "config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

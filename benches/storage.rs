@@ -1,0 +1,159 @@
+//! criterion micro-benchmarks of the ingest hot path and the index:
+//! decode + append per sample, series lookup, matcher selection over 100k series.
+//!
+//! Run: `cargo bench --bench storage`
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use closedloop::ingest::{self, proto::v1, Protocol, SampleBounds};
+use closedloop::storage::{LabelSet, MatchOp, Matcher, Store, StoreConfig};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prost::Message;
+
+const SERIES: usize = 100_000;
+const PER_REQUEST: usize = 2_000;
+
+/// The benchmark's label shape: 8 labels, as a scraped Kubernetes metric carries.
+fn labels(i: usize) -> Vec<(String, String)> {
+    vec![
+        ("__name__".into(), format!("metric_{}", i % 100)),
+        ("cluster".into(), "prod-eu-1".into()),
+        (
+            "instance".into(),
+            format!("10.0.{}.{}:9100", i / 250 % 256, i % 250),
+        ),
+        ("job".into(), format!("job_{}", i % 10)),
+        ("namespace".into(), format!("ns_{}", i % 20)),
+        ("pod".into(), format!("pod-{}", i / 100)),
+        ("service".into(), format!("svc_{}", i % 50)),
+        ("zone".into(), format!("zone-{}", i % 3)),
+    ]
+}
+
+/// A remote-write 1.0 request body (decompressed) for series `first..first+n` at `t`.
+fn request(first: usize, n: usize, t: i64) -> Bytes {
+    let req = v1::WriteRequest {
+        timeseries: (first..first + n)
+            .map(|i| v1::TimeSeries {
+                labels: labels(i)
+                    .into_iter()
+                    .map(|(n, v)| v1::Label {
+                        name: Bytes::from(n),
+                        value: Bytes::from(v),
+                    })
+                    .collect(),
+                samples: vec![v1::Sample {
+                    value: i as f64,
+                    timestamp: t,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    Bytes::from(req.encode_to_vec())
+}
+
+fn populated() -> Store {
+    let store = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: SERIES * 2,
+        shards: 64,
+    });
+    for first in (0..SERIES).step_by(PER_REQUEST) {
+        ingest::write(
+            &store,
+            Protocol::V1,
+            request(first, PER_REQUEST, 0),
+            SampleBounds::unbounded(),
+        )
+        .unwrap();
+    }
+    store
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let store = populated();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    let body = request(0, PER_REQUEST, 0);
+    let compressed = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+    let mut t = 0i64;
+    // One request of 2,000 existing series, one sample each, as Prometheus sends.
+    g.bench_function("decode_append_existing_series", |b| {
+        b.iter_batched(
+            || {
+                t += 1000;
+                request(0, PER_REQUEST, t)
+            },
+            |body| ingest::write(&store, Protocol::V1, body, SampleBounds::unbounded()).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("snappy_decompress", |b| {
+        b.iter(|| ingest::decompress(black_box(&compressed), 1 << 30).unwrap())
+    });
+    g.bench_function("protobuf_decode", |b| {
+        b.iter(|| v1::WriteRequest::decode(black_box(body.clone())).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_index(c: &mut Criterion) {
+    let store = populated();
+    let mut g = c.benchmark_group("index");
+    let existing = LabelSet::from_pairs(labels(12_345));
+    let mut t = 0;
+    g.bench_function("append_one_existing_series", |b| {
+        b.iter(|| {
+            t += 1;
+            store.append(&existing, t, 1.0).unwrap()
+        })
+    });
+    let selectors: Vec<(&str, Vec<Matcher>)> = vec![
+        ("eq_name_1k", vec![Matcher::equal("__name__", "metric_7")]),
+        (
+            "eq_name_and_job_1k",
+            vec![
+                Matcher::equal("__name__", "metric_7"),
+                Matcher::equal("job", "job_7"),
+            ],
+        ),
+        (
+            "eq_name_regex_zone_333",
+            vec![
+                Matcher::equal("__name__", "metric_7"),
+                Matcher::new(MatchOp::Regex, "zone", "zone-(0|1)").unwrap(),
+            ],
+        ),
+        (
+            "regex_pod_prefix_1k",
+            vec![Matcher::new(MatchOp::Regex, "pod", "pod-1.").unwrap()],
+        ),
+        (
+            "literal_alternation_3k",
+            vec![Matcher::new(MatchOp::Regex, "service", "svc_1|svc_2|svc_3").unwrap()],
+        ),
+        (
+            "not_equal_all_but_10k",
+            vec![
+                Matcher::equal("cluster", "prod-eu-1"),
+                Matcher::new(MatchOp::NotEqual, "job", "job_1").unwrap(),
+            ],
+        ),
+    ];
+    for (name, matchers) in &selectors {
+        g.bench_function(format!("select_{name}"), |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                store.visit(matchers, i64::MIN, i64::MAX, |_, _, _| n += 1);
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ingest, bench_index);
+criterion_main!(benches);
