@@ -8,6 +8,7 @@
 //! Nothing in this module panics on input.
 
 pub mod proto;
+mod wire;
 
 use std::ops::Range;
 
@@ -46,7 +47,7 @@ pub enum IngestError {
     Snappy(#[from] snap::Error),
     /// The protobuf message could not be decoded (400).
     #[error("protobuf decode error: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    Protobuf(String),
     /// The message decoded but breaks a rule of the protocol as a whole (400).
     #[error("{0}")]
     Invalid(String),
@@ -238,28 +239,41 @@ impl<'a> Batch<'a> {
         Ok(range)
     }
 
-    fn push_sample(&mut self, t: i64, v: f64, bounds: SampleBounds, outcome: &mut WriteOutcome) {
-        if t < bounds.min_t {
-            outcome.too_old += 1;
-        } else if t > bounds.max_t {
-            outcome.too_far_in_future += 1;
-        } else {
-            self.samples.push((t, v));
-        }
-    }
-
-    fn reject_series(
+    /// Completes the series whose labels start at `label_start` and samples at
+    /// `sample_start`: keeps it with its in-bounds samples, or drops it whole when its
+    /// labels were refused.
+    fn finish_series(
         &mut self,
+        labels: std::result::Result<Range<usize>, String>,
         label_start: usize,
-        samples: usize,
-        reason: String,
+        sample_start: usize,
+        bounds: SampleBounds,
         outcome: &mut WriteOutcome,
     ) {
-        self.labels.truncate(label_start);
-        outcome.invalid_series += 1;
-        outcome.invalid_series_samples += samples as u64;
-        if outcome.first_invalid.is_none() {
-            outcome.first_invalid = Some(reason);
+        match labels {
+            Ok(labels) => {
+                let mut kept = sample_start;
+                for i in sample_start..self.samples.len() {
+                    let (t, _) = self.samples[i];
+                    if t < bounds.min_t {
+                        outcome.too_old += 1;
+                    } else if t > bounds.max_t {
+                        outcome.too_far_in_future += 1;
+                    } else {
+                        self.samples[kept] = self.samples[i];
+                        kept += 1;
+                    }
+                }
+                self.samples.truncate(kept);
+                self.series.push((labels, sample_start..kept));
+            }
+            Err(reason) => {
+                outcome.invalid_series += 1;
+                outcome.invalid_series_samples += (self.samples.len() - sample_start) as u64;
+                outcome.first_invalid.get_or_insert(reason);
+                self.labels.truncate(label_start);
+                self.samples.truncate(sample_start);
+            }
         }
     }
 
@@ -288,47 +302,53 @@ pub fn write(
     bounds: SampleBounds,
 ) -> Result<WriteOutcome> {
     match protocol {
-        Protocol::V1 => write_v1(store, proto::v1::WriteRequest::decode(body)?, bounds),
-        Protocol::V2 => write_v2(store, proto::v2::Request::decode(body)?, bounds),
+        Protocol::V1 => write_v1(store, &body, bounds),
+        Protocol::V2 => {
+            let req = proto::v2::Request::decode(body)
+                .map_err(|e| IngestError::Protobuf(e.to_string()))?;
+            write_v2(store, req, bounds)
+        }
     }
 }
 
-fn write_v1(
-    store: &Store,
-    req: proto::v1::WriteRequest,
-    bounds: SampleBounds,
-) -> Result<WriteOutcome> {
+/// Remote write 1.0 through the zero-allocation wire reader: label strings stay
+/// slices of `body`.
+fn write_v1(store: &Store, body: &[u8], bounds: SampleBounds) -> Result<WriteOutcome> {
     let mut outcome = WriteOutcome::default();
     let mut batch = Batch::default();
-    for ts in &req.timeseries {
-        outcome.series_received += 1;
-        outcome.samples_received += ts.samples.len() as u64;
-        outcome.histograms_dropped += ts.histograms.len() as u64;
-        outcome.exemplars_dropped += ts.exemplars.len() as u64;
+    wire::for_each_series(body, |series| {
         let label_start = batch.labels.len();
-        let checked: std::result::Result<(), String> = ts.labels.iter().try_for_each(|l| {
-            let name = utf8(&l.name, "label name")?;
-            let value = utf8(&l.value, "label value")?;
-            if !is_valid_label_name(name) && name != METRIC_NAME {
-                return Err(format!("invalid label name {name:?}"));
-            }
-            batch.labels.push((name, value));
-            Ok(())
-        });
-        let labels = checked.and_then(|()| batch.finish_labels(label_start));
-        match labels {
-            Err(reason) => batch.reject_series(label_start, ts.samples.len(), reason, &mut outcome),
-            Ok(labels) => {
-                let sample_start = batch.samples.len();
-                for s in &ts.samples {
-                    batch.push_sample(s.timestamp, s.value, bounds, &mut outcome);
+        let sample_start = batch.samples.len();
+        let mut bad_label: Option<String> = None;
+        let (labels, samples) = (&mut batch.labels, &mut batch.samples);
+        let counts = wire::read_series(
+            series,
+            |name, value| {
+                if bad_label.is_some() {
+                    return;
                 }
-                batch
-                    .series
-                    .push((labels, sample_start..batch.samples.len()));
-            }
-        }
-    }
+                match (utf8(name, "label name"), utf8(value, "label value")) {
+                    (Ok(n), Ok(v)) if is_valid_label_name(n) || n == METRIC_NAME => {
+                        labels.push((n, v))
+                    }
+                    (Ok(n), Ok(_)) => bad_label = Some(format!("invalid label name {n:?}")),
+                    (Err(e), _) | (_, Err(e)) => bad_label = Some(e),
+                }
+            },
+            |t, v| samples.push((t, v)),
+        )?;
+        outcome.series_received += 1;
+        outcome.samples_received += counts.samples as u64;
+        outcome.histograms_dropped += counts.histograms as u64;
+        outcome.exemplars_dropped += counts.exemplars as u64;
+        let labels = match bad_label {
+            Some(reason) => Err(reason),
+            None => batch.finish_labels(label_start),
+        };
+        batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
+        Ok(())
+    })
+    .map_err(|e| IngestError::Protobuf(e.to_string()))?;
     outcome.append = batch.append_to(store);
     Ok(outcome)
 }
@@ -381,18 +401,12 @@ fn write_v2(store: &Store, req: proto::v2::Request, bounds: SampleBounds) -> Res
             }
             Ok(())
         })();
-        match checked.and_then(|()| batch.finish_labels(label_start)) {
-            Err(reason) => batch.reject_series(label_start, ts.samples.len(), reason, &mut outcome),
-            Ok(labels) => {
-                let sample_start = batch.samples.len();
-                for s in &ts.samples {
-                    batch.push_sample(s.timestamp, s.value, bounds, &mut outcome);
-                }
-                batch
-                    .series
-                    .push((labels, sample_start..batch.samples.len()));
-            }
-        }
+        let labels = checked.and_then(|()| batch.finish_labels(label_start));
+        let sample_start = batch.samples.len();
+        batch
+            .samples
+            .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
+        batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
     }
     outcome.append = batch.append_to(store);
     Ok(outcome)

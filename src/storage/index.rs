@@ -9,18 +9,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::labels::LabelSet;
 use super::matcher::Matcher;
 
-type Values = HashMap<Arc<str>, Vec<u32>, ahash::RandomState>;
+/// Slots of one label pair. Most values (instance, pod) belong to one or two series,
+/// so short lists live inline without a heap allocation.
+type Slots = SmallVec<[u32; 2]>;
+type Values = HashMap<Arc<str>, Slots, ahash::RandomState>;
 
 #[derive(Default)]
 pub(super) struct Postings {
     by_name: HashMap<Arc<str>, Values, ahash::RandomState>,
-    all: Vec<u32>,
+    all: Slots,
 }
 
-fn insert_sorted(list: &mut Vec<u32>, slot: u32) {
+fn insert_sorted(list: &mut Slots, slot: u32) {
     match list.last() {
         Some(&last) if last < slot => list.push(slot),
         None => list.push(slot),
@@ -32,7 +37,7 @@ fn insert_sorted(list: &mut Vec<u32>, slot: u32) {
     }
 }
 
-fn remove_sorted(list: &mut Vec<u32>, slot: u32) {
+fn remove_sorted(list: &mut Slots, slot: u32) {
     if let Ok(pos) = list.binary_search(&slot) {
         list.remove(pos);
     }
@@ -77,7 +82,12 @@ impl Postings {
         let lists: usize = self
             .by_name
             .values()
-            .map(|vals| vals.values().map(|l| l.capacity() * 4 + 48).sum::<usize>() + 48)
+            .map(|vals| {
+                vals.values()
+                    .map(|l| if l.spilled() { l.capacity() * 4 } else { 0 } + 48)
+                    .sum::<usize>()
+                    + 48
+            })
             .sum();
         lists + self.all.capacity() * 4
     }
@@ -134,17 +144,17 @@ impl Postings {
         }
         match best {
             Some((i, slots)) => (Some(i), slots),
-            None => (None, self.all.clone()),
+            None => (None, self.all.to_vec()),
         }
     }
 }
 
 /// Union of disjoint sorted lists (the postings of distinct values of one name).
-fn union<'a>(lists: impl Iterator<Item = &'a Vec<u32>>) -> Vec<u32> {
-    let lists: Vec<&Vec<u32>> = lists.collect();
+fn union<'a>(lists: impl Iterator<Item = &'a Slots>) -> Vec<u32> {
+    let lists: Vec<&Slots> = lists.collect();
     match lists.as_slice() {
         [] => Vec::new(),
-        [one] => (*one).clone(),
+        [one] => one.to_vec(),
         _ => {
             let mut out: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
             out.sort_unstable();

@@ -87,16 +87,6 @@ impl LabelSet {
     pub fn series_hash(&self) -> u64 {
         hash_pairs(self.0.iter().map(|l| (l.name.as_ref(), l.value.as_ref())))
     }
-
-    /// True when these labels equal the given sorted pairs.
-    pub fn eq_pairs<'a>(&self, pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> bool {
-        self.0.len() == pairs.len()
-            && self
-                .0
-                .iter()
-                .zip(pairs)
-                .all(|(l, (n, v))| *l.name == *n && *l.value == *v)
-    }
 }
 
 impl std::fmt::Display for LabelSet {

@@ -129,8 +129,37 @@ pub struct StoreStats {
 struct Series {
     id: SeriesId,
     hash: u64,
+    /// The label pairs as one contiguous byte string (`name 0xff value 0xff ...`):
+    /// the hash-collision check on every append compares this one allocation
+    /// instead of chasing a pointer per interned string.
+    key: Box<[u8]>,
     labels: LabelSet,
     ring: RingBuffer,
+}
+
+fn series_key(pairs: &[(&str, &str)]) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(pairs.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
+    for (n, v) in pairs {
+        key.extend_from_slice(n.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(v.as_bytes());
+        key.push(0xff);
+    }
+    key.into_boxed_slice()
+}
+
+/// True when `key` (from [`series_key`]) encodes exactly `pairs`. 0xff never occurs
+/// in UTF-8, so the separators cannot be confused with label bytes.
+fn key_matches(mut key: &[u8], pairs: &[(&str, &str)]) -> bool {
+    for (n, v) in pairs {
+        for part in [n.as_bytes(), v.as_bytes()] {
+            match key.strip_prefix(part) {
+                Some([0xff, rest @ ..]) => key = rest,
+                _ => return false,
+            }
+        }
+    }
+    key.is_empty()
 }
 
 /// One lock's worth of the store.
@@ -139,23 +168,12 @@ struct Shard {
     /// Slab of series; `None` marks a free slot listed in `free`.
     slots: Vec<Option<Series>>,
     free: Vec<u32>,
-    by_hash: HashMap<u64, SlotIds, ahash::RandomState>,
+    /// Series hash -> slot of the first series with that hash.
+    by_hash: HashMap<u64, u32, ahash::RandomState>,
+    /// Further slots whose series share a hash with the one in `by_hash` (64-bit
+    /// collisions: practically never, but never merged either).
+    collisions: HashMap<u64, Vec<u32>, ahash::RandomState>,
     postings: Postings,
-}
-
-/// Slots whose series share one hash; nearly always one.
-enum SlotIds {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl SlotIds {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            SlotIds::One(x) => std::slice::from_ref(x),
-            SlotIds::Many(v) => v,
-        }
-    }
 }
 
 /// The store. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -329,6 +347,7 @@ impl Store {
         let series = Series {
             id: SeriesId(self.next_id.fetch_add(1, Ordering::Relaxed)),
             hash,
+            key: series_key(pairs),
             labels,
             ring: RingBuffer::default(),
         };
@@ -347,15 +366,13 @@ impl Store {
             .map(|s| s.labels.clone())
             .unwrap_or_default();
         shard.postings.add(slot, &labels);
-        match shard.by_hash.get_mut(&hash) {
-            None => {
-                shard.by_hash.insert(hash, SlotIds::One(slot));
+        match shard.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
             }
-            Some(SlotIds::One(other)) => {
-                let other = *other;
-                shard.by_hash.insert(hash, SlotIds::Many(vec![other, slot]));
+            std::collections::hash_map::Entry::Occupied(_) => {
+                shard.collisions.entry(hash).or_default().push(slot)
             }
-            Some(SlotIds::Many(v)) => v.push(slot),
         }
         Ok(slot)
     }
@@ -506,11 +523,12 @@ impl Store {
         for shard in self.shards.iter() {
             let shard = shard.read();
             label_bytes += shard.slots.len() * size_of::<Option<Series>>()
-                + shard.by_hash.capacity() * (size_of::<u64>() + size_of::<SlotIds>() + 1)
+                + shard.by_hash.capacity() * (size_of::<u64>() + size_of::<u32>() + 1)
                 + shard.postings.heap_bytes();
             for s in shard.slots.iter().flatten() {
                 stats.samples += s.ring.len();
-                label_bytes += s.labels.len() * size_of::<Label>() + 2 * size_of::<usize>();
+                label_bytes +=
+                    s.labels.len() * size_of::<Label>() + 2 * size_of::<usize>() + s.key.len();
             }
         }
         stats.bytes = self.ring_bytes.load(Ordering::Relaxed).max(0) as usize
@@ -521,12 +539,21 @@ impl Store {
 }
 
 fn find_slot(shard: &Shard, hash: u64, pairs: &[(&str, &str)]) -> Option<u32> {
-    let ids = shard.by_hash.get(&hash)?;
-    ids.as_slice().iter().copied().find(|&slot| {
+    let first = *shard.by_hash.get(&hash)?;
+    let is_match = |slot: u32| {
         shard.slots[slot as usize]
             .as_ref()
-            .is_some_and(|s| s.labels.eq_pairs(pairs.iter().copied()))
-    })
+            .is_some_and(|s| key_matches(&s.key, pairs))
+    };
+    if is_match(first) {
+        return Some(first);
+    }
+    shard
+        .collisions
+        .get(&hash)?
+        .iter()
+        .copied()
+        .find(|&slot| is_match(slot))
 }
 
 /// Unlinks a series from its shard; returns the ring bytes it held.
@@ -535,18 +562,23 @@ fn remove_series(shard: &mut Shard, slot: u32) -> usize {
         return 0;
     };
     shard.postings.remove(slot, &series.labels);
-    if let Some(ids) = shard.by_hash.get_mut(&series.hash) {
-        match ids {
-            SlotIds::One(_) => {
-                shard.by_hash.remove(&series.hash);
+    let hash = series.hash;
+    if shard.by_hash.get(&hash) == Some(&slot) {
+        // Promote a colliding series, if any, into the main map.
+        let next = shard.collisions.get_mut(&hash).and_then(Vec::pop);
+        match next {
+            Some(other) => {
+                shard.by_hash.insert(hash, other);
             }
-            SlotIds::Many(v) => {
-                v.retain(|&x| x != slot);
-                if let [only] = v[..] {
-                    *ids = SlotIds::One(only);
-                }
+            None => {
+                shard.by_hash.remove(&hash);
             }
         }
+    } else if let Some(list) = shard.collisions.get_mut(&hash) {
+        list.retain(|&x| x != slot);
+    }
+    if shard.collisions.get(&hash).is_some_and(Vec::is_empty) {
+        shard.collisions.remove(&hash);
     }
     shard.free.push(slot);
     series.ring.heap_bytes()
