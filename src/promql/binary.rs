@@ -1,0 +1,406 @@
+//! Binary operators: arithmetic, comparison (with and without `bool`), `atan2`, and the
+//! set operators, with Prometheus's vector matching (`on`/`ignoring`,
+//! `group_left`/`group_right`) and its errors for ambiguous matches.
+//!
+//! Matching signatures depend on labels only, so they are computed once per series;
+//! the per-step work is a hash lookup.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::{self, TokenType};
+use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use super::eval::{drop_name, labels_string, Evaluator, Steps, VSeries, Val};
+use super::{QueryError, Result};
+use crate::storage::{Label, LabelSet, METRIC_NAME};
+
+/// Applies a float operator. Returns the value and whether a comparison kept it.
+pub(crate) fn apply_op(op: TokenType, l: f64, r: f64) -> Result<(f64, bool)> {
+    let id = op.id();
+    Ok(match id {
+        token::T_ADD => (l + r, true),
+        token::T_SUB => (l - r, true),
+        token::T_MUL => (l * r, true),
+        token::T_DIV => (l / r, true),
+        // Go's math.Mod: the result takes the sign of the dividend, like Rust's %.
+        token::T_MOD => (l % r, true),
+        token::T_POW => (l.powf(r), true),
+        token::T_ATAN2 => (l.atan2(r), true),
+        token::T_EQLC => (l, l == r),
+        token::T_NEQ => (l, l != r),
+        token::T_GTR => (l, l > r),
+        token::T_LSS => (l, l < r),
+        token::T_GTE => (l, l >= r),
+        token::T_LTE => (l, l <= r),
+        _ => {
+            return Err(QueryError::BadData(format!(
+                "operator \"{op}\" not allowed between these operand types"
+            )))
+        }
+    })
+}
+
+fn is_comparison(op: TokenType) -> bool {
+    op.is_comparison_operator()
+}
+
+fn is_set(op: TokenType) -> bool {
+    matches!(op.id(), token::T_LAND | token::T_LOR | token::T_LUNLESS)
+}
+
+pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr, steps: Steps) -> Result<Val> {
+    let lhs = ev.eval(&b.lhs, steps)?;
+    let rhs = ev.eval(&b.rhs, steps)?;
+    let default_mod = BinModifier::default();
+    let modifier = b.modifier.as_ref().unwrap_or(&default_mod);
+    if modifier.fill_values.lhs.is_some() || modifier.fill_values.rhs.is_some() {
+        return Err(QueryError::Unsupported(
+            "fill modifiers of binary operators are not supported".into(),
+        ));
+    }
+    let return_bool = modifier.return_bool;
+    let op = b.op;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => {
+            let mut out = Vec::with_capacity(l.len());
+            for (x, y) in l.into_iter().zip(r) {
+                let (v, keep) = apply_op(op, x, y)?;
+                out.push(if is_comparison(op) {
+                    if keep {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                } else {
+                    v
+                });
+            }
+            Ok(Val::Scalar(out))
+        }
+        (Val::Vector(l), Val::Scalar(r)) => {
+            vector_scalar(op, l, &r, false, return_bool).map(Val::Vector)
+        }
+        (Val::Scalar(l), Val::Vector(r)) => {
+            vector_scalar(op, r, &l, true, return_bool).map(Val::Vector)
+        }
+        (Val::Vector(l), Val::Vector(r)) => {
+            if is_set(op) {
+                Ok(Val::Vector(set_op(op, l, r, modifier, steps)))
+            } else {
+                vector_vector(ev, op, l, r, modifier, steps).map(Val::Vector)
+            }
+        }
+        _ => Err(QueryError::BadData(
+            "binary expression must contain only scalar and instant vector types".into(),
+        )),
+    }
+}
+
+fn vector_scalar(
+    op: TokenType,
+    vec: Vec<VSeries>,
+    scalar: &[f64],
+    scalar_left: bool,
+    return_bool: bool,
+) -> Result<Vec<VSeries>> {
+    let mut out = Vec::with_capacity(vec.len());
+    let comparison = is_comparison(op);
+    for mut s in vec {
+        let mut any = false;
+        for (slot, &sv) in s.vals.iter_mut().zip(scalar) {
+            if let Some(x) = *slot {
+                let (l, r) = if scalar_left { (sv, x) } else { (x, sv) };
+                let (mut v, keep) = apply_op(op, l, r)?;
+                // A filtering comparison keeps the vector's own value.
+                if comparison && scalar_left {
+                    v = r;
+                }
+                *slot = if return_bool {
+                    Some(if keep { 1.0 } else { 0.0 })
+                } else if keep {
+                    Some(v)
+                } else {
+                    None
+                };
+                any |= slot.is_some();
+            }
+        }
+        if !comparison || return_bool {
+            s.drop_name = true;
+        }
+        if any {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The matching signature of a series: the `on` labels, or all labels but the
+/// `ignoring` ones and the name.
+fn signature(labels: &LabelSet, matching: Option<&LabelModifier>) -> LabelSet {
+    match matching {
+        Some(LabelModifier::Include(on)) => LabelSet::from_sorted(
+            labels
+                .iter()
+                .filter(|l| on.labels.iter().any(|n| n == &*l.name))
+                .cloned()
+                .collect(),
+        ),
+        Some(LabelModifier::Exclude(ign)) => LabelSet::from_sorted(
+            labels
+                .iter()
+                .filter(|l| &*l.name != METRIC_NAME && !ign.labels.iter().any(|n| n == &*l.name))
+                .cloned()
+                .collect(),
+        ),
+        None => drop_name(labels),
+    }
+}
+
+fn set_op(
+    op: TokenType,
+    lhs: Vec<VSeries>,
+    rhs: Vec<VSeries>,
+    modifier: &BinModifier,
+    steps: Steps,
+) -> Vec<VSeries> {
+    let matching = modifier.matching.as_ref();
+    let lsig: Vec<LabelSet> = lhs
+        .iter()
+        .map(|s| signature(&s.effective_labels(), matching))
+        .collect();
+    let rsig: Vec<LabelSet> = rhs
+        .iter()
+        .map(|s| signature(&s.effective_labels(), matching))
+        .collect();
+    match op.id() {
+        token::T_LAND | token::T_LUNLESS => {
+            let and = op.id() == token::T_LAND;
+            // Per signature, the steps at which some rhs series has a value.
+            let mut present: HashMap<&LabelSet, Vec<bool>> = HashMap::new();
+            for (s, sig) in rhs.iter().zip(&rsig) {
+                let p = present.entry(sig).or_insert_with(|| vec![false; steps.n]);
+                for (x, v) in p.iter_mut().zip(&s.vals) {
+                    *x |= v.is_some();
+                }
+            }
+            let mut out = Vec::new();
+            for (mut s, sig) in lhs.into_iter().zip(&lsig) {
+                let p = present.get(sig);
+                for (i, slot) in s.vals.iter_mut().enumerate() {
+                    let m = p.is_some_and(|p| p[i]);
+                    if m != and {
+                        *slot = None;
+                    }
+                }
+                if s.vals.iter().any(Option::is_some) {
+                    out.push(s);
+                }
+            }
+            out
+        }
+        _ => {
+            // or: all of lhs, plus rhs series at steps where no lhs series of the same
+            // signature has a value.
+            let mut present: HashMap<&LabelSet, Vec<bool>> = HashMap::new();
+            for (s, sig) in lhs.iter().zip(&lsig) {
+                let p = present.entry(sig).or_insert_with(|| vec![false; steps.n]);
+                for (x, v) in p.iter_mut().zip(&s.vals) {
+                    *x |= v.is_some();
+                }
+            }
+            let mut extra = Vec::new();
+            for (mut s, sig) in rhs.into_iter().zip(&rsig) {
+                if let Some(p) = present.get(sig) {
+                    for (i, slot) in s.vals.iter_mut().enumerate() {
+                        if p[i] {
+                            *slot = None;
+                        }
+                    }
+                }
+                if s.vals.iter().any(Option::is_some) {
+                    extra.push(s);
+                }
+            }
+            let mut out = lhs;
+            out.extend(extra);
+            out
+        }
+    }
+}
+
+/// The labels of a result series (Prometheus `resultMetric`).
+fn result_labels(
+    lhs: &LabelSet,
+    rhs: &LabelSet,
+    card: &VectorMatchCardinality,
+    matching: Option<&LabelModifier>,
+) -> LabelSet {
+    let mut labels: Vec<Label> = lhs.to_vec();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        match matching {
+            Some(LabelModifier::Include(on)) => {
+                labels.retain(|l| on.labels.iter().any(|n| n == &*l.name));
+            }
+            Some(LabelModifier::Exclude(ign)) => {
+                labels.retain(|l| !ign.labels.iter().any(|n| n == &*l.name));
+            }
+            None => {}
+        }
+    }
+    if let Some(include) = card.labels() {
+        for name in &include.labels {
+            labels.retain(|l| &*l.name != name.as_str());
+            if let Some(v) = rhs.get(name) {
+                labels.push(Label {
+                    name: name.as_str().into(),
+                    value: v.into(),
+                });
+            }
+        }
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    LabelSet::from_sorted(labels)
+}
+
+fn match_group_string(labels: &LabelSet, matching: Option<&LabelModifier>) -> String {
+    labels_string(&signature(labels, matching))
+}
+
+fn vector_vector(
+    ev: &mut Evaluator<'_>,
+    op: TokenType,
+    lhs: Vec<VSeries>,
+    rhs: Vec<VSeries>,
+    modifier: &BinModifier,
+    steps: Steps,
+) -> Result<Vec<VSeries>> {
+    let matching = modifier.matching.as_ref();
+    let card = &modifier.card;
+    let return_bool = modifier.return_bool;
+    let comparison = is_comparison(op);
+    let drops_name = !comparison || return_bool;
+    // Arithmetic drops the name before matching (delayed removal still keeps it out of
+    // signatures and result labels).
+    let prep = |s: VSeries| -> VSeries {
+        if s.drop_name {
+            VSeries {
+                labels: drop_name(&s.labels),
+                drop_name: false,
+                vals: s.vals,
+            }
+        } else {
+            s
+        }
+    };
+    let mut lhs: Vec<VSeries> = lhs.into_iter().map(prep).collect();
+    let mut rhs: Vec<VSeries> = rhs.into_iter().map(prep).collect();
+    let swapped = matches!(card, VectorMatchCardinality::OneToMany(_));
+    if swapped {
+        std::mem::swap(&mut lhs, &mut rhs);
+    }
+    let lsig: Vec<LabelSet> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
+    let rsig: Vec<LabelSet> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
+    let mut by_sig: HashMap<&LabelSet, Vec<usize>> = HashMap::new();
+    for (i, sig) in rsig.iter().enumerate() {
+        by_sig.entry(sig).or_default().push(i);
+    }
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let mut out: Vec<VSeries> = Vec::new();
+    let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut out_by_labels: HashMap<LabelSet, usize> = HashMap::new();
+    for i in 0..steps.n {
+        ev.check_deadline()?;
+        // The rhs ("one" side) at this step: one series per signature.
+        let mut one: HashMap<&LabelSet, usize> = HashMap::new();
+        for (ri, s) in rhs.iter().enumerate() {
+            if s.vals[i].is_none() {
+                continue;
+            }
+            if let Some(&prev) = one.get(&rsig[ri]) {
+                let side = if swapped { "left" } else { "right" };
+                let (a, b) = (&rhs[prev].labels, &s.labels);
+                let (a, b) = if a <= b { (a, b) } else { (b, a) };
+                return Err(QueryError::Execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    match_group_string(&s.labels, matching),
+                    labels_string(a),
+                    labels_string(b),
+                )));
+            }
+            one.insert(&rsig[ri], ri);
+        }
+        if one.is_empty() {
+            continue;
+        }
+        let mut matched: HashMap<&LabelSet, Vec<LabelSet>> = HashMap::new();
+        for (li, s) in lhs.iter().enumerate() {
+            let Some(lv) = s.vals[i] else { continue };
+            let Some(&ri) = one.get(&lsig[li]) else {
+                continue;
+            };
+            let rv = rhs[ri].vals[i].unwrap_or(f64::NAN);
+            let (fl, fr) = if swapped { (rv, lv) } else { (lv, rv) };
+            let (v, keep) = apply_op(op, fl, fr)?;
+            let key = (li, ri);
+            let idx = match out_index.get(&key) {
+                Some(&idx) => idx,
+                None => {
+                    let mut labels = result_labels(&s.labels, &rhs[ri].labels, card, matching);
+                    if drops_name {
+                        labels = drop_name(&labels);
+                    }
+                    let idx = match out_by_labels.get(&labels) {
+                        Some(&idx) => idx,
+                        None => {
+                            out.push(VSeries {
+                                labels: labels.clone(),
+                                drop_name: false,
+                                vals: vec![None; steps.n],
+                            });
+                            out_by_labels.insert(labels, out.len() - 1);
+                            out.len() - 1
+                        }
+                    };
+                    out_index.insert(key, idx);
+                    idx
+                }
+            };
+            // Ambiguity is checked before filtering, so a comparison cannot hide it.
+            let entry = matched.entry(&lsig[li]).or_default();
+            if one_to_one {
+                if !entry.is_empty() {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                entry.push(LabelSet::default());
+            } else {
+                let l = &out[idx].labels;
+                if entry.contains(l) {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
+                    ));
+                }
+                entry.push(l.clone());
+            }
+            let value = if return_bool {
+                Some(if keep { 1.0 } else { 0.0 })
+            } else if keep {
+                // A filtering comparison keeps the lhs value (before any swap).
+                Some(if comparison { fl } else { v })
+            } else {
+                None
+            };
+            if let Some(v) = value {
+                if out[idx].vals[i].is_some() {
+                    return Err(super::eval::dup_labelset());
+                }
+                out[idx].vals[i] = Some(v);
+            }
+        }
+    }
+    out.retain(|s| s.vals.iter().any(Option::is_some));
+    Ok(out)
+}

@@ -1,0 +1,153 @@
+//! `rate`, `increase`, `delta` (Prometheus's extrapolated rate) and `irate`, `idelta`
+//! (the last two samples).
+
+use promql_parser::parser::Expr;
+
+use super::{apply_range, matrix_arg, Window};
+use crate::promql::eval::{Evaluator, Steps, Val};
+use crate::promql::Result;
+
+pub(super) fn call(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    steps: Steps,
+) -> Result<Option<Val>> {
+    let kernel: super::RangeKernel = match name {
+        "rate" => |w| Ok(extrapolated_rate(w, true, true)),
+        "increase" => |w| Ok(extrapolated_rate(w, true, false)),
+        "delta" => |w| Ok(extrapolated_rate(w, false, false)),
+        "irate" => |w| Ok(instant_delta(w.ts, w.vs, true)),
+        "idelta" => |w| Ok(instant_delta(w.ts, w.vs, false)),
+        _ => return Ok(None),
+    };
+    let Some(arg) = args.first() else {
+        return Ok(None);
+    };
+    let m = matrix_arg(ev, arg, steps)?;
+    Ok(Some(Val::Vector(apply_range(
+        ev,
+        &m,
+        steps,
+        &[],
+        false,
+        kernel,
+    )?)))
+}
+
+/// Prometheus `extrapolatedRate`: the increase between the first and last sample in
+/// the window (counter resets added back for counters), extrapolated towards the
+/// window edges by at most half an average sample interval, and — for counters — not
+/// below zero at the start. Divided by the range in seconds for a rate.
+pub(crate) fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let (ts, vs) = (w.ts, w.vs);
+    if ts.len() < 2 {
+        return None;
+    }
+    let n = ts.len();
+    let (first_t, last_t) = (ts[0], ts[n - 1]);
+    let mut result = vs[n - 1] - vs[0];
+    if is_counter {
+        let mut prev = vs[0];
+        for &v in &vs[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let range_start = w.start;
+    let range_end = w.end;
+    let sampled_interval = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled_interval / (n - 1) as f64;
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
+    if is_counter && result > 0.0 && vs[0] >= 0.0 {
+        // A counter cannot have been below zero: do not extrapolate past the point
+        // where it would have been zero.
+        let to_zero = sampled_interval * (vs[0] / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_between / 2.0;
+    }
+    let mut factor = (sampled_interval + to_start + to_end) / sampled_interval;
+    if is_rate {
+        factor /= w.range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// Prometheus `instantValue`: the difference of the last two samples (for `irate`, a
+/// drop counts as a reset, and the result is per second).
+pub(crate) fn instant_delta(ts: &[i64], vs: &[f64], is_rate: bool) -> Option<f64> {
+    let n = ts.len();
+    if n < 2 {
+        return None;
+    }
+    let (lt, lv) = (ts[n - 1], vs[n - 1]);
+    let (pt, pv) = (ts[n - 2], vs[n - 2]);
+    let mut result = if is_rate && lv < pv { lv } else { lv - pv };
+    let interval = lt - pt;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window<'a>(ts: &'a [i64], vs: &'a [f64], end: i64, range: i64) -> Window<'a> {
+        Window {
+            ts,
+            vs,
+            start: end - range,
+            end,
+            range,
+            eval_t: end,
+            args: &[],
+        }
+    }
+
+    #[test]
+    fn rate_extrapolates_to_window_edges() {
+        // Samples every 60s from 60s to 240s in a (0, 300s] window: each edge is one
+        // interval away, beyond the 1.1 threshold, so half an interval is added.
+        let ts = [60_000, 120_000, 180_000, 240_000];
+        let vs = [10.0, 20.0, 30.0, 40.0];
+        let w = window(&ts, &vs, 300_000, 300_000);
+        let inc = extrapolated_rate(&w, true, false).unwrap();
+        assert!((inc - 40.0).abs() < 1e-9, "{inc}");
+        let rate = extrapolated_rate(&w, true, true).unwrap();
+        assert!((rate - 40.0 / 300.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rate_counter_reset_adds_previous_value() {
+        let ts = [0, 60_000, 120_000];
+        let vs = [10.0, 20.0, 5.0];
+        let w = window(&ts, &vs, 120_000, 120_000);
+        // 10 + (5 + 10 after the reset) = 25; the first sample sits on the window's
+        // start, so nothing is extrapolated at either edge.
+        let inc = extrapolated_rate(&w, true, false).unwrap();
+        assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn irate_needs_two_samples() {
+        assert_eq!(instant_delta(&[0], &[1.0], true), None);
+        assert_eq!(instant_delta(&[0, 10_000], &[1.0, 11.0], true), Some(1.0));
+        assert_eq!(instant_delta(&[0, 10_000], &[5.0, 2.0], true), Some(0.2));
+    }
+}

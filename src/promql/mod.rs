@@ -1,0 +1,196 @@
+//! The PromQL engine: parses a query with `promql-parser` and evaluates its AST over a
+//! [`Queryable`] (the ring store, or later a remote Prometheus), with Prometheus 3.x
+//! float semantics.
+//!
+//! Evaluation works on whole step ranges, as Prometheus's range evaluation does: every
+//! node produces its value at every output step at once. A selector reads each series'
+//! samples once for the whole span `[start - offset - lookback/range, end - offset]` and
+//! slides over them per step; it never goes back to the store per step. An instant query
+//! is a range query with one step.
+//!
+//! Invariants: no input (query text, data, parameters) makes the engine panic; errors
+//! come back as [`QueryError`] with Prometheus's error class. The sample limit and the
+//! timeout are checked while evaluating, so a runaway query stops early.
+//! Native histograms are not supported: the store holds floats only.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod kernels;
+pub mod testscript;
+mod value;
+
+use std::time::Duration;
+
+use crate::storage::{Matcher, SeriesSamples, Store};
+
+pub use value::{format_value, QueryResult, Sample, Series, Value};
+
+/// Where the engine reads series from.
+pub trait Queryable: Send + Sync {
+    /// Series matching all `matchers` with their samples in `[mint, maxt]` (inclusive,
+    /// milliseconds), staleness markers included.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, QueryError>;
+}
+
+impl Queryable for Store {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, QueryError> {
+        Ok(Store::select(self, matchers, mint, maxt))
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_delta_ms: i64,
+    /// Most samples a query may hold at once (Prometheus's `--query.max-samples`).
+    pub max_samples: usize,
+    /// Longest a query may run.
+    pub timeout: Duration,
+    /// Step of a subquery written without one (`x[5m:]`); Prometheus uses the rule
+    /// group interval or, for queries, 1m.
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// Why a query failed, in Prometheus's error classes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The query text does not parse (errorType `bad_data`).
+    #[error("{0}")]
+    Parse(String),
+    /// Bad query parameters or an evaluation error in the data (errorType `bad_data`
+    /// for parameters; Prometheus reports evaluation errors as `execution`).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed: duplicate series, many-to-many matching, invalid arguments.
+    #[error("{0}")]
+    Execution(String),
+    /// The query would hold more samples than allowed.
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+    /// The query ran longer than the timeout.
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The query was canceled.
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
+    /// Reading from the data source failed.
+    #[error("{0}")]
+    Storage(String),
+    /// A feature this engine does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl QueryError {
+    /// Prometheus's `errorType` for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::Parse(_) | QueryError::BadData(_) => "bad_data",
+            QueryError::Execution(_)
+            | QueryError::TooManySamples(_)
+            | QueryError::Storage(_)
+            | QueryError::Unsupported(_) => "execution",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::Canceled(_) => "canceled",
+        }
+    }
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// The PromQL engine. Cheap to share; holds only settings.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `t_ms`.
+    pub fn instant_query(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<QueryResult> {
+        let expr = parse(query)?;
+        eval::run(&self.opts, store, &expr, query, t_ms, t_ms, 1, true)
+    }
+
+    /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.
+    pub fn range_query(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if (end_ms - start_ms) / step_ms > 11_000 {
+            return Err(QueryError::BadData(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        match expr.value_type() {
+            promql_parser::parser::value::ValueType::Vector
+            | promql_parser::parser::value::ValueType::Scalar => {}
+            other => return Err(QueryError::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                value::type_name(other)
+            ))),
+        }
+        eval::run(
+            &self.opts, store, &expr, query, start_ms, end_ms, step_ms, false,
+        )
+    }
+}
+
+/// Parses a query, wrapping the parser's string error.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
+    promql_parser::parser::parse(query).map_err(QueryError::Parse)
+}
+
+#[cfg(test)]
+mod tests;
