@@ -105,8 +105,10 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) query: &'a str,
     deadline: Instant,
     /// The query's own start and end, for `@ start()` / `@ end()`.
-    q_start: i64,
-    q_end: i64,
+    pub(crate) q_start: i64,
+    pub(crate) q_end: i64,
+    /// The query's step; 0 for an instant query (Prometheus `step()`).
+    pub(crate) q_step: i64,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
 }
@@ -131,6 +133,7 @@ pub(crate) fn run(
         deadline: Instant::now() + opts.timeout,
         q_start: start,
         q_end: end,
+        q_step: if instant { 0 } else { step },
         warnings: Vec::new(),
         infos: Vec::new(),
     };
@@ -227,10 +230,6 @@ pub(crate) fn run(
 /// the same step (Prometheus: "vector cannot contain metrics with the same labelset").
 /// Series that end up with equal labels but disjoint steps are merged.
 pub(crate) fn finalize_names(series: Vec<VSeries>) -> Result<Vec<VSeries>> {
-    if !series.iter().any(|s| s.drop_name) {
-        check_unique(&series)?;
-        return Ok(series);
-    }
     let mut out: Vec<VSeries> = Vec::with_capacity(series.len());
     let mut index: HashMap<LabelSet, usize> = HashMap::new();
     for mut s in series {
@@ -257,25 +256,6 @@ pub(crate) fn finalize_names(series: Vec<VSeries>) -> Result<Vec<VSeries>> {
         }
     }
     Ok(out)
-}
-
-fn check_unique(series: &[VSeries]) -> Result<()> {
-    let mut seen: HashMap<&LabelSet, usize> = HashMap::with_capacity(series.len());
-    for (i, s) in series.iter().enumerate() {
-        if let Some(&j) = seen.get(&s.labels) {
-            let other = &series[j];
-            if s.vals
-                .iter()
-                .zip(&other.vals)
-                .any(|(a, b)| a.is_some() && b.is_some())
-            {
-                return Err(dup_labelset());
-            }
-        } else {
-            seen.insert(&s.labels, i);
-        }
-    }
-    Ok(())
 }
 
 pub(crate) fn dup_labelset() -> QueryError {

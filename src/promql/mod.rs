@@ -19,7 +19,7 @@ mod eval;
 mod functions;
 mod kernels;
 pub mod testscript;
-mod value;
+pub(crate) mod value;
 
 use std::time::Duration;
 
@@ -176,10 +176,12 @@ impl Engine {
         match expr.value_type() {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
-            other => return Err(QueryError::BadData(format!(
+            other => {
+                return Err(QueryError::BadData(format!(
                 "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                 value::type_name(other)
-            ))),
+            )))
+            }
         }
         eval::run(
             &self.opts, store, &expr, query, start_ms, end_ms, step_ms, false,

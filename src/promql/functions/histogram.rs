@@ -39,6 +39,37 @@ pub(super) fn call(
             let out = by_buckets(ev, name, arg, v, steps, |i, b| bucket_quantile(q[i], b))?;
             Ok(Some(Val::Vector(out)))
         }
+        "histogram_quantiles" => {
+            let arg = nth(args, 0)?;
+            let v = vector_arg(ev, arg, steps)?;
+            let label = super::string_arg(ev, nth(args, 1)?, steps)?;
+            let mut qs = Vec::new();
+            for a in args.iter().skip(2) {
+                let q = scalar_arg(ev, a, steps)?;
+                if let Some(x) = q.iter().find(|x| x.is_nan() || **x < 0.0 || **x > 1.0) {
+                    ev.warn(
+                        format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            go_float(*x)
+                        ),
+                        name,
+                    );
+                }
+                qs.push(q);
+            }
+            let mut out = Vec::new();
+            for q in &qs {
+                let part = by_buckets(ev, name, arg, v.clone(), steps, |i, b| {
+                    bucket_quantile(q[i], b)
+                })?;
+                let text = quantile_label(q.first().copied().unwrap_or(f64::NAN));
+                for mut s in part {
+                    s.labels = crate::promql::eval::set_label(&s.labels, &label, Some(&text));
+                    out.push(s);
+                }
+            }
+            Ok(Some(Val::Vector(out)))
+        }
         "histogram_fraction" => {
             let lo = scalar_arg(ev, nth(args, 0)?, steps)?;
             let hi = scalar_arg(ev, nth(args, 1)?, steps)?;
@@ -129,6 +160,17 @@ fn by_buckets(
     }
     // The name is gone, so two metrics' histograms may now collide.
     Ok(out)
+}
+
+/// The label value for a quantile in `histogram_quantiles`: always with a decimal
+/// point (`0.0`, `1.0`, `0.25`), as Prometheus writes it.
+fn quantile_label(q: f64) -> String {
+    let s = crate::promql::value::format_value(q);
+    if s.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
+        format!("{s}.0")
+    } else {
+        s
+    }
 }
 
 /// Parses an `le` value as Go's `strconv.ParseFloat` would (`+Inf`, `Inf`, `1e3`).
@@ -252,8 +294,13 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<(f64, f64)>) -
         } else {
             f64::NEG_INFINITY
         };
+        // A bucket of infinite width is not interpolated: its observations sit at
+        // its infinite edge (all below a point in (-Inf, ub], all above one in
+        // (lb, +Inf]).
         let interpolate = |v: f64| {
-            if lb.is_infinite() || ub.is_infinite() {
+            if lb.is_infinite() {
+                c
+            } else if ub.is_infinite() {
                 rank
             } else {
                 rank + (c - rank) * (v - lb) / (ub - lb)

@@ -108,6 +108,32 @@ pub(super) fn call(
     let v = match name {
         "time" => Val::Scalar((0..steps.n).map(|i| steps.t(i) as f64 / 1000.0).collect()),
         "pi" => Val::Scalar(vec![std::f64::consts::PI; steps.n]),
+        // Query-shape functions (experimental in Prometheus): seconds.
+        "step" => Val::Scalar(vec![ev.q_step as f64 / 1000.0; steps.n]),
+        "range" => Val::Scalar(vec![(ev.q_end - ev.q_start) as f64 / 1000.0; steps.n]),
+        "start" => Val::Scalar(vec![ev.q_start as f64 / 1000.0; steps.n]),
+        "end" => Val::Scalar(vec![ev.q_end as f64 / 1000.0; steps.n]),
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for a in args {
+                let v = scalar_arg(ev, a, steps)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(prev) => prev
+                        .into_iter()
+                        .zip(v)
+                        .map(|(x, y)| {
+                            if name == "min_of" {
+                                go_min(x, y)
+                            } else {
+                                go_max(x, y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Val::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; steps.n]))
+        }
         "vector" => {
             let s = scalar_arg(ev, first(args)?, steps)?;
             Val::Vector(vec![VSeries {

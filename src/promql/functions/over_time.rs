@@ -118,6 +118,10 @@ fn min_max(vs: &[f64], max: bool) -> (usize, f64) {
 }
 
 fn mad(vs: &[f64]) -> f64 {
+    // A NaN sample makes the result NaN rather than being ranked.
+    if vs.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
     let mut v = vs.to_vec();
     let median = quantile(0.5, &mut v);
     let mut dev: Vec<f64> = vs.iter().map(|x| (x - median).abs()).collect();
