@@ -43,9 +43,17 @@ fn promql_conformance_corpus() {
         .map(|f| dir.join(f))
         .collect();
     let verbose = std::env::var_os("PROMQL_CONFORMANCE_VERBOSE").is_some();
+    let show_skipped = std::env::var_os("PROMQL_CONFORMANCE_SKIPPED").is_some();
     let mut out = Vec::new();
-    let summary =
-        run_files_with(&paths, &mut out, &RunOptions { verbose }).expect("corpus is readable");
+    let summary = run_files_with(
+        &paths,
+        &mut out,
+        &RunOptions {
+            verbose,
+            show_skipped,
+        },
+    )
+    .expect("corpus is readable");
     print!("{}", String::from_utf8_lossy(&out));
 
     let (mut sp, mut sf, mut ss) = (0, 0, 0);

@@ -34,6 +34,8 @@ pub struct FileSummary {
     pub skipped: usize,
     /// One line per failed case: line number, query and reason.
     pub failures: Vec<String>,
+    /// One line per skipped case: line number, query and why it touches histograms.
+    pub skips: Vec<String>,
 }
 
 /// Counts over all scripts run.
@@ -50,6 +52,8 @@ pub struct Summary {
 pub struct RunOptions {
     /// Print each failure under its file's line.
     pub verbose: bool,
+    /// Also print each skipped case.
+    pub show_skipped: bool,
 }
 
 /// Runs the scripts at `paths`, printing one line per file and a closing total line
@@ -80,6 +84,11 @@ pub fn run_files_with(
         if opts.verbose {
             for f in &fs.failures {
                 writeln!(out, "    {f}")?;
+            }
+        }
+        if opts.show_skipped {
+            for f in &fs.skips {
+                writeln!(out, "    skipped {f}")?;
             }
         }
         summary.passed += fs.passed;
@@ -437,8 +446,19 @@ impl Runner {
         let expr_text = cmd.expr.clone();
         let parsed = promql_parser::parser::parse(&cmd.expr);
         // The native-histogram rule comes first: such evals are skipped, whatever else.
-        if cmd.has_histogram_literal || parsed.as_ref().is_ok_and(|e| self.touches_histograms(e)) {
+        let reason = if cmd.has_histogram_literal {
+            Some("histogram literal in the block".to_string())
+        } else {
+            parsed
+                .as_ref()
+                .ok()
+                .and_then(|e| self.touches_histograms(e))
+        };
+        if let Some(reason) = reason {
             self.summary.skipped += 1;
+            self.summary
+                .skips
+                .push(format!("line {line}: {expr_text}: {reason}"));
             return;
         }
         if let Some(e) = &cmd.error {
@@ -453,8 +473,8 @@ impl Runner {
         }
     }
 
-    fn touches_histograms(&self, e: &Expr) -> bool {
-        let mut hit = false;
+    fn touches_histograms(&self, e: &Expr) -> Option<String> {
+        let mut hit: Option<String> = None;
         walk(e, &mut |node| match node {
             Expr::Call(c)
                 if matches!(
@@ -466,22 +486,42 @@ impl Runner {
                         | "histogram_stdvar"
                 ) =>
             {
-                hit = true
+                hit = Some(format!("native-only function {}", c.func.name))
             }
-            Expr::VectorSelector(vs) => hit |= self.selects_histogram(vs),
-            Expr::MatrixSelector(ms) => hit |= self.selects_histogram(&ms.vs),
+            Expr::VectorSelector(vs) => {
+                if let Some(h) = self.selects_histogram(vs) {
+                    hit = Some(h)
+                }
+            }
+            Expr::MatrixSelector(ms) => {
+                if let Some(h) = self.selects_histogram(&ms.vs) {
+                    hit = Some(h)
+                }
+            }
             _ => {}
         });
         hit
     }
 
-    fn selects_histogram(&self, vs: &VectorSelector) -> bool {
-        let Ok(sets) = selector_matchers(vs) else {
-            return false;
-        };
-        self.histogram_series.iter().any(|ls| {
-            sets.iter()
-                .any(|ms| ms.iter().all(|m| m.matches(ls.get(&m.name).unwrap_or(""))))
+    /// INDEX.md's NH-any rule: the selector names a metric (its name, or an
+    /// `__name__="..."` matcher) that has histogram samples since the last `clear`.
+    /// Regex and nameless selectors do not count: such evals run, and fail where
+    /// their expected output holds histograms.
+    fn selects_histogram(&self, vs: &VectorSelector) -> Option<String> {
+        let mut names: Vec<&str> = Vec::new();
+        if let Some(n) = &vs.name {
+            names.push(n);
+        }
+        for m in &vs.matchers.matchers {
+            if m.name == METRIC_NAME && matches!(m.op, promql_parser::label::MatchOp::Equal) {
+                names.push(&m.value);
+            }
+        }
+        names.into_iter().find_map(|n| {
+            self.histogram_series
+                .iter()
+                .any(|ls| ls.get(METRIC_NAME) == Some(n))
+                .then(|| format!("selects histogram metric {n}"))
         })
     }
 
