@@ -42,10 +42,6 @@ impl Steps {
     pub(crate) fn t(&self, i: usize) -> i64 {
         self.start + i as i64 * self.step
     }
-
-    pub(crate) fn end(&self) -> i64 {
-        self.t(self.n.saturating_sub(1))
-    }
 }
 
 /// An instant-vector series with one optional value per step. `drop_name` marks a
@@ -384,14 +380,6 @@ impl Evaluator<'_> {
         let w = format!("PromQL warning: {msg} ({pos})");
         if !self.warnings.contains(&w) {
             self.warnings.push(w);
-        }
-    }
-
-    pub(crate) fn info(&mut self, msg: String, needle: &str) {
-        let pos = self.position(needle);
-        let w = format!("PromQL info: {msg} ({pos})");
-        if !self.infos.contains(&w) {
-            self.infos.push(w);
         }
     }
 

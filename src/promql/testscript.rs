@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use promql_parser::parser::{Expr, VectorSelector};
 use regex::Regex;
 
-use super::eval::selector_matchers;
 use super::kernels::almost_equal;
 use super::{Engine, EngineOptions, QueryResult, Value};
 use crate::storage::{LabelSet, Store, StoreConfig, METRIC_NAME, STALE_NAN_BITS};
@@ -146,6 +145,9 @@ struct Runner {
     histogram_series: Vec<LabelSet>,
 }
 
+/// A series of a `load` block: labels, samples, and whether it had histograms.
+type LoadedSeries = (LabelSet, Vec<(i64, f64)>, bool);
+
 /// How an expected message is matched.
 #[derive(Debug, Clone)]
 enum MsgMatch {
@@ -173,7 +175,6 @@ struct ExpectedSeries {
 
 #[derive(Debug, Default)]
 struct EvalCmd {
-    line: usize,
     expr: String,
     /// Instant time, or range start.
     start: i64,
@@ -276,7 +277,7 @@ impl Runner {
             .ok_or("load needs an interval")?;
         let gap = parse_duration(gap)?;
         // Series in this block, later lines with the same labels replacing earlier.
-        let mut block: Vec<(LabelSet, Vec<(i64, f64)>, bool)> = Vec::new();
+        let mut block: Vec<LoadedSeries> = Vec::new();
         let mut pending_st = false;
         for (_, line) in body {
             let (labels_text, rest) = split_series_line(line)?;
@@ -330,10 +331,8 @@ impl Runner {
     }
 
     fn parse_eval(&self, line: usize, header: &str, body: &[(usize, String)]) -> EvalCmd {
-        let mut cmd = EvalCmd {
-            line,
-            ..Default::default()
-        };
+        let _ = line;
+        let mut cmd = EvalCmd::default();
         let toks: Vec<&str> = header.split_whitespace().collect();
         let kind = toks.first().copied().unwrap_or("");
         match kind {

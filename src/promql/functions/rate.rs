@@ -123,14 +123,25 @@ mod tests {
     #[test]
     fn rate_extrapolates_to_window_edges() {
         // Samples every 60s from 60s to 240s in a (0, 300s] window: each edge is one
-        // interval away, beyond the 1.1 threshold, so half an interval is added.
+        // interval away, within the 1.1-interval threshold, so the increase is
+        // extrapolated all the way to both edges: 30 * 300 / 180.
         let ts = [60_000, 120_000, 180_000, 240_000];
         let vs = [10.0, 20.0, 30.0, 40.0];
         let w = window(&ts, &vs, 300_000, 300_000);
         let inc = extrapolated_rate(&w, true, false).unwrap();
-        assert!((inc - 40.0).abs() < 1e-9, "{inc}");
+        assert!((inc - 50.0).abs() < 1e-9, "{inc}");
         let rate = extrapolated_rate(&w, true, true).unwrap();
-        assert!((rate - 40.0 / 300.0).abs() < 1e-12);
+        assert!((rate - 50.0 / 300.0).abs() < 1e-12);
+        // Samples at 150s..240s every 30s: the 150s gap at the start exceeds the
+        // threshold, so only half an interval (15s) is added there.
+        let ts = [150_000, 180_000, 210_000, 240_000];
+        let vs = [10.0, 20.0, 30.0, 40.0];
+        let w = window(&ts, &vs, 300_000, 300_000);
+        let inc = extrapolated_rate(&w, false, false).unwrap();
+        assert!(
+            (inc - 30.0 * (90.0 + 15.0 + 15.0) / 90.0).abs() < 1e-9,
+            "{inc}"
+        );
     }
 
     #[test]
@@ -138,10 +149,10 @@ mod tests {
         let ts = [0, 60_000, 120_000];
         let vs = [10.0, 20.0, 5.0];
         let w = window(&ts, &vs, 120_000, 120_000);
-        // 10 + (5 + 10 after the reset) = 25; the first sample sits on the window's
-        // start, so nothing is extrapolated at either edge.
+        // 5 - 10, plus 20 added back at the reset = 15; the first sample sits on the
+        // window's start, so nothing is extrapolated at either edge.
         let inc = extrapolated_rate(&w, true, false).unwrap();
-        assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+        assert!((inc - 15.0).abs() < 1e-9, "{inc}");
     }
 
     #[test]
