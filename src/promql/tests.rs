@@ -4,7 +4,10 @@
 use super::*;
 use crate::storage::{LabelSet, StoreConfig, STALE_NAN_BITS};
 
-fn store_with(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> Store {
+/// Labels and samples of one test series.
+type TestSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+fn store_with(series: &[TestSeries<'_>]) -> Store {
     let store = Store::new(StoreConfig {
         retention_ms: i64::MAX / 4,
         max_series: 1000,
