@@ -112,11 +112,13 @@ pub(crate) fn eval_aggregate(
             }
         }
     }
-    // Groups in order of first appearance.
+    // Groups in order of first appearance. With delayed name removal the grouping
+    // sees the name even when it is to be dropped (`sum by (__name__)` partitions by
+    // it), and the group drops it at the end if any member does.
     let mut groups: Vec<(LabelSet, Vec<usize>)> = Vec::new();
     let mut index: HashMap<LabelSet, usize> = HashMap::new();
     for (i, s) in input.iter().enumerate() {
-        let g = group_labels(&s.effective_labels(), modifier);
+        let g = group_labels(&s.labels, modifier);
         match index.get(&g) {
             Some(&gi) => groups[gi].1.push(i),
             None => {
@@ -156,9 +158,10 @@ pub(crate) fn eval_aggregate(
                 }
             });
         }
+        let drop_name = members.iter().any(|&m| input[m].drop_name);
         out.push(VSeries {
             labels,
-            drop_name: false,
+            drop_name,
             vals,
         });
     }

@@ -281,7 +281,7 @@ impl Runner {
         let mut pending_st = false;
         for (_, line) in body {
             let (labels_text, rest) = split_series_line(line)?;
-            if labels_text.ends_with("@st") {
+            if labels_text.ends_with("@st") || rest.starts_with("@st") {
                 // Start-timestamp lines only matter for start-timestamp-aware rate.
                 pending_st = true;
                 continue;
