@@ -53,11 +53,7 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr, steps: Steps) 
     let rhs = ev.eval(&b.rhs, steps)?;
     let default_mod = BinModifier::default();
     let modifier = b.modifier.as_ref().unwrap_or(&default_mod);
-    if modifier.fill_values.lhs.is_some() || modifier.fill_values.rhs.is_some() {
-        return Err(QueryError::Unsupported(
-            "fill modifiers of binary operators are not supported".into(),
-        ));
-    }
+    let has_fill = modifier.fill_values.lhs.is_some() || modifier.fill_values.rhs.is_some();
     let return_bool = modifier.return_bool;
     let op = b.op;
     match (lhs, rhs) {
@@ -85,6 +81,11 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr, steps: Steps) 
         }
         (Val::Vector(l), Val::Vector(r)) => {
             if is_set(op) {
+                if has_fill {
+                    return Err(QueryError::BadData(
+                        "fill modifiers are not allowed with set operators".into(),
+                    ));
+                }
                 Ok(Val::Vector(set_op(op, l, r, modifier, steps)))
             } else {
                 vector_vector(ev, op, l, r, modifier, steps).map(Val::Vector)
@@ -301,10 +302,7 @@ fn vector_vector(
     }
     let lsig: Vec<LabelSet> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
     let rsig: Vec<LabelSet> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
-    let mut by_sig: HashMap<&LabelSet, Vec<usize>> = HashMap::new();
-    for (i, sig) in rsig.iter().enumerate() {
-        by_sig.entry(sig).or_default().push(i);
-    }
+    let (fill_lhs, fill_rhs) = (modifier.fill_values.lhs, modifier.fill_values.rhs);
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut out: Vec<VSeries> = Vec::new();
     let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
@@ -330,77 +328,149 @@ fn vector_vector(
             }
             one.insert(&rsig[ri], ri);
         }
-        if one.is_empty() {
-            continue;
-        }
         let mut matched: HashMap<&LabelSet, Vec<LabelSet>> = HashMap::new();
         for (li, s) in lhs.iter().enumerate() {
             let Some(lv) = s.vals[i] else { continue };
-            let Some(&ri) = one.get(&lsig[li]) else {
-                continue;
+            let (ri, rv) = match one.get(&lsig[li]) {
+                Some(&ri) => (ri, rhs[ri].vals[i].unwrap_or(f64::NAN)),
+                // fill_right: an unmatched (internal) lhs series meets the fill value.
+                None => match fill_rhs {
+                    Some(f) => (NO_SERIES, f),
+                    None => continue,
+                },
             };
-            let rv = rhs[ri].vals[i].unwrap_or(f64::NAN);
             let (fl, fr) = if swapped { (rv, lv) } else { (lv, rv) };
             let (v, keep) = apply_op(op, fl, fr)?;
-            let key = (li, ri);
-            let idx = match out_index.get(&key) {
-                Some(&idx) => idx,
-                None => {
-                    let mut labels = result_labels(&s.labels, &rhs[ri].labels, card, matching);
-                    if drops_name {
-                        labels = drop_name(&labels);
-                    }
-                    let idx = match out_by_labels.get(&labels) {
-                        Some(&idx) => idx,
-                        None => {
-                            out.push(VSeries {
-                                labels: labels.clone(),
-                                drop_name: false,
-                                vals: vec![None; steps.n],
-                            });
-                            out_by_labels.insert(labels, out.len() - 1);
-                            out.len() - 1
-                        }
+            let idx = out_slot(
+                &mut out,
+                &mut out_index,
+                &mut out_by_labels,
+                (li, ri),
+                steps,
+                || {
+                    let empty = LabelSet::default();
+                    let rl = if ri == NO_SERIES {
+                        &empty
+                    } else {
+                        &rhs[ri].labels
                     };
-                    out_index.insert(key, idx);
-                    idx
+                    let labels = result_labels(&s.labels, rl, card, matching);
+                    if drops_name {
+                        drop_name(&labels)
+                    } else {
+                        labels
+                    }
+                },
+            );
+            if ri != NO_SERIES {
+                // Ambiguity is checked before filtering, so a comparison cannot hide it.
+                let entry = matched.entry(&lsig[li]).or_default();
+                if one_to_one {
+                    if !entry.is_empty() {
+                        return Err(QueryError::Execution(
+                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                        ));
+                    }
+                    entry.push(LabelSet::default());
+                } else {
+                    let l = &out[idx].labels;
+                    if entry.contains(l) {
+                        return Err(QueryError::Execution(
+                            "multiple matches for labels: grouping labels must ensure unique matches"
+                                .into(),
+                        ));
+                    }
+                    entry.push(l.clone());
                 }
-            };
-            // Ambiguity is checked before filtering, so a comparison cannot hide it.
-            let entry = matched.entry(&lsig[li]).or_default();
-            if one_to_one {
-                if !entry.is_empty() {
-                    return Err(QueryError::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                    ));
-                }
-                entry.push(LabelSet::default());
-            } else {
-                let l = &out[idx].labels;
-                if entry.contains(l) {
-                    return Err(QueryError::Execution(
-                        "multiple matches for labels: grouping labels must ensure unique matches"
-                            .into(),
-                    ));
-                }
-                entry.push(l.clone());
             }
-            let value = if return_bool {
-                Some(if keep { 1.0 } else { 0.0 })
-            } else if keep {
-                // A filtering comparison keeps the lhs value (before any swap).
-                Some(if comparison { fl } else { v })
-            } else {
-                None
-            };
-            if let Some(v) = value {
-                if out[idx].vals[i].is_some() {
-                    return Err(super::eval::dup_labelset());
+            set_value(
+                &mut out[idx],
+                i,
+                return_bool,
+                keep,
+                if comparison { fl } else { v },
+            )?;
+        }
+        // fill_left: every (internal) rhs signature no lhs series matched meets the
+        // fill value, labelled by its match group.
+        if let Some(f) = fill_lhs {
+            for (sig, &ri) in &one {
+                if matched.contains_key(sig) {
+                    continue;
                 }
-                out[idx].vals[i] = Some(v);
+                let Some(rv) = rhs[ri].vals[i] else { continue };
+                let (fl, fr) = if swapped { (rv, f) } else { (f, rv) };
+                let (v, keep) = apply_op(op, fl, fr)?;
+                let idx = out_slot(
+                    &mut out,
+                    &mut out_index,
+                    &mut out_by_labels,
+                    (NO_SERIES, ri),
+                    steps,
+                    || (*sig).clone(),
+                );
+                set_value(
+                    &mut out[idx],
+                    i,
+                    return_bool,
+                    keep,
+                    if comparison { fl } else { v },
+                )?;
             }
         }
     }
     out.retain(|s| s.vals.iter().any(Option::is_some));
     Ok(out)
+}
+
+/// Marks the missing side of a `fill` result in an output key.
+const NO_SERIES: usize = usize::MAX;
+
+/// The output series for a (lhs, rhs) pair, created on first use; pairs that produce
+/// the same labels share one series.
+fn out_slot(
+    out: &mut Vec<VSeries>,
+    out_index: &mut HashMap<(usize, usize), usize>,
+    out_by_labels: &mut HashMap<LabelSet, usize>,
+    key: (usize, usize),
+    steps: Steps,
+    labels: impl FnOnce() -> LabelSet,
+) -> usize {
+    if let Some(&idx) = out_index.get(&key) {
+        return idx;
+    }
+    let labels = labels();
+    let idx = match out_by_labels.get(&labels) {
+        Some(&idx) => idx,
+        None => {
+            out.push(VSeries {
+                labels: labels.clone(),
+                drop_name: false,
+                vals: vec![None; steps.n],
+            });
+            out_by_labels.insert(labels, out.len() - 1);
+            out.len() - 1
+        }
+    };
+    out_index.insert(key, idx);
+    idx
+}
+
+/// Stores one step's result: 0/1 with `bool`, the value when kept, nothing when a
+/// comparison filtered it. Two results for one series at one step are an error.
+fn set_value(s: &mut VSeries, i: usize, return_bool: bool, keep: bool, v: f64) -> Result<()> {
+    let value = if return_bool {
+        Some(if keep { 1.0 } else { 0.0 })
+    } else if keep {
+        Some(v)
+    } else {
+        None
+    };
+    if let Some(v) = value {
+        if s.vals[i].is_some() {
+            return Err(super::eval::dup_labelset());
+        }
+        s.vals[i] = Some(v);
+    }
+    Ok(())
 }
