@@ -145,7 +145,19 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult> {
         let expr = parse(query)?;
-        eval::run(&self.opts, store, &expr, query, t_ms, t_ms, 1, true)
+        self.instant_query_expr(store, &expr, query, t_ms)
+    }
+
+    /// Evaluates an already parsed expression at `t_ms` (rules parse once and
+    /// evaluate on every tick). `query` is its text, used to position annotations.
+    pub fn instant_query_expr(
+        &self,
+        store: &dyn Queryable,
+        expr: &promql_parser::parser::Expr,
+        query: &str,
+        t_ms: i64,
+    ) -> Result<QueryResult> {
+        eval::run(&self.opts, store, expr, query, t_ms, t_ms, 1, true)
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.

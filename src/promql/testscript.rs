@@ -16,7 +16,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::parser::{AtModifier, Expr, VectorSelector};
 use regex::Regex;
 
 use super::kernels::almost_equal;
@@ -556,14 +556,80 @@ impl Runner {
             self.compare_range(cmd, &res.value, s, st)?;
         } else {
             compare_instant(cmd, &res.value)?;
-            self.range_mode_check(cmd)?;
+            self.range_mode_check(cmd, &cmd.expr, cmd.start)?;
+        }
+        if !is_range {
+            self.at_invariance_check(cmd, eval_t)?;
+        }
+        Ok(())
+    }
+
+    /// Upstream's `@`-invariance check: `@ <eval time>` is added to every selector
+    /// and outermost subquery lacking one, and the query must give the same result
+    /// at other evaluation times.
+    fn at_invariance_check(&self, cmd: &EvalCmd, t: i64) -> Result<(), String> {
+        let Ok(mut expr) = promql_parser::parser::parse(&cmd.expr) else {
+            return Ok(());
+        };
+        let mut unsafe_fn = false;
+        walk(&expr, &mut |n| {
+            if let Expr::Call(c) = n {
+                unsafe_fn |= AT_UNSAFE_FUNCTIONS.contains(&c.func.name);
+            }
+        });
+        if unsafe_fn {
+            return Ok(());
+        }
+        let Some(at) = at_from_ms(t) else {
+            return Ok(());
+        };
+        set_at(&mut expr, &at);
+        let text = expr.to_string();
+        let times: Vec<i64> = if t == 0 {
+            vec![-1000, 0, 1000]
+        } else {
+            vec![-10 * t, 0, t / 5, t, 10 * t]
+        };
+        for et in times {
+            let res = self
+                .engine
+                .instant_query_expr(&self.store, &expr, &text, et);
+            let res = match (res, &cmd.fail) {
+                (Err(e), Some(m)) => {
+                    let msg = e.to_string();
+                    if m.matches(&msg) {
+                        continue;
+                    }
+                    return Err(format!(
+                        "@ check at {et}ms: error {msg:?} does not match {m:?}"
+                    ));
+                }
+                (Err(e), None) => {
+                    return Err(format!("@ check {text} at {et}ms: unexpected error: {e}"))
+                }
+                (Ok(_), Some(_)) => {
+                    return Err(format!("@ check {text} at {et}ms: expected an error"))
+                }
+                (Ok(r), None) => r,
+            };
+            let ctx = |e: String| format!("@ check {text} at {et}ms: {e}");
+            if cmd.range_vector.is_some() {
+                let (s, _, st) = cmd.range_vector.unwrap_or_default();
+                self.compare_range(cmd, &res.value, s, st).map_err(ctx)?;
+            } else {
+                compare_instant(cmd, &res.value).map_err(ctx)?;
+            }
+            check_annotations(cmd, &res).map_err(ctx)?;
+            if cmd.range_vector.is_none() && promql_parser::parser::parse(&text).is_ok() {
+                self.range_mode_check(cmd, &text, et).map_err(ctx)?;
+            }
         }
         Ok(())
     }
 
     /// Upstream re-runs every instant eval as a range query around its time and checks
     /// the middle point.
-    fn range_mode_check(&self, cmd: &EvalCmd) -> Result<(), String> {
+    fn range_mode_check(&self, cmd: &EvalCmd, expr: &str, t: i64) -> Result<(), String> {
         if cmd.string.is_some() || cmd.ordered {
             return Ok(());
         }
@@ -572,10 +638,9 @@ impl Runner {
                 return Ok(());
             }
         }
-        let t = cmd.start;
         let res = self
             .engine
-            .range_query(&self.store, &cmd.expr, t - 60_000, t + 60_000, 60_000)
+            .range_query(&self.store, expr, t - 60_000, t + 60_000, 60_000)
             .map_err(|e| format!("range mode: unexpected error: {e}"))?;
         let Value::Matrix(m) = res.value else {
             return Err("range mode: result is not a matrix".into());
@@ -1054,6 +1119,75 @@ fn parse_values(s: &str, loading: bool) -> Result<(Vec<Option<f64>>, bool), Stri
     }
     let _ = loading;
     Ok((out, hist))
+}
+
+/// Functions whose result depends on the evaluation time even with `@` arguments.
+const AT_UNSAFE_FUNCTIONS: &[&str] = &[
+    "time",
+    "timestamp",
+    "predict_linear",
+    "start",
+    "end",
+    "range",
+    "step",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "hour",
+    "minute",
+    "month",
+    "year",
+];
+
+fn at_from_ms(t: i64) -> Option<AtModifier> {
+    let d = std::time::Duration::from_millis(t.unsigned_abs());
+    let st = if t >= 0 {
+        std::time::SystemTime::UNIX_EPOCH.checked_add(d)
+    } else {
+        std::time::SystemTime::UNIX_EPOCH.checked_sub(d)
+    };
+    st.map(AtModifier::At)
+}
+
+/// Sets `@` on selectors and outermost subqueries that have none; nodes inside a
+/// subquery are left alone.
+fn set_at(e: &mut Expr, at: &AtModifier) {
+    match e {
+        Expr::VectorSelector(vs) => {
+            if vs.at.is_none() {
+                vs.at = Some(at.clone());
+            }
+        }
+        Expr::MatrixSelector(ms) => {
+            if ms.vs.at.is_none() {
+                ms.vs.at = Some(at.clone());
+            }
+        }
+        Expr::Subquery(sq) => {
+            if sq.at.is_none() {
+                sq.at = Some(at.clone());
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &mut a.param {
+                set_at(p, at);
+            }
+            set_at(&mut a.expr, at);
+        }
+        Expr::Unary(u) => set_at(&mut u.expr, at),
+        Expr::Binary(b) => {
+            set_at(&mut b.lhs, at);
+            set_at(&mut b.rhs, at);
+        }
+        Expr::Paren(p) => set_at(&mut p.expr, at),
+        Expr::Call(c) => {
+            for a in &mut c.args.args {
+                set_at(a, at);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Calls `f` on every node of the expression tree, parameters included.
