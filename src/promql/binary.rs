@@ -300,22 +300,54 @@ fn vector_vector(
     if swapped {
         std::mem::swap(&mut lhs, &mut rhs);
     }
-    let lsig: Vec<LabelSet> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
-    let rsig: Vec<LabelSet> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
+    // Signatures depend on labels only: intern them once, so each step works on
+    // plain indices instead of hashing label sets.
+    let mut sig_ids: HashMap<LabelSet, usize> = HashMap::new();
+    let mut sig_labels: Vec<LabelSet> = Vec::new();
+    let mut intern = |l: LabelSet| -> usize {
+        if let Some(&id) = sig_ids.get(&l) {
+            return id;
+        }
+        sig_labels.push(l.clone());
+        sig_ids.insert(l, sig_labels.len() - 1);
+        sig_labels.len() - 1
+    };
+    let lsig: Vec<usize> = lhs
+        .iter()
+        .map(|s| intern(signature(&s.labels, matching)))
+        .collect();
+    let rsig: Vec<usize> = rhs
+        .iter()
+        .map(|s| intern(signature(&s.labels, matching)))
+        .collect();
+    let nsig = sig_labels.len();
     let (fill_lhs, fill_rhs) = (modifier.fill_values.lhs, modifier.fill_values.rhs);
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut out: Vec<VSeries> = Vec::new();
     let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
     let mut out_by_labels: HashMap<LabelSet, usize> = HashMap::new();
+    // Per signature: the rhs ("one" side) series present at this step, and the
+    // output series the lhs matches produced (to detect ambiguous matches).
+    let mut one: Vec<usize> = vec![NO_SERIES; nsig];
+    let mut one_touched: Vec<usize> = Vec::new();
+    let mut matched: Vec<Vec<usize>> = vec![Vec::new(); nsig];
+    let mut matched_touched: Vec<usize> = Vec::new();
+    let mut last_pair: Vec<(usize, usize)> = vec![(NO_SERIES - 1, 0); lhs.len()];
     for i in 0..steps.n {
         ev.check_deadline()?;
-        // The rhs ("one" side) at this step: one series per signature.
-        let mut one: HashMap<&LabelSet, usize> = HashMap::new();
+        for sg in one_touched.drain(..) {
+            one[sg] = NO_SERIES;
+        }
+        for sg in matched_touched.drain(..) {
+            matched[sg].clear();
+        }
         for (ri, s) in rhs.iter().enumerate() {
             if s.vals[i].is_none() {
                 continue;
             }
-            if let Some(&prev) = one.get(&rsig[ri]) {
+            let sg = rsig[ri];
+            if one[sg] != NO_SERIES {
+                let prev = one[sg];
                 let side = if swapped { "left" } else { "right" };
                 let (a, b) = (&rhs[prev].labels, &s.labels);
                 let (a, b) = if a <= b { (a, b) } else { (b, a) };
@@ -326,62 +358,65 @@ fn vector_vector(
                     labels_string(b),
                 )));
             }
-            one.insert(&rsig[ri], ri);
+            one[sg] = ri;
+            one_touched.push(sg);
         }
-        let mut matched: HashMap<&LabelSet, Vec<LabelSet>> = HashMap::new();
         for (li, s) in lhs.iter().enumerate() {
             let Some(lv) = s.vals[i] else { continue };
-            let (ri, rv) = match one.get(&lsig[li]) {
-                Some(&ri) => (ri, rhs[ri].vals[i].unwrap_or(f64::NAN)),
-                // fill_right: an unmatched (internal) lhs series meets the fill value.
-                None => match fill_rhs {
+            let sg = lsig[li];
+            let (ri, rv) = match one[sg] {
+                NO_SERIES => match fill_rhs {
+                    // fill_right: an unmatched (internal) lhs series meets the fill value.
                     Some(f) => (NO_SERIES, f),
                     None => continue,
                 },
+                ri => (ri, rhs[ri].vals[i].unwrap_or(f64::NAN)),
             };
             let (fl, fr) = if swapped { (rv, lv) } else { (lv, rv) };
             let (v, keep) = apply_op(op, fl, fr)?;
-            let idx = out_slot(
-                &mut out,
-                &mut out_index,
-                &mut out_by_labels,
-                (li, ri),
-                steps,
-                || {
-                    let empty = LabelSet::default();
-                    let rl = if ri == NO_SERIES {
-                        &empty
-                    } else {
-                        &rhs[ri].labels
-                    };
-                    let labels = result_labels(&s.labels, rl, card, matching);
-                    if drops_name {
-                        drop_name(&labels)
-                    } else {
-                        labels
-                    }
-                },
-            );
+            // Most series meet the same partner at every step: remember the last pair.
+            let idx = match last_pair[li] {
+                (r, idx) if r == ri => idx,
+                _ => out_slot(
+                    &mut out,
+                    &mut out_index,
+                    &mut out_by_labels,
+                    (li, ri),
+                    steps,
+                    || {
+                        let empty = LabelSet::default();
+                        let rl = if ri == NO_SERIES {
+                            &empty
+                        } else {
+                            &rhs[ri].labels
+                        };
+                        let labels = result_labels(&s.labels, rl, card, matching);
+                        if drops_name {
+                            drop_name(&labels)
+                        } else {
+                            labels
+                        }
+                    },
+                ),
+            };
+            last_pair[li] = (ri, idx);
             if ri != NO_SERIES {
                 // Ambiguity is checked before filtering, so a comparison cannot hide it.
-                let entry = matched.entry(&lsig[li]).or_default();
-                if one_to_one {
-                    if !entry.is_empty() {
-                        return Err(QueryError::Execution(
-                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                        ));
-                    }
-                    entry.push(LabelSet::default());
-                } else {
-                    let l = &out[idx].labels;
-                    if entry.contains(l) {
-                        return Err(QueryError::Execution(
-                            "multiple matches for labels: grouping labels must ensure unique matches"
-                                .into(),
-                        ));
-                    }
-                    entry.push(l.clone());
+                let entry = &mut matched[sg];
+                if entry.is_empty() {
+                    matched_touched.push(sg);
+                } else if one_to_one {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                } else if entry.contains(&idx) {
+                    // Equal output labels share one output series.
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
+                    ));
                 }
+                entry.push(idx);
             }
             set_value(
                 &mut out[idx],
@@ -394,10 +429,11 @@ fn vector_vector(
         // fill_left: every (internal) rhs signature no lhs series matched meets the
         // fill value, labelled by its match group.
         if let Some(f) = fill_lhs {
-            for (sig, &ri) in &one {
-                if matched.contains_key(sig) {
+            for &sg in &one_touched {
+                if !matched[sg].is_empty() {
                     continue;
                 }
+                let ri = one[sg];
                 let Some(rv) = rhs[ri].vals[i] else { continue };
                 let (fl, fr) = if swapped { (rv, f) } else { (f, rv) };
                 let (v, keep) = apply_op(op, fl, fr)?;
@@ -407,7 +443,7 @@ fn vector_vector(
                     &mut out_by_labels,
                     (NO_SERIES, ri),
                     steps,
-                    || (*sig).clone(),
+                    || sig_labels[sg].clone(),
                 );
                 set_value(
                     &mut out[idx],

@@ -239,3 +239,39 @@ fn metric_name_is_dropped_by_functions_but_kept_by_last_over_time() {
         "x{}"
     );
 }
+
+/// Rough timing of the hot paths on 10k series (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_range_queries_over_10k_series() {
+    let store = Store::new(StoreConfig::default());
+    let (n_series, n_samples) = (10_000, 240);
+    for s in 0..n_series {
+        let ls = LabelSet::from_pairs([
+            ("__name__", "http_requests_total".to_string()),
+            ("job", format!("job{}", s % 10)),
+            ("instance", format!("i{s}")),
+        ]);
+        for k in 0..n_samples {
+            store
+                .append(&ls, k * 15_000, (k * (s % 7 + 1)) as f64)
+                .unwrap();
+        }
+    }
+    let e = Engine::default();
+    let end = (n_samples - 1) * 15_000;
+    for q in [
+        "rate(http_requests_total[5m])",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "http_requests_total / on(instance) http_requests_total",
+        "http_requests_total",
+    ] {
+        let t = std::time::Instant::now();
+        let r = e.range_query(&store, q, 0, end, 15_000).unwrap();
+        let n = match &r.value {
+            Value::Matrix(m) => m.len(),
+            _ => 0,
+        };
+        println!("{q}: {n} series in {:?}", t.elapsed());
+    }
+}
