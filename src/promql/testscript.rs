@@ -1154,21 +1154,9 @@ fn at_from_ms(t: i64) -> Option<AtModifier> {
 /// subquery are left alone.
 fn set_at(e: &mut Expr, at: &AtModifier) {
     match e {
-        Expr::VectorSelector(vs) => {
-            if vs.at.is_none() {
-                vs.at = Some(at.clone());
-            }
-        }
-        Expr::MatrixSelector(ms) => {
-            if ms.vs.at.is_none() {
-                ms.vs.at = Some(at.clone());
-            }
-        }
-        Expr::Subquery(sq) => {
-            if sq.at.is_none() {
-                sq.at = Some(at.clone());
-            }
-        }
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at.clone()),
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = Some(at.clone()),
         Expr::Aggregate(a) => {
             if let Some(p) = &mut a.param {
                 set_at(p, at);
