@@ -258,15 +258,19 @@ pub(crate) fn dup_labelset() -> QueryError {
     QueryError::Execution("vector cannot contain metrics with the same labelset".into())
 }
 
-/// A copy of `labels` without the metric name.
+/// Labels that describe the metric name and go with it: the name itself and the
+/// `__type__`/`__unit__` labels of Prometheus's type-and-unit metadata.
+const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
+/// A copy of `labels` without the metric name (and its type and unit labels).
 pub(crate) fn drop_name(labels: &LabelSet) -> LabelSet {
-    if labels.get(METRIC_NAME).is_none() {
+    if !NAME_LABELS.iter().any(|n| labels.get(n).is_some()) {
         return labels.clone();
     }
     LabelSet::from_sorted(
         labels
             .iter()
-            .filter(|l| &*l.name != METRIC_NAME)
+            .filter(|l| !NAME_LABELS.contains(&&*l.name))
             .cloned()
             .collect(),
     )

@@ -5,6 +5,7 @@
 //! store. Instant-vector functions map values or rewrite labels.
 
 mod histogram;
+mod info;
 mod labels;
 mod math;
 mod over_time;
@@ -150,6 +151,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Resul
         return Ok(v);
     }
     if let Some(v) = histogram::call(ev, name, &args, steps)? {
+        return Ok(v);
+    }
+    if let Some(v) = info::call(ev, name, &args, steps)? {
         return Ok(v);
     }
     Err(QueryError::Unsupported(format!(
