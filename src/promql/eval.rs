@@ -310,8 +310,11 @@ pub(crate) fn go_quote(v: &str) -> String {
     s
 }
 
+/// A duration in ms, capped at 2^60 so that sums of times, offsets, ranges and the
+/// lookback stay far from overflow.
 pub(crate) fn duration_ms(d: &std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+    const CAP: i64 = 1 << 60;
+    i64::try_from(d.as_millis()).unwrap_or(CAP).min(CAP)
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -623,6 +626,9 @@ impl Evaluator<'_> {
             start += step;
         }
         let inner = Steps::new(start, last, step);
+        // Every inner step holds at least one value per series: refuse a subquery
+        // whose resolution alone exceeds the sample limit.
+        self.check_samples(inner.n)?;
         let val = self.eval(&sq.expr, inner)?;
         let series = match val {
             Val::Vector(vs) => vs

@@ -157,6 +157,7 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
+        check_time(t_ms)?;
         eval::run(&self.opts, store, expr, query, t_ms, t_ms, 1, true)
     }
 
@@ -169,6 +170,8 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult> {
+        check_time(start_ms)?;
+        check_time(end_ms)?;
         if step_ms <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -199,6 +202,18 @@ impl Engine {
             &self.opts, store, &expr, query, start_ms, end_ms, step_ms, false,
         )
     }
+}
+
+/// Query times are kept within ±2^52 ms (about 140,000 years) so that offsets,
+/// ranges and lookback arithmetic can never overflow.
+fn check_time(t_ms: i64) -> Result<()> {
+    const LIMIT: i64 = 1 << 52;
+    if !(-LIMIT..=LIMIT).contains(&t_ms) {
+        return Err(QueryError::BadData(format!(
+            "time {t_ms}ms is out of the supported range"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a query, wrapping the parser's string error.

@@ -212,6 +212,41 @@ fn parse_errors_are_bad_data_and_never_panic() {
 }
 
 #[test]
+fn extreme_times_offsets_and_resolutions_do_not_panic() {
+    let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * M, i as f64)).collect();
+    let store = store_with(&[(&[("__name__", "x")], &samples)]);
+    let e = Engine::new(EngineOptions {
+        max_samples: 100_000,
+        ..Default::default()
+    });
+    for q in [
+        "x offset 100000y",
+        "x offset -100000y",
+        "rate(x[100000y])",
+        "x @ 9999999999",
+        "x @ -9999999999",
+        "max_over_time(x[1y:1ms])",
+        "count_over_time(x[10m:1ms] offset 500y)",
+        "topk(1e300, x)",
+        "bottomk(-1e300, x)",
+        "quantile(Inf, x)",
+        "histogram_quantile(0.5, x)",
+        "label_replace(x, \"a\", \"$1$2$name\", \"__name__\", \"(.*)\")",
+        "round(x, 0)",
+        "x % 0",
+        "x ^ 1e308 * 1e308",
+        "year(vector(1e300))",
+        "predict_linear(x[1h], 1e300)",
+    ] {
+        if let Err(err) = e.instant_query(&store, q, 5 * M) {
+            assert!(!err.kind().is_empty(), "{q}");
+        }
+    }
+    assert!(e.instant_query(&store, "x", i64::MAX).is_err());
+    assert!(e.range_query(&store, "x", i64::MIN, 0, 1).is_err());
+}
+
+#[test]
 fn sample_limit_is_an_execution_error() {
     let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 1000, 1.0)).collect();
     let store = store_with(&[(&[("__name__", "x")], &samples)]);
