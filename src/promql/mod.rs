@@ -218,7 +218,26 @@ fn check_time(t_ms: i64) -> Result<()> {
 
 /// Parses a query, wrapping the parser's string error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
+    register_functions();
     promql_parser::parser::parse(query).map_err(QueryError::Parse)
+}
+
+/// Teaches the parser the functions it lacks but Prometheus 2.x users still write:
+/// `holt_winters`, the name `double_exponential_smoothing` had before Prometheus 3.
+fn register_functions() {
+    use promql_parser::parser::function::{register_extra_functions, Function};
+    use promql_parser::parser::value::ValueType;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // A name clash with a built-in only means the parser already knows it.
+        let _ = register_extra_functions(vec![Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
 }
 
 #[cfg(test)]

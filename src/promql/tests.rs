@@ -310,3 +310,24 @@ fn timing_range_queries_over_10k_series() {
         println!("{q}: {n} series in {:?}", t.elapsed());
     }
 }
+
+#[test]
+fn holt_winters_is_the_old_name_of_double_exponential_smoothing() {
+    let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * M, (i * i) as f64)).collect();
+    let store = store_with(&[(&[("__name__", "x")], &samples)]);
+    let e = Engine::default();
+    let a = vector(
+        e.instant_query(&store, "holt_winters(x[10m], 0.5, 0.5)", 9 * M)
+            .unwrap(),
+    );
+    let b = vector(
+        e.instant_query(
+            &store,
+            "double_exponential_smoothing(x[10m], 0.5, 0.5)",
+            9 * M,
+        )
+        .unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 1);
+}

@@ -104,7 +104,10 @@ fn by_buckets(
     let mut groups: Vec<(LabelSet, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<LabelSet, usize> = HashMap::new();
     for (i, s) in input.iter().enumerate() {
-        let labels = s.effective_labels();
+        // Grouped by all labels but `le`, the name included even when it is to be
+        // dropped (Prometheus groups before delayed name removal); the output has no
+        // name, so histograms of two metrics with equal labels collide.
+        let labels = s.labels.clone();
         let le = labels.get(BUCKET_LABEL).unwrap_or("");
         let Some(upper) = parse_le(le) else {
             let metric = labels.get(METRIC_NAME).unwrap_or("").to_string();
