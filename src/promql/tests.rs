@@ -331,3 +331,24 @@ fn holt_winters_is_the_old_name_of_double_exponential_smoothing() {
     assert_eq!(a, b);
     assert_eq!(a.len(), 1);
 }
+
+#[test]
+fn rate_over_a_non_counter_name_adds_an_info() {
+    let samples: Vec<(i64, f64)> = (0..5).map(|i| (i * M, i as f64)).collect();
+    let store = store_with(&[
+        (&[("__name__", "metric")], &samples),
+        (&[("__name__", "requests_total")], &samples),
+    ]);
+    let e = Engine::default();
+    let r = e.instant_query(&store, "rate(metric[5m])", 4 * M).unwrap();
+    assert_eq!(
+        r.infos,
+        vec![
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"metric\" (1:6)"
+        ]
+    );
+    let r = e
+        .instant_query(&store, "rate(requests_total[5m])", 4 * M)
+        .unwrap();
+    assert!(r.infos.is_empty());
+}

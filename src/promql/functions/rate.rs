@@ -25,14 +25,28 @@ pub(super) fn call(
         return Ok(None);
     };
     let m = matrix_arg(ev, arg, steps)?;
-    Ok(Some(Val::Vector(apply_range(
-        ev,
-        &m,
-        steps,
-        &[],
-        false,
-        kernel,
-    )?)))
+    if matches!(name, "rate" | "increase") {
+        // Prometheus's hint for a counter function over a name that does not look
+        // like a counter.
+        let arg_text = arg.to_string();
+        for s in &m.series {
+            let Some(metric) = s.labels.get(crate::storage::METRIC_NAME) else {
+                continue;
+            };
+            if !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|suffix| metric.ends_with(suffix))
+            {
+                ev.info_arg(
+                    format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"{metric}\""),
+                    name,
+                    &arg_text,
+                );
+            }
+        }
+    }
+    let out = apply_range(ev, &m, steps, &[], false, kernel)?;
+    Ok(Some(Val::Vector(out)))
 }
 
 /// Prometheus `extrapolatedRate`: the increase between the first and last sample in
