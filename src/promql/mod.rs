@@ -15,6 +15,7 @@
 
 mod aggregate;
 mod binary;
+mod durations;
 mod eval;
 mod functions;
 mod kernels;
@@ -144,8 +145,8 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
-        let expr = parse(query)?;
-        self.instant_query_expr(store, &expr, query, t_ms)
+        let (expr, text) = parse_with_durations(query, 0, 0)?;
+        self.instant_query_expr(store, &expr, &text, t_ms)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -187,7 +188,7 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let expr = parse(query)?;
+        let (expr, text) = parse_with_durations(query, step_ms, end_ms - start_ms)?;
         match expr.value_type() {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
@@ -199,7 +200,7 @@ impl Engine {
             }
         }
         eval::run(
-            &self.opts, store, &expr, query, start_ms, end_ms, step_ms, false,
+            &self.opts, store, &expr, &text, start_ms, end_ms, step_ms, false,
         )
     }
 }
@@ -220,6 +221,26 @@ fn check_time(t_ms: i64) -> Result<()> {
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
     register_functions();
     promql_parser::parser::parse(query).map_err(QueryError::Parse)
+}
+
+/// Parses a query; when the parser rejects it, tries again with Prometheus 3's
+/// duration expressions computed (`x[26m+4m]`, `offset step()`), given what `step()`
+/// and `range()` mean for this query. Returns the expression and the text parsed.
+fn parse_with_durations(
+    query: &str,
+    step_ms: i64,
+    range_ms: i64,
+) -> Result<(promql_parser::parser::Expr, String)> {
+    match parse(query) {
+        Ok(e) => Ok((e, query.to_string())),
+        Err(err) => match durations::rewrite(query, step_ms, range_ms) {
+            Some(rewritten) => match parse(&rewritten) {
+                Ok(e) => Ok((e, rewritten)),
+                Err(_) => Err(err),
+            },
+            None => Err(err),
+        },
+    }
 }
 
 /// Teaches the parser the functions it lacks but Prometheus 2.x users still write:
