@@ -85,6 +85,16 @@ pub(super) fn call(
             scalars.push(scalar_arg(ev, a, steps)?);
         }
     }
+    let needed = match name {
+        "quantile_over_time" | "predict_linear" => 1,
+        "double_exponential_smoothing" | "holt_winters" => 2,
+        _ => 0,
+    };
+    if scalars.len() < needed {
+        return Err(QueryError::BadData(format!(
+            "expected {needed} scalar argument(s) in call to function \"{name}\""
+        )));
+    }
     if name == "quantile_over_time" {
         if let Some(q) = scalars[0]
             .iter()
