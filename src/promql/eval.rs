@@ -544,8 +544,9 @@ impl Evaluator<'_> {
                     vals,
                 });
             }
+            // Checked as series are added, so a huge selection stops early.
+            self.check_samples(total)?;
         }
-        self.check_samples(total)?;
         Ok(Val::Vector(out))
     }
 
@@ -577,6 +578,7 @@ impl Evaluator<'_> {
                 }
             }
             total += ts.len();
+            self.check_samples(total)?;
             if !ts.is_empty() {
                 series.push(RawSeries {
                     labels: s.labels,
