@@ -8,6 +8,80 @@
 //! `x[1800000ms]`) and parsed again. Queries that parse as they are never go
 //! through this, so plain PromQL is unaffected.
 
+/// How a range selector reads its window (Prometheus 3's experimental extended range
+/// selectors): as is, `anchored` to the last sample at or before the window start,
+/// or `smoothed` by interpolating values at both window edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeMode {
+    Plain,
+    Anchored,
+    Smoothed,
+}
+
+/// Removes `anchored`/`smoothed` after range selectors, which `promql-parser` does
+/// not know, and returns the mode of every range selector (subqueries excluded) in
+/// the order they appear in the text. `None` when there is no such modifier.
+pub(crate) fn strip_range_modifiers(query: &str) -> Option<(String, Vec<RangeMode>)> {
+    let chars: Vec<char> = query.chars().collect();
+    let mut out = String::with_capacity(query.len());
+    let mut modes = Vec::new();
+    let mut any = false;
+    let mut brace_depth = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => {
+                let end = skip_string(&chars, i);
+                out.extend(&chars[i..end]);
+                i = end;
+            }
+            '{' | '}' => {
+                if c == '{' {
+                    brace_depth += 1;
+                } else {
+                    brace_depth = brace_depth.saturating_sub(1);
+                }
+                out.push(c);
+                i += 1;
+            }
+            '[' if brace_depth == 0 => {
+                let close = find_close(&chars, i, '[', ']')?;
+                let inner: String = chars[i..=close].iter().collect();
+                out.push_str(&inner);
+                i = close + 1;
+                if split_top_level_colon(&inner[1..inner.len() - 1]).is_some() {
+                    continue;
+                }
+                let mut j = i;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                let st = j;
+                while j < chars.len() && is_ident_char(chars[j]) {
+                    j += 1;
+                }
+                let word: String = chars[st..j].iter().collect::<String>().to_ascii_lowercase();
+                let mode = match word.as_str() {
+                    "anchored" => RangeMode::Anchored,
+                    "smoothed" => RangeMode::Smoothed,
+                    _ => RangeMode::Plain,
+                };
+                if mode != RangeMode::Plain {
+                    any = true;
+                    i = j;
+                }
+                modes.push(mode);
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    any.then_some((out, modes))
+}
+
 /// Rewrites every duration expression in `query` to a plain duration. `step_ms` and
 /// `range_ms` are what `step()` and `range()` mean for this query. `None` when
 /// nothing was rewritten or an expression is invalid.

@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
+use super::durations::RangeMode;
 use super::value::{QueryResult, Sample, Series, Value};
 use super::{EngineOptions, QueryError, Queryable, Result};
 use crate::storage::{is_stale_marker, Label, LabelSet, MatchOp, Matcher, METRIC_NAME};
@@ -83,6 +84,9 @@ pub(crate) struct MatrixVal {
     pub(crate) ends: Vec<i64>,
     /// The selector, when the range vector came from one (for `absent_over_time`).
     pub(crate) selector: Option<VectorSelector>,
+    /// `anchored`/`smoothed`: windows reach back (and for `smoothed` forward) by
+    /// the lookback delta so kernels can see the samples around the edges.
+    pub(crate) mode: RangeMode,
 }
 
 /// A node's value over all steps.
@@ -107,6 +111,9 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) q_step: i64,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
+    /// Range selectors with an `anchored`/`smoothed` modifier, by node address (the
+    /// parser's AST has no field for it; the tree is not moved while evaluating).
+    modes: HashMap<usize, RangeMode>,
 }
 
 /// Runs a query over `[start, end]` at `step` and shapes the result: a vector, scalar,
@@ -117,12 +124,21 @@ pub(crate) fn run(
     store: &dyn Queryable,
     expr: &Expr,
     query: &str,
+    modes: &[RangeMode],
     start: i64,
     end: i64,
     step: i64,
     instant: bool,
 ) -> Result<QueryResult> {
+    let mut selectors = Vec::new();
+    matrix_selectors(expr, &mut selectors);
+    let modes: HashMap<usize, RangeMode> = selectors
+        .into_iter()
+        .zip(modes.iter().copied())
+        .filter(|(_, m)| *m != RangeMode::Plain)
+        .collect();
     let mut ev = Evaluator {
+        modes,
         opts,
         store,
         query,
@@ -220,6 +236,32 @@ pub(crate) fn run(
         warnings: ev.warnings,
         infos: ev.infos,
     })
+}
+
+/// Addresses of the range selectors in `e`, in the order they appear in the text.
+fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
+    match e {
+        Expr::MatrixSelector(ms) => out.push(ms as *const parser::MatrixSelector as usize),
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                matrix_selectors(p, out);
+            }
+            matrix_selectors(&a.expr, out);
+        }
+        Expr::Unary(u) => matrix_selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            matrix_selectors(&b.lhs, out);
+            matrix_selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => matrix_selectors(&p.expr, out),
+        Expr::Subquery(s) => matrix_selectors(&s.expr, out),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                matrix_selectors(a, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Applies delayed name removal and checks that no two series now share labels at
@@ -429,6 +471,14 @@ impl Evaluator<'_> {
         self.pos_of(off)
     }
 
+    /// The `anchored`/`smoothed` mode of a range selector of this query.
+    pub(crate) fn range_mode(&self, ms: &parser::MatrixSelector) -> RangeMode {
+        self.modes
+            .get(&(ms as *const parser::MatrixSelector as usize))
+            .copied()
+            .unwrap_or(RangeMode::Plain)
+    }
+
     fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             None => None,
@@ -466,7 +516,8 @@ impl Evaluator<'_> {
             Expr::VectorSelector(vs) => self.eval_vector_selector(vs, steps, false),
             Expr::MatrixSelector(ms) => {
                 let range = duration_ms(&ms.range);
-                self.eval_matrix_selector(&ms.vs, range, steps)
+                let mode = self.range_mode(ms);
+                self.eval_matrix_selector(&ms.vs, range, mode, steps)
             }
             Expr::Subquery(sq) => self.eval_subquery(sq, steps),
             Expr::Binary(b) => super::binary::eval_binary(self, b, steps),
@@ -554,6 +605,7 @@ impl Evaluator<'_> {
         &mut self,
         vs: &VectorSelector,
         range: i64,
+        mode: RangeMode,
         steps: Steps,
     ) -> Result<Val> {
         let offset = offset_ms(&vs.offset);
@@ -565,7 +617,15 @@ impl Evaluator<'_> {
             (Some(&lo), Some(&hi)) => (lo, hi),
             _ => (0, -1),
         };
-        let selected = self.select(vs, lo - range + 1, hi)?;
+        // Extended windows also read the lookback before the window (the anchor) and,
+        // when smoothed, after it.
+        let lookback = self.opts.lookback_delta_ms;
+        let (before, after) = match mode {
+            RangeMode::Plain => (0, 0),
+            RangeMode::Anchored => (lookback, 0),
+            RangeMode::Smoothed => (lookback, lookback),
+        };
+        let selected = self.select(vs, lo - range - before + 1, hi + after)?;
         let mut series = Vec::with_capacity(selected.len());
         let mut total = 0usize;
         for s in selected {
@@ -594,6 +654,7 @@ impl Evaluator<'_> {
             range,
             ends,
             selector: Some(vs.clone()),
+            mode,
         }))
     }
 
@@ -617,6 +678,7 @@ impl Evaluator<'_> {
                     range,
                     ends,
                     selector: None,
+                    mode: RangeMode::Plain,
                 }))
             }
         };
@@ -669,6 +731,7 @@ impl Evaluator<'_> {
             range,
             ends,
             selector: None,
+            mode: RangeMode::Plain,
         }))
     }
 }

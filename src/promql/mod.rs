@@ -145,8 +145,11 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
-        let (expr, text) = parse_with_durations(query, 0, 0)?;
-        self.instant_query_expr(store, &expr, &text, t_ms)
+        let q = parse_extended(query, 0, 0)?;
+        check_time(t_ms)?;
+        eval::run(
+            &self.opts, store, &q.expr, &q.text, &q.modes, t_ms, t_ms, 1, true,
+        )
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -159,7 +162,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult> {
         check_time(t_ms)?;
-        eval::run(&self.opts, store, expr, query, t_ms, t_ms, 1, true)
+        eval::run(&self.opts, store, expr, query, &[], t_ms, t_ms, 1, true)
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.
@@ -188,8 +191,8 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let (expr, text) = parse_with_durations(query, step_ms, end_ms - start_ms)?;
-        match expr.value_type() {
+        let q = parse_extended(query, step_ms, end_ms - start_ms)?;
+        match q.expr.value_type() {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
             other => {
@@ -200,7 +203,7 @@ impl Engine {
             }
         }
         eval::run(
-            &self.opts, store, &expr, &text, start_ms, end_ms, step_ms, false,
+            &self.opts, store, &q.expr, &q.text, &q.modes, start_ms, end_ms, step_ms, false,
         )
     }
 }
@@ -223,24 +226,53 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
     promql_parser::parser::parse(query).map_err(QueryError::Parse)
 }
 
+/// A parsed query: the expression, the text it was parsed from, and the modes of its
+/// range selectors when it used Prometheus 3's `anchored`/`smoothed` modifiers.
+struct ParsedQuery {
+    expr: promql_parser::parser::Expr,
+    text: String,
+    modes: Vec<durations::RangeMode>,
+}
+
 /// Parses a query; when the parser rejects it, tries again with Prometheus 3's
 /// duration expressions computed (`x[26m+4m]`, `offset step()`), given what `step()`
-/// and `range()` mean for this query. Returns the expression and the text parsed.
-fn parse_with_durations(
-    query: &str,
-    step_ms: i64,
-    range_ms: i64,
-) -> Result<(promql_parser::parser::Expr, String)> {
-    match parse(query) {
-        Ok(e) => Ok((e, query.to_string())),
-        Err(err) => match durations::rewrite(query, step_ms, range_ms) {
-            Some(rewritten) => match parse(&rewritten) {
-                Ok(e) => Ok((e, rewritten)),
-                Err(_) => Err(err),
-            },
-            None => Err(err),
-        },
+/// and `range()` mean for this query, and with `anchored`/`smoothed` range
+/// modifiers taken out and remembered.
+fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuery> {
+    let err = match parse(query) {
+        Ok(expr) => {
+            return Ok(ParsedQuery {
+                expr,
+                text: query.to_string(),
+                modes: Vec::new(),
+            })
+        }
+        Err(e) => e,
+    };
+    let text = durations::rewrite(query, step_ms, range_ms).unwrap_or_else(|| query.to_string());
+    if let Ok(expr) = parse(&text) {
+        return Ok(ParsedQuery {
+            expr,
+            text,
+            modes: Vec::new(),
+        });
     }
+    if let Some((stripped, modes)) = durations::strip_range_modifiers(&text) {
+        if let Ok(expr) = parse(&stripped) {
+            return Ok(ParsedQuery {
+                expr,
+                text: stripped,
+                modes,
+            });
+        }
+    }
+    Err(err)
+}
+
+/// Parses a query the way the engine would (extended syntax included), for analysis
+/// such as the test runner's native-histogram rule. `None` when it does not parse.
+pub(crate) fn parse_for_analysis(query: &str) -> Option<promql_parser::parser::Expr> {
+    parse_extended(query, 0, 0).ok().map(|q| q.expr)
 }
 
 /// Teaches the parser the functions it lacks but Prometheus 2.x users still write:

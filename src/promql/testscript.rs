@@ -444,7 +444,7 @@ impl Runner {
     fn eval(&mut self, line: usize, header: &str, body: &[(usize, String)]) {
         let cmd = self.parse_eval(line, header, body);
         let expr_text = cmd.expr.clone();
-        let parsed = promql_parser::parser::parse(&cmd.expr);
+        let parsed = super::parse_for_analysis(&cmd.expr).ok_or(());
         // The native-histogram rule comes first: such evals are skipped, whatever else.
         let reason = if cmd.has_histogram_literal {
             Some("histogram literal in the block".to_string())

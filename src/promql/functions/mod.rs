@@ -13,6 +13,7 @@ mod rate;
 
 use promql_parser::parser::{Call, Expr};
 
+use super::durations::RangeMode;
 use super::eval::{Evaluator, MatrixVal, Steps, VSeries, Val};
 use super::{QueryError, Result};
 
@@ -31,6 +32,9 @@ pub(crate) struct Window<'a> {
     pub(crate) eval_t: i64,
     /// The function's scalar arguments at this step, in argument order.
     pub(crate) args: &'a [f64],
+    /// With `anchored`/`smoothed`, `ts`/`vs` also hold the samples within the
+    /// lookback before `start` (and, smoothed, after `end`).
+    pub(crate) mode: RangeMode,
 }
 
 pub(crate) type RangeKernel = fn(&Window<'_>) -> Result<Option<f64>>;
@@ -81,6 +85,12 @@ pub(crate) fn apply_range(
     let mut out = Vec::with_capacity(m.series.len());
     let mut args = vec![0.0; scalar_args.len()];
     let mut per_step = vec![0usize; steps.n];
+    let lookback = ev.opts.lookback_delta_ms;
+    let (before, after) = match m.mode {
+        RangeMode::Plain => (0, 0),
+        RangeMode::Anchored => (lookback, 0),
+        RangeMode::Smoothed => (lookback, lookback),
+    };
     for s in &m.series {
         ev.check_deadline()?;
         let mut vals = vec![None; steps.n];
@@ -88,8 +98,8 @@ pub(crate) fn apply_range(
         for (i, slot) in vals.iter_mut().enumerate() {
             let end = m.ends[i];
             let start = end.saturating_sub(m.range);
-            let lo = s.ts.partition_point(|&t| t <= start);
-            let hi = s.ts.partition_point(|&t| t <= end);
+            let lo = s.ts.partition_point(|&t| t <= start - before);
+            let hi = s.ts.partition_point(|&t| t <= end + after);
             if lo >= hi {
                 continue;
             }
@@ -105,6 +115,7 @@ pub(crate) fn apply_range(
                 range: m.range,
                 eval_t: steps.t(i),
                 args: &args,
+                mode: m.mode,
             };
             *slot = kernel(&w)?;
             any |= slot.is_some();
@@ -119,6 +130,34 @@ pub(crate) fn apply_range(
     }
     ev.check_samples(per_step.into_iter().max().unwrap_or(0))?;
     Ok(out)
+}
+
+/// `anchored` and `smoothed` are only defined for some functions (Prometheus
+/// `AnchoredSafeFunctions` and its smoothed counterpart).
+fn check_range_modes(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<()> {
+    for a in args {
+        let Expr::MatrixSelector(ms) = a else {
+            continue;
+        };
+        match ev.range_mode(ms) {
+            RangeMode::Plain => {}
+            RangeMode::Anchored => {
+                if !matches!(name, "changes" | "delta" | "increase" | "rate" | "resets") {
+                    return Err(QueryError::BadData(format!(
+                        "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with {name}"
+                    )));
+                }
+            }
+            RangeMode::Smoothed => {
+                if !matches!(name, "delta" | "increase" | "rate") {
+                    return Err(QueryError::BadData(format!(
+                        "smoothed modifier can only be used with: delta, increase, rate - not with {name}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Maps every value of every series; the name is dropped.
@@ -138,6 +177,7 @@ pub(crate) fn map_values(series: Vec<VSeries>, f: impl Fn(f64) -> f64) -> Vec<VS
 pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val> {
     let name = c.func.name;
     let args: Vec<&Expr> = c.args.args.iter().map(|b| b.as_ref()).collect();
+    check_range_modes(ev, name, &args)?;
     if let Some(v) = rate::call(ev, name, &args, steps)? {
         return Ok(v);
     }

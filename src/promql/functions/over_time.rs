@@ -49,8 +49,8 @@ pub(super) fn call(
             1,
             false,
         ),
-        "changes" => (|w| Ok(Some(changes(w.vs))), 0, false),
-        "resets" => (|w| Ok(Some(resets(w.vs))), 0, false),
+        "changes" => (|w| Ok(extended(w).map(|v| changes(&v))), 0, false),
+        "resets" => (|w| Ok(extended(w).map(|v| resets(&v))), 0, false),
         "deriv" => (
             |w| {
                 if w.ts.len() < 2 {
@@ -136,6 +136,36 @@ fn mad(vs: &[f64]) -> f64 {
     let median = quantile(0.5, &mut v);
     let mut dev: Vec<f64> = vs.iter().map(|x| (x - median).abs()).collect();
     quantile(0.5, &mut dev)
+}
+
+/// The window's values; with `anchored`, the anchor value at the window start comes
+/// first (Prometheus `extendFloats`). `None` when no sample is inside the window.
+fn extended(w: &Window<'_>) -> Option<Vec<f64>> {
+    use crate::promql::durations::RangeMode;
+    if w.mode == RangeMode::Plain {
+        return Some(w.vs.to_vec());
+    }
+    let (ts, vs) = (w.ts, w.vs);
+    let n = ts.len();
+    if n == 0 {
+        return None;
+    }
+    let last = n - 1;
+    let first = ts[..last]
+        .partition_point(|&t| t <= w.start)
+        .saturating_sub(1);
+    if ts[last] <= w.start {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n - first + 1);
+    out.push(vs[first]);
+    let inner_first = if ts[first] <= w.start {
+        first + 1
+    } else {
+        first
+    };
+    out.extend_from_slice(&vs[inner_first..=last]);
+    Some(out)
 }
 
 fn changes(vs: &[f64]) -> f64 {

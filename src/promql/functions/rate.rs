@@ -4,6 +4,7 @@
 use promql_parser::parser::Expr;
 
 use super::{apply_range, matrix_arg, Window};
+use crate::promql::durations::RangeMode;
 use crate::promql::eval::{Evaluator, Steps, Val};
 use crate::promql::Result;
 
@@ -54,6 +55,9 @@ pub(super) fn call(
 /// window edges by at most half an average sample interval, and — for counters — not
 /// below zero at the start. Divided by the range in seconds for a rate.
 pub(crate) fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> {
+    if w.mode != RangeMode::Plain {
+        return extended_rate(w, is_counter, is_rate);
+    }
     let (ts, vs) = (w.ts, w.vs);
     if ts.len() < 2 {
         return None;
@@ -98,6 +102,124 @@ pub(crate) fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool)
     Some(result * factor)
 }
 
+/// Prometheus `extendedRate`: `rate`/`increase`/`delta` over an `anchored` or
+/// `smoothed` window. The value at the window start is the last sample at or before it
+/// (anchored) or the value interpolated there (smoothed); likewise at the end for
+/// smoothed. No extrapolation; counter resets inside are added back.
+fn extended_rate(w: &Window<'_>, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let (ts, vs) = (w.ts, w.vs);
+    let (start, end) = (w.start, w.end);
+    let smoothed = w.mode == RangeMode::Smoothed;
+    let n = ts.len();
+    if n == 0 {
+        return None;
+    }
+    let mut last = n - 1;
+    let mut first = ts[..last]
+        .partition_point(|&t| t <= start)
+        .saturating_sub(1);
+    if smoothed {
+        last = ts[..last].partition_point(|&t| t < end);
+    }
+    // Nothing when the data lies only before or only after the window.
+    if ts[last] <= start || ts[first] > end {
+        return None;
+    }
+    let left = edge_left(ts, vs, first, start, smoothed, is_counter);
+    let right = edge_right(ts, vs, last, end, smoothed, is_counter);
+    let mut result = right - left;
+    if is_counter {
+        // Resets at the edges are handled by the interpolation; count the ones
+        // between samples strictly inside the window.
+        if ts[first] <= start {
+            first += 1;
+        }
+        let mut hi = last as isize;
+        if ts[last] >= end {
+            hi -= 1;
+        }
+        let inside: &[f64] = if hi >= first as isize {
+            &vs[first..=hi as usize]
+        } else {
+            &[]
+        };
+        result += counter_reset_correction(left, right, inside);
+    }
+    if is_rate {
+        result /= w.range as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// The value at the window start: the first sample, or with `smoothed` and a sample
+/// before the start, the interpolation between it and the next.
+pub(crate) fn edge_left(
+    ts: &[i64],
+    vs: &[f64],
+    first: usize,
+    start: i64,
+    smoothed: bool,
+    is_counter: bool,
+) -> f64 {
+    if smoothed && ts[first] < start && first + 1 < ts.len() {
+        return interpolate(
+            (ts[first], vs[first]),
+            (ts[first + 1], vs[first + 1]),
+            start,
+            is_counter,
+        );
+    }
+    vs[first]
+}
+
+/// The value at the window end: the last sample, or with `smoothed` and a sample after
+/// the end, the interpolation between it and the one before.
+pub(crate) fn edge_right(
+    ts: &[i64],
+    vs: &[f64],
+    last: usize,
+    end: i64,
+    smoothed: bool,
+    is_counter: bool,
+) -> f64 {
+    if smoothed && last > 0 && ts[last] > end {
+        return interpolate(
+            (ts[last - 1], vs[last - 1]),
+            (ts[last], vs[last]),
+            end,
+            is_counter,
+        );
+    }
+    vs[last]
+}
+
+/// Linear interpolation at `t`. For a counter that reset between the points, the
+/// counter is taken to have restarted from 0 at the first point (the corpus's
+/// Prometheus models both edges this way).
+pub(crate) fn interpolate(p1: (i64, f64), p2: (i64, f64), t: i64, is_counter: bool) -> f64 {
+    let (mut y1, y2) = (p1.1, p2.1);
+    if is_counter && y2 < y1 {
+        y1 = 0.0;
+    }
+    y1 + (y2 - y1) * (t - p1.0) as f64 / (p2.0 - p1.0) as f64
+}
+
+/// What counter resets between `left`, the samples and `right` add back.
+fn counter_reset_correction(left: f64, right: f64, inside: &[f64]) -> f64 {
+    let mut correction = 0.0;
+    let mut prev = left;
+    for &v in inside {
+        if v < prev {
+            correction += prev;
+        }
+        prev = v;
+    }
+    if right < prev {
+        correction += prev;
+    }
+    correction
+}
+
 /// Prometheus `instantValue`: the difference of the last two samples (for `irate`, a
 /// drop counts as a reset, and the result is per second).
 pub(crate) fn instant_delta(ts: &[i64], vs: &[f64], is_rate: bool) -> Option<f64> {
@@ -131,6 +253,7 @@ mod tests {
             range,
             eval_t: end,
             args: &[],
+            mode: RangeMode::Plain,
         }
     }
 
