@@ -73,6 +73,24 @@ pub(crate) fn strip_range_modifiers(query: &str) -> Option<(String, Vec<RangeMod
                 }
                 modes.push(mode);
             }
+            c if brace_depth == 0 && is_ident_start(c) => {
+                let st = i;
+                while i < chars.len() && is_ident_char(chars[i]) {
+                    i += 1;
+                }
+                let word: String = chars[st..i].iter().collect();
+                let mode = match word.to_ascii_lowercase().as_str() {
+                    "smoothed" => Some("smoothed"),
+                    "anchored" => Some("anchored"),
+                    _ => None,
+                };
+                match mode {
+                    // After an instant selector (and its `@`/`offset`): mark the
+                    // selector with a synthetic matcher the evaluator takes out again.
+                    Some(m) if inject_mode_matcher(&mut out, m) => any = true,
+                    _ => out.push_str(&word),
+                }
+            }
             _ => {
                 out.push(c);
                 i += 1;
@@ -80,6 +98,108 @@ pub(crate) fn strip_range_modifiers(query: &str) -> Option<(String, Vec<RangeMod
         }
     }
     any.then_some((out, modes))
+}
+
+/// The synthetic matcher label marking an instant selector's `smoothed`/`anchored`
+/// modifier between the rewrite and the evaluator.
+pub(crate) const MODE_LABEL: &str = "__closedloop_range_mode__";
+
+/// Adds `MODE_LABEL="<mode>"` to the instant selector that ends `out` (skipping its
+/// `@`/`offset` clauses). False when `out` does not end with a selector.
+fn inject_mode_matcher(out: &mut String, mode: &str) -> bool {
+    let chars: Vec<char> = out.chars().collect();
+    let mut end = trim_end(&chars, chars.len());
+    // Strip trailing `offset <operand>` and `@ <operand>` clauses.
+    loop {
+        let Some(op_start) = operand_start(&chars, end) else {
+            break;
+        };
+        let mut k = trim_end(&chars, op_start);
+        if k > 0 && (chars[k - 1] == '-' || chars[k - 1] == '+') {
+            k = trim_end(&chars, k - 1);
+        }
+        if k > 0 && chars[k - 1] == '@' {
+            end = trim_end(&chars, k - 1);
+            continue;
+        }
+        let word_start = {
+            let mut w = k;
+            while w > 0 && is_ident_char(chars[w - 1]) {
+                w -= 1;
+            }
+            w
+        };
+        let word: String = chars[word_start..k].iter().collect();
+        if word.eq_ignore_ascii_case("offset") {
+            end = trim_end(&chars, word_start);
+            continue;
+        }
+        break;
+    }
+    if end == 0 {
+        return false;
+    }
+    let matcher = format!("{MODE_LABEL}=\"{mode}\"");
+    let head: String = chars[..end].iter().collect();
+    // The `@`/`offset` clauses stay; the whitespace before the keyword goes.
+    let tail: String = chars[end..trim_end(&chars, chars.len())].iter().collect();
+    let new = if chars[end - 1] == '}' {
+        let Some(open) = (0..end - 1).rev().find(|&j| chars[j] == '{') else {
+            return false;
+        };
+        let inner: String = chars[open + 1..end - 1].iter().collect();
+        let sep = if inner.trim().is_empty() { "" } else { ", " };
+        format!("{}{sep}{matcher}}}{tail}", &head[..head.len() - 1])
+    } else if is_ident_char(chars[end - 1]) {
+        format!("{head}{{{matcher}}}{tail}")
+    } else {
+        return false;
+    };
+    *out = new;
+    true
+}
+
+fn trim_end(chars: &[char], mut end: usize) -> usize {
+    while end > 0 && chars[end - 1].is_whitespace() {
+        end -= 1;
+    }
+    end
+}
+
+/// Start of the operand ending at `end`: a parenthesized group (with a function name
+/// before it), or a run of word characters such as `100`, `5m` or `1.5`.
+fn operand_start(chars: &[char], end: usize) -> Option<usize> {
+    if end == 0 {
+        return None;
+    }
+    if chars[end - 1] == ')' {
+        let mut depth = 0i32;
+        let mut j = end;
+        while j > 0 {
+            j -= 1;
+            match chars[j] {
+                ')' => depth += 1,
+                '(' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        let mut w = j;
+                        while w > 0 && is_ident_char(chars[w - 1]) {
+                            w -= 1;
+                        }
+                        return Some(w);
+                    }
+                }
+                _ => {}
+            }
+        }
+        return None;
+    }
+    let mut j = end;
+    while j > 0 && (chars[j - 1].is_ascii_alphanumeric() || chars[j - 1] == '.') {
+        j -= 1;
+    }
+    // A metric name is not an operand: operands start with a digit or are calls.
+    (j < end && chars[j].is_ascii_digit()).then_some(j)
 }
 
 /// Rewrites every duration expression in `query` to a plain duration. `step_ms` and
@@ -541,5 +661,21 @@ mod tests {
         );
         assert_eq!(rewrite("rate(x[5m]) offset 1m", 0, 0), None);
         assert_eq!(rewrite("x{a=\"[1+1]\"}", 0, 0), None);
+    }
+
+    #[test]
+    fn marks_instant_selectors_with_modifiers() {
+        use super::strip_range_modifiers;
+        let (q, modes) = strip_range_modifiers("rate(x[5m] smoothed) + y @ 100 smoothed").unwrap();
+        assert_eq!(
+            q,
+            "rate(x[5m]) + y{__closedloop_range_mode__=\"smoothed\"} @ 100"
+        );
+        assert_eq!(modes, vec![super::RangeMode::Smoothed]);
+        let (q, _) = strip_range_modifiers("z{a=\"b\"} offset -100 smoothed + 0").unwrap();
+        assert_eq!(
+            q,
+            "z{a=\"b\", __closedloop_range_mode__=\"smoothed\"} offset -100 + 0"
+        );
     }
 }

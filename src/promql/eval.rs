@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
-use super::durations::RangeMode;
+use super::durations::{RangeMode, MODE_LABEL};
 use super::value::{QueryResult, Sample, Series, Value};
 use super::{EngineOptions, QueryError, Queryable, Result};
 use crate::storage::{is_stale_marker, Label, LabelSet, MatchOp, Matcher, METRIC_NAME};
@@ -391,6 +391,9 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
         base.push(Matcher::equal(METRIC_NAME, name.clone()));
     }
     for m in &vs.matchers.matchers {
+        if m.name == MODE_LABEL {
+            continue;
+        }
         base.push(conv(m)?);
     }
     if vs.matchers.or_matchers.is_empty() {
@@ -561,12 +564,20 @@ impl Evaluator<'_> {
         let at = self.at_time(&vs.at);
         let lookback = self.opts.lookback_delta_ms;
         let eff = |i: usize| at.unwrap_or_else(|| steps.t(i)) - offset;
+        // `smoothed` (Prometheus 3, experimental): the value is interpolated between
+        // the samples around the evaluation time, so read ahead by the lookback too.
+        let smoothed = vs
+            .matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == MODE_LABEL && m.value == "smoothed");
+        let ahead = if smoothed { lookback } else { 0 };
         let (lo, hi) = if steps.n == 0 {
             (0, 0)
         } else {
             (eff(0).min(eff(steps.n - 1)), eff(0).max(eff(steps.n - 1)))
         };
-        let selected = self.select(vs, lo - lookback + 1, hi)?;
+        let selected = self.select(vs, lo - lookback + 1, hi + ahead)?;
         let mut out = Vec::with_capacity(selected.len());
         let mut total = 0usize;
         for s in selected {
@@ -581,8 +592,14 @@ impl Evaluator<'_> {
                 if j == 0 {
                     continue;
                 }
-                let (st, sv) = (s.timestamps[j - 1], s.values[j - 1]);
+                let (st, mut sv) = (s.timestamps[j - 1], s.values[j - 1]);
                 if st > t - lookback && !is_stale_marker(sv) {
+                    if smoothed && st < t && j < s.timestamps.len() {
+                        let (nt, nv) = (s.timestamps[j], s.values[j]);
+                        if nt <= t + lookback && !is_stale_marker(nv) {
+                            sv = sv + (nv - sv) * (t - st) as f64 / (nt - st) as f64;
+                        }
+                    }
                     *slot = Some(if want_ts { st as f64 / 1000.0 } else { sv });
                     any = true;
                     total += 1;

@@ -118,7 +118,7 @@ pub(crate) fn absent_labels(vs: &VectorSelector) -> LabelSet {
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut has: Vec<&str> = Vec::new();
     for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME {
+        if m.name == METRIC_NAME || m.name == crate::promql::durations::MODE_LABEL {
             continue;
         }
         if matches!(m.op, PMatchOp::Equal) && !has.contains(&m.name.as_str()) {
