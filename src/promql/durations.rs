@@ -110,10 +110,7 @@ fn inject_mode_matcher(out: &mut String, mode: &str) -> bool {
     let chars: Vec<char> = out.chars().collect();
     let mut end = trim_end(&chars, chars.len());
     // Strip trailing `offset <operand>` and `@ <operand>` clauses.
-    loop {
-        let Some(op_start) = operand_start(&chars, end) else {
-            break;
-        };
+    while let Some(op_start) = operand_start(&chars, end) {
         let mut k = trim_end(&chars, op_start);
         if k > 0 && (chars[k - 1] == '-' || chars[k - 1] == '+') {
             k = trim_end(&chars, k - 1);
