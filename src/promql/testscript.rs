@@ -449,10 +449,15 @@ impl Runner {
         let reason = if cmd.has_histogram_literal {
             Some("histogram literal in the block".to_string())
         } else {
-            parsed
-                .as_ref()
-                .ok()
-                .and_then(|e| self.touches_histograms(e))
+            match parsed.as_ref() {
+                Ok(e) => self.touches_histograms(e),
+                // Unparseable here (e.g. the histogram trim operators `</`, `>/`): the
+                // native-only function rule can still be read off the text.
+                Err(()) => NATIVE_ONLY_FUNCTIONS
+                    .iter()
+                    .find(|f| cmd.expr.contains(&format!("{f}(")))
+                    .map(|f| format!("native-only function {f}")),
+            }
         };
         if let Some(reason) = reason {
             self.summary.skipped += 1;
@@ -476,16 +481,7 @@ impl Runner {
     fn touches_histograms(&self, e: &Expr) -> Option<String> {
         let mut hit: Option<String> = None;
         walk(e, &mut |node| match node {
-            Expr::Call(c)
-                if matches!(
-                    c.func.name,
-                    "histogram_count"
-                        | "histogram_sum"
-                        | "histogram_avg"
-                        | "histogram_stddev"
-                        | "histogram_stdvar"
-                ) =>
-            {
+            Expr::Call(c) if NATIVE_ONLY_FUNCTIONS.contains(&c.func.name) => {
                 hit = Some(format!("native-only function {}", c.func.name))
             }
             Expr::VectorSelector(vs) => {
@@ -1080,6 +1076,15 @@ fn parse_values(s: &str, loading: bool) -> Result<(Vec<Option<f64>>, bool), Stri
     let _ = loading;
     Ok((out, hist))
 }
+
+/// Functions that only read native histograms (INDEX.md's NH-explicit rule).
+const NATIVE_ONLY_FUNCTIONS: &[&str] = &[
+    "histogram_count",
+    "histogram_sum",
+    "histogram_avg",
+    "histogram_stddev",
+    "histogram_stdvar",
+];
 
 /// Functions whose result depends on the evaluation time even with `@` arguments.
 const AT_UNSAFE_FUNCTIONS: &[&str] = &[
