@@ -100,6 +100,79 @@ pub(crate) fn strip_range_modifiers(query: &str) -> Option<(String, Vec<RangeMod
     any.then_some((out, modes))
 }
 
+/// The synthetic matcher that lets `info()`'s label selector consist of matchers that
+/// all accept the empty string (`info(m, {data=~".*"})`), which Prometheus allows
+/// there but `promql-parser` refuses. `info()` ignores it.
+pub(crate) const INFO_SELECTOR_LABEL: &str = "__closedloop_info_selector__";
+
+/// Adds [`INFO_SELECTOR_LABEL`] to the label selector given as `info()`'s second
+/// argument. `None` when there is none.
+pub(crate) fn mark_info_selectors(query: &str) -> Option<String> {
+    let chars: Vec<char> = query.chars().collect();
+    let mut out = String::with_capacity(query.len() + 40);
+    let mut changed = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            let end = skip_string(&chars, i);
+            out.extend(&chars[i..end]);
+            i = end;
+            continue;
+        }
+        if is_ident_start(c) {
+            let st = i;
+            while i < chars.len() && is_ident_char(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[st..i].iter().collect();
+            out.push_str(&word);
+            if word == "info" && i < chars.len() && chars[i] == '(' {
+                let close = find_close(&chars, i, '(', ')')?;
+                // The second top-level argument, when it is a `{...}` selector.
+                let mut depth = 0i32;
+                let mut brace = 0i32;
+                let mut k = i + 1;
+                let mut comma = None;
+                while k < close {
+                    match chars[k] {
+                        '(' | '[' => depth += 1,
+                        ')' | ']' => depth -= 1,
+                        '{' => brace += 1,
+                        '}' => brace -= 1,
+                        '"' | '\'' | '`' => {
+                            k = skip_string(&chars, k);
+                            continue;
+                        }
+                        ',' if depth == 0 && brace == 0 => {
+                            comma = Some(k);
+                            break;
+                        }
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                if let Some(cm) = comma {
+                    let mut j = cm + 1;
+                    while j < close && chars[j].is_whitespace() {
+                        j += 1;
+                    }
+                    if j < close && chars[j] == '{' {
+                        out.extend(&chars[i..=j]);
+                        out.push_str(&format!("{INFO_SELECTOR_LABEL}=\"1\","));
+                        changed = true;
+                        i = j + 1;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
 /// The synthetic matcher label marking an instant selector's `smoothed`/`anchored`
 /// modifier between the rewrite and the evaluator.
 pub(crate) const MODE_LABEL: &str = "__closedloop_range_mode__";

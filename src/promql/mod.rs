@@ -257,11 +257,24 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
             modes: Vec::new(),
         });
     }
-    if let Some((stripped, modes)) = durations::strip_range_modifiers(&text) {
-        if let Ok(expr) = parse(&stripped) {
+    let (text, modes) = match durations::strip_range_modifiers(&text) {
+        Some((stripped, modes)) => {
+            if let Ok(expr) = parse(&stripped) {
+                return Ok(ParsedQuery {
+                    expr,
+                    text: stripped,
+                    modes,
+                });
+            }
+            (stripped, modes)
+        }
+        None => (text, Vec::new()),
+    };
+    if let Some(marked) = durations::mark_info_selectors(&text) {
+        if let Ok(expr) = parse(&marked) {
             return Ok(ParsedQuery {
                 expr,
-                text: stripped,
+                text: marked,
                 modes,
             });
         }

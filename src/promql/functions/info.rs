@@ -50,6 +50,9 @@ pub(super) fn call(
             ));
         }
         for m in &vs.matchers.matchers {
+            if m.name == crate::promql::durations::INFO_SELECTOR_LABEL {
+                continue;
+            }
             if m.name == METRIC_NAME {
                 name_ms.push(m.clone());
             } else {
