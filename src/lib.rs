@@ -6,5 +6,6 @@ pub mod duration;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod promql;
 pub mod service;
 pub mod storage;
