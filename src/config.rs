@@ -350,6 +350,16 @@ impl Config {
         }
     }
 
+    /// The PromQL engine's settings.
+    pub fn engine_options(&self) -> crate::promql::EngineOptions {
+        crate::promql::EngineOptions {
+            lookback_delta_ms: self.query.lookback_delta.as_millis(),
+            max_samples: self.query.max_samples,
+            timeout: self.query.timeout.0,
+            ..Default::default()
+        }
+    }
+
     /// The store's sizing.
     pub fn store_config(&self) -> crate::storage::StoreConfig {
         crate::storage::StoreConfig {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::http::{self, App, Settings};
 use crate::metrics::{Metrics, MetricsError};
+use crate::promql::Engine;
 use crate::storage::Store;
 
 /// Why the service could not start or stopped with an error.
@@ -47,9 +48,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     metrics
         .config_last_reload_success_timestamp
         .set(chrono::Utc::now().timestamp());
+    let engine = Engine::new(config.engine_options());
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),
+        engine,
         settings,
         config_path,
     ));

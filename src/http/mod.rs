@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod error;
 mod params;
+mod query;
 mod selector;
 mod write;
 
@@ -23,6 +24,7 @@ use parking_lot::RwLock;
 
 use crate::config::{Config, Credentials};
 use crate::metrics::Metrics;
+use crate::promql::Engine;
 use crate::storage::Store;
 
 /// Settings a reload may change without a restart.
@@ -62,6 +64,7 @@ impl Settings {
 pub struct App {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    pub engine: Engine,
     settings: RwLock<Arc<Settings>>,
     /// The file `/-/reload` re-reads; `None` when running on defaults.
     config_path: Option<PathBuf>,
@@ -71,12 +74,14 @@ impl App {
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        engine: Engine,
         settings: Settings,
         config_path: Option<PathBuf>,
     ) -> Self {
         App {
             store,
             metrics,
+            engine,
             settings: RwLock::new(Arc::new(settings)),
             config_path,
         }
@@ -132,6 +137,8 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
             auth::require_admin,
         ));
     let read = Router::new()
+        .route("/api/v1/query", get(query::instant).post(query::instant))
+        .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/series", get(api::series).post(api::series))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
