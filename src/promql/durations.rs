@@ -1,12 +1,17 @@
-//! Duration expressions (Prometheus 3's experimental `promql-duration-expr`):
-//! arithmetic in range brackets, subquery steps and after `offset`, as in
-//! `x[26m+4m]`, `x[5m:step()*2]` or `x offset (2 * 1m)`, with `step()`, `range()`,
-//! `min_of()` and `max_of()`.
+//! Prometheus 3 syntax that `promql-parser` 0.11 does not read, handled by rewriting
+//! the query text before parsing again:
 //!
-//! `promql-parser` reads only plain durations there, so a query it rejects is
-//! rewritten here into one with the expressions computed (`x[30m]` →
-//! `x[1800000ms]`) and parsed again. Queries that parse as they are never go
-//! through this, so plain PromQL is unaffected.
+//! - duration expressions (`promql-duration-expr`): arithmetic in range brackets,
+//!   subquery steps and after `offset`, as in `x[26m+4m]`, `x[5m:step()*2]` or
+//!   `x offset (2 * 1m)`, with `step()`, `range()`, `min_of()` and `max_of()` —
+//!   computed into plain durations (`x[30m]` → `x[1800000ms]`);
+//! - the extended range selector modifiers `anchored` and `smoothed` — taken out of
+//!   the text, their modes kept per range selector (in text order), or for an
+//!   instant selector carried by a synthetic matcher the evaluator removes;
+//! - `info()` label selectors whose matchers all accept the empty string.
+//!
+//! Invariant: only a query the parser rejects goes through here, so plain PromQL is
+//! never rewritten. Also home of the duration literal parser (`1h30m`).
 
 /// How a range selector reads its window (Prometheus 3's experimental extended range
 /// selectors): as is, `anchored` to the last sample at or before the window start,

@@ -1192,6 +1192,42 @@ mod tests {
     }
 
     #[test]
+    fn expectations_are_checked() {
+        let script = "load 1m\n  m{a=\"1\"} 1\n  m{a=\"2\"} 2\n\n\
+            eval instant at 0 sort_desc(m)\n  expect ordered\n  m{a=\"2\"} 2\n  m{a=\"1\"} 1\n\n\
+            eval instant at 0 sort(m)\n  expect ordered\n  m{a=\"2\"} 2\n  m{a=\"1\"} 1\n\n\
+            eval instant at 0 m + on() m\n  expect fail msg: wrong message\n\n\
+            eval instant at 0 m + on() m\n  expect fail regex: many-to-many matching not allowed\n\n\
+            eval range from 0 to 1m step 1m sort(m)\n  expect warn regex: sort is ineffective\n  m{a=\"1\"} 1 1\n  m{a=\"2\"} 2 2\n\n\
+            eval instant at 0 42\n  42\n";
+        let s = run_script("t", script);
+        assert_eq!(
+            (s.passed, s.failed, s.skipped),
+            (4, 2, 0),
+            "{:?}",
+            s.failures
+        );
+        assert!(s.failures[0].contains("sort(m)"), "{:?}", s.failures);
+        assert!(s.failures[1].contains("wrong message"), "{:?}", s.failures);
+    }
+
+    #[test]
+    fn histogram_evals_are_skipped_never_passed() {
+        let script = "load 1m\n  h {{schema:0 sum:1 count:1}}\n  f 1\n\n\
+            eval instant at 0 h\n  h {{schema:0 sum:1 count:1}}\n\n\
+            eval instant at 0 count(h)\n  {} 1\n\n\
+            eval instant at 0 histogram_count(f)\n\n\
+            eval instant at 0 f\n  f 1\n";
+        let s = run_script("t", script);
+        assert_eq!(
+            (s.passed, s.failed, s.skipped),
+            (1, 0, 3),
+            "{:?}",
+            s.failures
+        );
+    }
+
+    #[test]
     fn small_script_passes() {
         let s = run_script(
             "t",
