@@ -35,6 +35,27 @@ enum Command {
         #[command(subcommand)]
         what: CheckCommand,
     },
+    /// Run test scripts against the engines.
+    Test {
+        #[command(subcommand)]
+        what: TestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run Prometheus PromQL test scripts (`.test` files, promqltest format)
+    /// against closedloop's engine; exits non-zero when a case fails.
+    Promql {
+        /// Print each failing case under its file's line.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Also print each skipped (native-histogram) case.
+        #[arg(long)]
+        show_skipped: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +118,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Config::load(&file)?;
             println!("{}: valid", file.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            what:
+                TestCommand::Promql {
+                    verbose,
+                    show_skipped,
+                    files,
+                },
+        } => {
+            use closedloop::promql::testscript::{run_files_with, RunOptions};
+            let opts = RunOptions {
+                verbose,
+                show_skipped,
+            };
+            let summary = run_files_with(&files, &mut std::io::stdout().lock(), &opts)?;
+            Ok(if summary.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

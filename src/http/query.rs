@@ -27,7 +27,11 @@ fn query_error(e: QueryError) -> ApiError {
         "canceled" => StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    ApiError { status, error_type: e.kind(), message: e.to_string() }
+    ApiError {
+        status,
+        error_type: e.kind(),
+        message: e.to_string(),
+    }
 }
 
 fn respond(result: Result<QueryResult, ApiError>) -> Response {
@@ -55,24 +59,35 @@ fn parse_seconds_or_duration(key: &str, v: &str) -> Result<i64, ApiError> {
     } else if let Ok(d) = parse_duration(v) {
         return Ok(d.as_millis().min(i64::MAX as u128) as i64);
     }
-    Err(ApiError::bad_data(format!("invalid parameter \"{key}\": cannot parse {v:?} to a valid duration")))
+    Err(ApiError::bad_data(format!(
+        "invalid parameter \"{key}\": cannot parse {v:?} to a valid duration"
+    )))
 }
 
 fn query_text(params: &Params) -> Result<String, ApiError> {
     match params.get("query") {
         Some(q) if !q.trim().is_empty() => Ok(q.to_owned()),
-        _ => Err(ApiError::bad_data("invalid parameter \"query\": empty query")),
+        _ => Err(ApiError::bad_data(
+            "invalid parameter \"query\": empty query",
+        )),
     }
 }
 
-async fn run_blocking(f: impl FnOnce() -> Result<QueryResult, ApiError> + Send + 'static) -> Response {
+async fn run_blocking(
+    f: impl FnOnce() -> Result<QueryResult, ApiError> + Send + 'static,
+) -> Response {
     let result = tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("query task failed: {e}"))));
     respond(result)
 }
 
-pub(crate) async fn instant(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn instant(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
     let parsed = (|| {
         let query = query_text(&params)?;
@@ -82,19 +97,30 @@ pub(crate) async fn instant(State(app): State<Arc<App>>, uri: Uri, headers: Head
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, t)) => {
-            run_blocking(move || app.engine.instant_query(app.store.as_ref(), &query, t).map_err(query_error)).await
+            run_blocking(move || {
+                app.engine
+                    .instant_query(app.store.as_ref(), &query, t)
+                    .map_err(query_error)
+            })
+            .await
         }
     }
 }
 
-pub(crate) async fn range(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn range(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
     let parsed = (|| {
         let query = query_text(&params)?;
         let need = |key: &str| {
-            params.get(key).filter(|v| !v.is_empty()).ok_or_else(|| {
-                ApiError::bad_data(format!("invalid parameter \"{key}\": missing"))
-            })
+            params
+                .get(key)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{key}\": missing")))
         };
         need("start")?;
         need("end")?;
@@ -107,7 +133,9 @@ pub(crate) async fn range(State(app): State<Arc<App>>, uri: Uri, headers: Header
         Err(e) => e.into_response(),
         Ok((query, start, end, step)) => {
             run_blocking(move || {
-                app.engine.range_query(app.store.as_ref(), &query, start, end, step).map_err(query_error)
+                app.engine
+                    .range_query(app.store.as_ref(), &query, start, end, step)
+                    .map_err(query_error)
             })
             .await
         }

@@ -70,7 +70,8 @@ pub fn run_files_with(
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
     for path in paths {
-        let text = std::fs::read_to_string(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -140,3 +140,33 @@ fn the_shipped_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn test_promql_runs_scripts_and_fails_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.test");
+    std::fs::write(
+        &good,
+        "load 1m\n  up{job=\"a\"} 1 2 3\n\neval instant at 2m sum(up)\n  {} 3\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.test");
+    std::fs::write(
+        &bad,
+        "load 1m\n  up{job=\"a\"} 1 2 3\n\neval instant at 2m sum(up)\n  {} 4\n",
+    )
+    .unwrap();
+    let run = |f: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+            .args(["test", "promql"])
+            .arg(f)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("1 passed, 0 failed, 0 skipped\n"));
+    let out = run(&bad);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 passed, 1 failed"));
+}
