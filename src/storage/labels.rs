@@ -203,6 +203,11 @@ impl Interner {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// True when no string is held.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.lock().is_empty())
+    }
+
     /// Approximate bytes held by interned strings.
     pub fn heap_bytes(&self) -> usize {
         self.shards

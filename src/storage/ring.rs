@@ -266,7 +266,7 @@ mod tests {
         let (mut ts, mut vs) = (Vec::new(), Vec::new());
         r.copy_range(65, 105, &mut ts, &mut vs);
         assert_eq!(ts, vec![70, 80, 90, 100]);
-        assert!(r.overlaps(95, 96) == false && r.overlaps(95, 100));
+        assert!(!r.overlaps(95, 96) && r.overlaps(95, 100));
     }
 
     #[test]

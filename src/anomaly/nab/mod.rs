@@ -151,13 +151,13 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000)
 }
 
+/// Columns read from a CSV: timestamps, values, and the optional extra column.
+pub type CsvColumns = (Vec<String>, Vec<f64>, Vec<f64>);
+
 /// Reads a CSV whose first two columns are `timestamp,value` (a NAB data file or a
 /// results file); returns the timestamps, the values and, if present, the column
 /// named `column` as f64.
-pub fn read_csv(
-    path: &Path,
-    column: Option<&str>,
-) -> Result<(Vec<String>, Vec<f64>, Vec<f64>), NabError> {
+pub fn read_csv(path: &Path, column: Option<&str>) -> Result<CsvColumns, NabError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let mut lines = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l));
     let header = lines.next().unwrap_or("");

@@ -302,7 +302,11 @@ mod tests {
         };
         let mut s = vec![0.1; 100];
         s[50] = 0.9;
-        let r = sweep(&[f.clone()], &[s.clone()], &STANDARD);
+        let r = sweep(
+            std::slice::from_ref(&f),
+            std::slice::from_ref(&s),
+            &STANDARD,
+        );
         assert_eq!(r.threshold, 0.9);
         assert!((r.raw - 1.0).abs() < 1e-12);
         assert!((r.normalised - 100.0).abs() < 1e-9);
