@@ -1,5 +1,6 @@
 //! Runs a detector over NAB and prints its scores, the same as
-//! `closedloop nab --data DIR --labels FILE --detector NAME [--param k=v ...] [--out DIR]`.
+//! `closedloop nab --data DIR --labels FILE --detector NAME [--param k=v ...] [--out DIR]`;
+//! `--results DIR` scores existing NAB results files of detector NAME instead.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ fn main() {
             "--labels" => args.labels_file = PathBuf::from(val()),
             "--detector" => args.detector = val(),
             "--out" => args.output_dir = Some(PathBuf::from(val())),
+            "--results" => args.results_dir = Some(PathBuf::from(val())),
             "--param" => {
                 let kv = val();
                 match kv.split_once('=') {

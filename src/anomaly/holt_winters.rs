@@ -397,4 +397,25 @@ mod tests {
         assert!(o.score[0].is_nan());
         assert_eq!(h.seen[s as usize], 0);
     }
+
+    #[test]
+    fn month_of_seasonal_samples_stays_bounded_and_accurate() {
+        // 30 days at 5 min with a daily season and a large offset
+        let mut c = cfg(288);
+        c.alpha = Some(0.1);
+        let mut h = HoltWinters::new(c);
+        let s = h.alloc();
+        let n = 288 * 30;
+        let day = |i: i64| {
+            1e7 + 100.0 * ((i % 288) as f64 / 288.0 * std::f64::consts::TAU).sin()
+                + if i % 2 == 0 { 1.0 } else { -1.0 }
+        };
+        let xs: Vec<(i64, f64)> = (0..n).map(|i| (i * 300_000, day(i))).collect();
+        let out = run(&mut h, s, &xs);
+        assert!(out.score.iter().all(|v| v.is_finite()));
+        assert!(out.forecast.iter().skip(288).all(|v| v.is_finite()));
+        let last = n as usize - 1;
+        assert!((out.forecast[last] - xs[last].1).abs() < 5.0);
+        assert!(out.score[last] < 4.0, "{}", out.score[last]);
+    }
 }

@@ -446,4 +446,23 @@ mod tests {
         set.forget_series(SeriesId(1));
         assert_eq!(set.live_series(), 2);
     }
+
+    #[test]
+    fn nan_inf_and_staleness_batches_never_emit_events_or_outputs() {
+        let labels = series(4);
+        let mut set = DetectorSet::new(&[spec("z", "latency")]).unwrap();
+        for k in 0..30 {
+            feed(&mut set, &labels, k * 15_000, |i| {
+                (i + k as usize % 2) as f64
+            });
+        }
+        let stale = f64::from_bits(crate::storage::STALE_NAN_BITS);
+        let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, stale];
+        assert_eq!(feed(&mut set, &labels, 30 * 15_000, |i| bad[i]), 0);
+        let mut n = 0;
+        set.outputs(|_, _, _, _, _| n += 1);
+        assert_eq!(n, 0);
+        // after staleness series 3 warms up again; the others carry on
+        assert_eq!(feed(&mut set, &labels, 31 * 15_000, |i| (i + 1) as f64), 0);
+    }
 }

@@ -197,4 +197,34 @@ mod tests {
         assert_eq!(out.score[5], 0.0);
         assert!(out.score[6].is_finite() && out.score[6] > 5.0);
     }
+
+    #[test]
+    fn week_of_noise_raises_few_alarms_and_stays_finite() {
+        let mut tr = Trend::new(TrendConfig {
+            window_ms: Some(3_600_000),
+            k: 0.5,
+            threshold: 5.0,
+            warmup: 10,
+            direction: Direction::Both,
+        });
+        let s = tr.alloc();
+        let n = 40_320usize;
+        let mut x: u64 = 42;
+        let vs: Vec<f64> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                1e9 + (x % 1000) as f64 / 100.0
+            })
+            .collect();
+        let ts: Vec<i64> = (0..n as i64).map(|i| i * 15_000).collect();
+        let mut out = Outputs::default();
+        out.reset(n);
+        tr.update(&vec![s; n], &ts, &vs, &mut out);
+        assert!(out.score.iter().all(|v| v.is_finite()));
+        let alarms = out.score.iter().filter(|&&v| v > 5.0).count();
+        assert!(alarms < n / 100, "{alarms} alarms on pure noise");
+        assert!((tr.mean[0] - (1e9 + 5.0)).abs() < 1.0);
+    }
 }

@@ -39,6 +39,10 @@ pub struct NabArgs {
     pub params: Vec<(String, String)>,
     /// Where to write per-file detections (`<dir>/<detector>/<category>/<detector>_<file>.csv`).
     pub output_dir: Option<PathBuf>,
+    /// Score existing NAB results files instead of running a detector: the
+    /// `anomaly_score` column of `<results_dir>/<category>/<detector>_<file>.csv`
+    /// (e.g. NAB's `results/windowedGaussian` with `detector = "windowedGaussian"`).
+    pub results_dir: Option<PathBuf>,
 }
 
 /// One profile's result.
@@ -370,8 +374,14 @@ pub fn detect_file(spec: &DetectorSpec, file: &DataFile) -> Result<(Vec<f64>, Ve
 /// Runs a detector over NAB and scores it; writes progress and a final
 /// `nab: standard=S reward_low_fp=F reward_low_fn=N files=K` line to `out`.
 pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabError> {
-    let spec = build_spec(&args.detector, &args.params)?;
-    spec.validate()?;
+    let spec = match &args.results_dir {
+        Some(_) => None,
+        None => {
+            let spec = build_spec(&args.detector, &args.params)?;
+            spec.validate()?;
+            Some(spec)
+        }
+    };
     let windows = load_windows(&args.labels_file)?;
     let profiles = match &args.profiles_file {
         Some(p) => load_profiles(p)?,
@@ -401,10 +411,33 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
             timestamps,
             values,
         };
-        let (unit, raw) = detect_file(&spec, &file)?;
-        if let Some(dir) = &args.output_dir {
-            write_results(dir, &args.detector, &file, &lf, &unit, &raw)?;
-        }
+        let unit = match (&spec, &args.results_dir) {
+            (Some(spec), _) => {
+                let (unit, raw) = detect_file(spec, &file)?;
+                if let Some(dir) = &args.output_dir {
+                    write_results(dir, &args.detector, &file, &lf, &unit, &raw)?;
+                }
+                unit
+            }
+            (None, Some(dir)) => {
+                let (cat, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+                let p = dir.join(cat).join(format!("{}_{name}", args.detector));
+                let (ts, _, scores) = read_csv(&p, Some("anomaly_score"))?;
+                if ts.len() != file.timestamps.len() {
+                    return Err(NabError::Csv {
+                        path: p,
+                        line: 1,
+                        reason: format!(
+                            "{} rows, the data file has {}",
+                            ts.len(),
+                            file.timestamps.len()
+                        ),
+                    });
+                }
+                scores
+            }
+            (None, None) => Vec::new(),
+        };
         labelled.push(lf);
         scores.push(unit);
     }
@@ -416,13 +449,16 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
             .sum(),
         profiles: Vec::new(),
     };
-    w(
-        out,
-        format!(
-            "detector: {}",
-            serde_json::to_string(&spec).unwrap_or_default()
-        ),
-    )?;
+    match &spec {
+        Some(spec) => w(
+            out,
+            format!(
+                "detector: {}",
+                serde_json::to_string(spec).unwrap_or_default()
+            ),
+        )?,
+        None => w(out, format!("results: {}", args.detector))?,
+    }
     for (name, cost) in &profiles {
         let r = score::sweep(&labelled, &scores, cost);
         w(
