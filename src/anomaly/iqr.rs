@@ -7,6 +7,9 @@
 //! no allocation. A sample is scored before it enters the window: with quartiles
 //! q1, q3 (linear interpolation) and IQR = q3 − q1, the score is the distance beyond
 //! the fence `q3 + k·IQR` (or below `q1 − k·IQR`) in IQR units, 0 inside the fences.
+//! When the IQR is 0 (more than half the window holds one value) the window's
+//! half-range is the unit instead, so a square wave or a mostly-idle series does not
+//! turn every excursion into an astronomically large score.
 //!
 //! Invariants: `sorted[slot*cap .. slot*cap+len]` is sorted and holds exactly the
 //! ring's values; samples older than the window are dropped before scoring; NaN/±Inf
@@ -171,8 +174,14 @@ impl Iqr {
                 } else {
                     0.0
                 };
+                // more than half the window equal: the half-range stands in for the IQR
+                let spread = if iqr > 0.0 {
+                    iqr
+                } else {
+                    0.5 * (row[len - 1] - row[0])
+                };
                 out.score[i] = if self.seen[s] >= self.cfg.warmup {
-                    ratio(directed(d, dir), iqr, med)
+                    ratio(directed(d, dir), spread, med)
                 } else {
                     0.0
                 };
