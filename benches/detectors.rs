@@ -22,7 +22,7 @@ fn spec(alg: Algorithm) -> DetectorSpec {
             s.capacity = Some(128);
         }
         Algorithm::HoltWinters => {
-            s.season_samples = Some(240); // 1h at 15s
+            s.season_samples = Some(60); // 15m at 15s: 480 B of seasonal terms per series
             s.alpha = Some(0.3);
             s.beta = Some(0.01);
             s.gamma = Some(0.1);
@@ -47,13 +47,18 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(alg: Algorithm, warm_rounds: i64) -> Self {
+    /// `shuffled`: series arrive in a random order unrelated to their slots (worst
+    /// case for locality). Otherwise they arrive in the order they were first seen,
+    /// as with Prometheus's remote-write shards, which keep each series' position.
+    fn new(alg: Algorithm, warm_rounds: i64, shuffled: bool) -> Self {
         let mut det = Detector::from_spec(&spec(alg)).expect("valid bench spec");
         let slots: Vec<u32> = (0..SERIES).map(|_| det.alloc_slot()).collect();
-        // a fixed pseudo-random order of series, as requests arrive in any order
         let mut order = slots.clone();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for i in (1..order.len()).rev() {
+            if !shuffled {
+                break;
+            }
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -103,8 +108,11 @@ fn detectors(c: &mut Criterion) {
         ("trend", Algorithm::Trend, 20),
         ("threshold", Algorithm::Threshold, 5),
     ] {
-        let mut f = Fixture::new(alg, warm);
-        g.bench_function(name, |b| b.iter(|| f.round_all()));
+        for shuffled in [false, true] {
+            let mut f = Fixture::new(alg, warm, shuffled);
+            let order = if shuffled { "shuffled" } else { "arrival" };
+            g.bench_function(format!("{name}/{order}"), |b| b.iter(|| f.round_all()));
+        }
     }
     g.finish();
 }

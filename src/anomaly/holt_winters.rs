@@ -48,12 +48,16 @@ pub(crate) struct HoltWinters {
     level: Vec<f64>,
     trend: Vec<f64>,
     season: Vec<f64>,
+    /// EW residual variance; negative until the first residual.
     var: Vec<f64>,
-    var_w: Vec<f64>,
     alpha: Vec<f64>,
     beta: Vec<f64>,
     gamma: Vec<f64>,
+    /// Samples learned since the last reset (saturating).
     seen: Vec<u32>,
+    /// Seasonal phase of the next sample, in `0..m`.
+    phase: Vec<u32>,
+    /// Time of the last sample; kept only when `max_gap_ms` is set.
     last_t: Vec<i64>,
     /// Warm-up samples of series still waiting for their fit (empty otherwise).
     fit_buf: Vec<Vec<f64>>,
@@ -105,11 +109,11 @@ impl HoltWinters {
             trend: Vec::new(),
             season: Vec::new(),
             var: Vec::new(),
-            var_w: Vec::new(),
             alpha: Vec::new(),
             beta: Vec::new(),
             gamma: Vec::new(),
             seen: Vec::new(),
+            phase: Vec::new(),
             last_t: Vec::new(),
             fit_buf: Vec::new(),
         }
@@ -130,7 +134,6 @@ impl HoltWinters {
             &mut self.level,
             &mut self.trend,
             &mut self.var,
-            &mut self.var_w,
             &mut self.alpha,
             &mut self.beta,
             &mut self.gamma,
@@ -139,6 +142,7 @@ impl HoltWinters {
         }
         ensure(&mut self.season, s, self.m, 0.0);
         ensure(&mut self.seen, s, 1, 0);
+        ensure(&mut self.phase, s, 1, 0);
         ensure(&mut self.last_t, s, 1, i64::MIN);
         if self.fit_buf.len() <= s as usize {
             self.fit_buf.resize_with(s as usize + 1, Vec::new);
@@ -158,12 +162,12 @@ impl HoltWinters {
     fn reset(&mut self, s: usize) {
         self.level[s] = 0.0;
         self.trend[s] = 0.0;
-        self.var[s] = 0.0;
-        self.var_w[s] = 0.0;
+        self.var[s] = -1.0;
         self.alpha[s] = self.cfg.alpha.unwrap_or(0.2);
         self.beta[s] = self.cfg.beta.unwrap_or(0.01);
         self.gamma[s] = self.cfg.gamma.unwrap_or(0.1);
         self.seen[s] = 0;
+        self.phase[s] = 0;
         self.last_t[s] = i64::MIN;
         self.season[s * self.m..(s + 1) * self.m].fill(0.0);
         self.fit_buf[s].clear();
@@ -191,8 +195,10 @@ impl HoltWinters {
         }
         (self.alpha[s], self.beta[s], self.gamma[s]) = (best.1, best.2, best.3);
         self.seen[s] = 0;
+        self.phase[s] = 0;
         for &x in &xs {
-            self.learn(s, x);
+            let params = (self.alpha[s], self.beta[s], self.gamma[s]);
+            self.learn(s, x, params);
         }
         // keep the allocation for a later reset of this slot only if small
         self.fit_buf[s] = xs;
@@ -200,14 +206,16 @@ impl HoltWinters {
         self.fit_buf[s].shrink_to(0);
     }
 
-    /// Updates state with `x` and returns the residual against the prior forecast
-    /// (NaN while the first cycle initialises).
+    /// Updates state with `x` and returns the prior forecast and residual σ (NaN
+    /// while the first cycle initialises, σ NaN before the first residual).
     #[inline]
-    fn learn(&mut self, s: usize, x: f64) -> (f64, f64) {
+    fn learn(&mut self, s: usize, x: f64, (a, be, g): (f64, f64, f64)) -> (f64, f64) {
         let m = self.m;
         let seen = self.seen[s] as usize;
         self.seen[s] = self.seen[s].saturating_add(1);
-        let p = s * m + seen % m;
+        let ph = self.phase[s] as usize;
+        self.phase[s] = if ph + 1 >= m { 0 } else { (ph + 1) as u32 };
+        let p = s * m + ph;
         if seen < m {
             // first cycle: the seasonal array buffers the raw values
             self.season[p] = x;
@@ -224,25 +232,18 @@ impl HoltWinters {
             }
             return (f64::NAN, f64::NAN);
         }
-        let f = self.level[s] + self.trend[s] + self.season[p];
+        let (l, b, sv) = (self.level[s], self.trend[s], self.season[p]);
+        let f = l + b + sv;
         let r = x - f;
-        (self.level[s], self.trend[s], self.season[p]) = step(
-            self.level[s],
-            self.trend[s],
-            self.season[p],
-            x,
-            self.alpha[s],
-            self.beta[s],
-            self.gamma[s],
-        );
+        (self.level[s], self.trend[s], self.season[p]) = step(l, b, sv, x, a, be, g);
         let rho = self.cfg.rho;
-        let sigma = if self.var_w[s] > 0.0 {
-            (self.var[s] / self.var_w[s]).sqrt()
+        let v = self.var[s];
+        let (sigma, nv) = if v < 0.0 {
+            (f64::NAN, r * r)
         } else {
-            f64::NAN
+            (v.sqrt(), (1.0 - rho) * v + rho * r * r)
         };
-        self.var[s] = (1.0 - rho) * self.var[s] + rho * r * r;
-        self.var_w[s] = (1.0 - rho) * self.var_w[s] + rho;
+        self.var[s] = nv;
         (f, sigma)
     }
 
@@ -251,6 +252,11 @@ impl HoltWinters {
         let thr = self.cfg.threshold;
         let warmup = self.cfg.warmup.max(self.m as u32 + 1);
         let fit_len = self.fit_len();
+        let fixed = (
+            self.cfg.alpha.unwrap_or(0.2),
+            self.cfg.beta.unwrap_or(0.01),
+            self.cfg.gamma.unwrap_or(0.1),
+        );
         let n_items = slots.len().min(ts.len()).min(vs.len()).min(out.len());
         for i in 0..n_items {
             let s = slots[i] as usize;
@@ -266,16 +272,16 @@ impl HoltWinters {
                 }
                 Input::Skip => continue,
             }
-            let last = self.last_t[s];
-            if t < last {
-                continue;
-            }
             if let Some(g) = self.cfg.max_gap_ms {
+                let last = self.last_t[s];
+                if t < last {
+                    continue;
+                }
                 if last != i64::MIN && t - last > g {
                     self.reset(s);
                 }
+                self.last_t[s] = t;
             }
-            self.last_t[s] = t;
             if self.fit && self.seen[s] == 0 && self.fit_buf[s].len() < fit_len {
                 self.fit_buf[s].push(x);
                 out.score[i] = 0.0;
@@ -285,7 +291,12 @@ impl HoltWinters {
                 continue;
             }
             let seen = self.seen[s];
-            let (f, sigma) = self.learn(s, x);
+            let params = if self.fit {
+                (self.alpha[s], self.beta[s], self.gamma[s])
+            } else {
+                fixed
+            };
+            let (f, sigma) = self.learn(s, x, params);
             if f.is_nan() {
                 out.score[i] = 0.0;
                 continue;

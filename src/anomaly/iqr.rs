@@ -46,20 +46,46 @@ pub(crate) struct Iqr {
     last_t: Vec<i64>,
 }
 
-/// Linear-interpolated quantile of a sorted non-empty slice.
+/// Linear-interpolated quantile of the `n` values of sorted `row` that remain when
+/// index `skip` (if any) is left out; `n ≥ 1`.
 #[inline]
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
+fn quantile(row: &[f64], n: usize, skip: Option<usize>, q: f64) -> f64 {
+    let at = |k: usize| match skip {
+        Some(r) if k >= r => row[k + 1],
+        _ => row[k],
+    };
+    let pos = q * (n - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
+    let hi = (lo + 1).min(n - 1);
     let frac = pos - lo as f64;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+    let a = at(lo);
+    a + (at(hi) - a) * frac
+}
+
+/// Index of one occurrence of `v` in the sorted first `len` values of `row`.
+#[inline]
+fn find_sorted(row: &[f64], len: usize, v: f64) -> usize {
+    row[..len].partition_point(|&y| y < v).min(len - 1)
+}
+
+/// Replaces `row[r]` by `v` in the sorted first `len` values of `row`, moving only
+/// the values between the old and the new position.
+#[inline]
+fn replace_sorted(row: &mut [f64], len: usize, r: usize, v: f64) {
+    let p = row[..len].partition_point(|&y| y <= v);
+    if p > r {
+        row.copy_within(r + 1..p, r);
+        row[p - 1] = v;
+    } else {
+        row.copy_within(p..r, p + 1);
+        row[p] = v;
+    }
 }
 
 /// Removes one occurrence of `v` from the first `len` values of `row`.
 #[inline]
 fn remove_sorted(row: &mut [f64], len: usize, v: f64) {
-    let pos = row[..len].partition_point(|&y| y < v).min(len - 1);
+    let pos = find_sorted(row, len, v);
     row.copy_within(pos + 1..len, pos);
 }
 
@@ -129,7 +155,7 @@ impl Iqr {
         let h = self.head[s] as usize;
         let v = self.ring_v[s * cap + h];
         remove_sorted(&mut self.sorted[s * cap..(s + 1) * cap], len, v);
-        self.head[s] = ((h + 1) % cap) as u32;
+        self.head[s] = if h + 1 == cap { 0 } else { (h + 1) as u32 };
         self.len[s] = (len - 1) as u32;
     }
 
@@ -156,15 +182,44 @@ impl Iqr {
                 continue;
             }
             self.last_t[s] = t;
+            // Expired samples, plus the oldest when the window is full. All but the
+            // last are dropped now; the last is replaced by `x` in one move below,
+            // and left out of the quantiles meanwhile.
+            let base = s * cap;
+            let mut len = self.len[s] as usize;
+            let mut expire = 0;
             if let Some(w) = self.cfg.window_ms {
-                while self.len[s] > 0 && self.ring_t[s * cap + self.head[s] as usize] <= t - w {
-                    self.pop_oldest(s);
+                let (h, cut) = (self.head[s] as usize, t.saturating_sub(w));
+                while expire < len {
+                    let j = if h + expire >= cap {
+                        h + expire - cap
+                    } else {
+                        h + expire
+                    };
+                    if self.ring_t[base + j] > cut {
+                        break;
+                    }
+                    expire += 1;
                 }
             }
-            let len = self.len[s] as usize;
-            if len > 0 {
-                let row = &self.sorted[s * cap..s * cap + len];
-                let (q1, med, q3) = (quantile(row, 0.25), quantile(row, 0.5), quantile(row, 0.75));
+            if len - expire == cap {
+                expire += 1;
+            }
+            for _ in 1..expire {
+                self.pop_oldest(s);
+            }
+            len = self.len[s] as usize;
+            let h = self.head[s] as usize;
+            let skip = (expire > 0)
+                .then(|| find_sorted(&self.sorted[base..base + cap], len, self.ring_v[base + h]));
+            let n = len - usize::from(expire > 0);
+            if n > 0 {
+                let row = &self.sorted[base..base + len];
+                let (q1, med, q3) = (
+                    quantile(row, n, skip, 0.25),
+                    quantile(row, n, skip, 0.5),
+                    quantile(row, n, skip, 0.75),
+                );
                 let iqr = q3 - q1;
                 let (hi, lo) = (q3 + k * iqr, q1 - k * iqr);
                 let d = if x > hi {
@@ -178,7 +233,8 @@ impl Iqr {
                 let spread = if iqr > 0.0 {
                     iqr
                 } else {
-                    0.5 * (row[len - 1] - row[0])
+                    let (first, last) = (quantile(row, n, skip, 0.0), quantile(row, n, skip, 1.0));
+                    0.5 * (last - first)
                 };
                 out.score[i] = if self.seen[s] >= self.cfg.warmup {
                     ratio(directed(d, dir), spread, med)
@@ -191,15 +247,32 @@ impl Iqr {
             } else {
                 out.score[i] = 0.0;
             }
-            if len == cap {
-                self.pop_oldest(s);
+            let row = &mut self.sorted[base..base + cap];
+            match skip {
+                Some(r) => {
+                    // the oldest leaves and `x` enters: ring head moves on, sorted shifts once
+                    replace_sorted(row, len, r, x);
+                    let tail = if h + len >= cap {
+                        h + len - cap
+                    } else {
+                        h + len
+                    };
+                    self.ring_t[base + tail] = t;
+                    self.ring_v[base + tail] = x;
+                    self.head[s] = if h + 1 == cap { 0 } else { (h + 1) as u32 };
+                }
+                None => {
+                    insert_sorted(row, len, x);
+                    let tail = if h + len >= cap {
+                        h + len - cap
+                    } else {
+                        h + len
+                    };
+                    self.ring_t[base + tail] = t;
+                    self.ring_v[base + tail] = x;
+                    self.len[s] = (len + 1) as u32;
+                }
             }
-            let len = self.len[s] as usize;
-            insert_sorted(&mut self.sorted[s * cap..(s + 1) * cap], len, x);
-            let tail = (self.head[s] as usize + len) % cap;
-            self.ring_t[s * cap + tail] = t;
-            self.ring_v[s * cap + tail] = x;
-            self.len[s] = (len + 1) as u32;
             self.seen[s] = self.seen[s].saturating_add(1);
         }
     }
@@ -283,5 +356,70 @@ mod tests {
         let stale = f64::from_bits(crate::storage::STALE_NAN_BITS);
         run(&mut q, s, &[(1_001_000, stale)]);
         assert_eq!(q.len[0], 0);
+    }
+
+    #[test]
+    fn scores_match_brute_force_with_irregular_steps() {
+        for (window_ms, capacity) in [(Some(20_000), 64), (Some(1_000_000), 16), (None, 8)] {
+            let c = IqrConfig {
+                window_ms,
+                capacity,
+                k: 1.5,
+                warmup: 0,
+                direction: Direction::Both,
+            };
+            let mut q = Iqr::new(c);
+            let s = q.alloc();
+            let mut x: u64 = 7;
+            let mut t = 0i64;
+            let mut hist: Vec<(i64, f64)> = Vec::new();
+            for _ in 0..3000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += 1 + (x % 3000) as i64;
+                let v = (x % 97) as f64 + if x % 50 == 0 { 500.0 } else { 0.0 };
+                let got = run(&mut q, s, &[(t, v)]).score[0];
+                // brute force over the window before this sample
+                let mut w: Vec<f64> = hist
+                    .iter()
+                    .filter(|(ht, _)| window_ms.is_none_or(|wm| *ht > t - wm))
+                    .map(|p| p.1)
+                    .collect();
+                let keep = w.len().saturating_sub(capacity as usize - 1);
+                let start = if w.len() >= capacity as usize {
+                    keep
+                } else {
+                    0
+                };
+                w.drain(..start);
+                let want = if w.is_empty() {
+                    0.0
+                } else {
+                    w.sort_by(f64::total_cmp);
+                    let n = w.len();
+                    let (q1, q3) = (quantile(&w, n, None, 0.25), quantile(&w, n, None, 0.75));
+                    let iqr = q3 - q1;
+                    let spread = if iqr > 0.0 {
+                        iqr
+                    } else {
+                        0.5 * (w[n - 1] - w[0])
+                    };
+                    let d = if v > q3 + 1.5 * iqr {
+                        v - q3 - 1.5 * iqr
+                    } else if v < q1 - 1.5 * iqr {
+                        q1 - 1.5 * iqr - v
+                    } else {
+                        0.0
+                    };
+                    ratio(d, spread, quantile(&w, n, None, 0.5))
+                };
+                assert!(
+                    (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                    "{window_ms:?} t={t}: {got} vs {want}"
+                );
+                hist.push((t, v));
+            }
+        }
     }
 }

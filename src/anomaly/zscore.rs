@@ -52,8 +52,8 @@ pub(crate) struct ZScore {
     ring_n: Vec<f64>,
     ring_mean: Vec<f64>,
     ring_m2: Vec<f64>,
-    seen: Vec<u32>,
-    last_t: Vec<i64>,
+    /// First time after the current bucket (rotation is a compare, not a divide).
+    cur_end: Vec<i64>,
 }
 
 /// Chan et al.'s pairwise merge of (n, mean, M2) statistics.
@@ -90,8 +90,7 @@ impl ZScore {
             ring_n: Vec::new(),
             ring_mean: Vec::new(),
             ring_m2: Vec::new(),
-            seen: Vec::new(),
-            last_t: Vec::new(),
+            cur_end: Vec::new(),
         }
     }
 
@@ -112,8 +111,7 @@ impl ZScore {
             ensure(v, s, 1, 0.0);
         }
         ensure(&mut self.cur_id, s, 1, i64::MIN);
-        ensure(&mut self.last_t, s, 1, i64::MIN);
-        ensure(&mut self.seen, s, 1, 0);
+        ensure(&mut self.cur_end, s, 1, i64::MIN);
         for v in [&mut self.ring_n, &mut self.ring_mean, &mut self.ring_m2] {
             ensure(v, s, self.k, 0.0);
         }
@@ -123,7 +121,7 @@ impl ZScore {
     }
 
     pub(crate) fn free(&mut self, slot: u32) {
-        if (slot as usize) < self.seen.len() {
+        if (slot as usize) < self.cur_end.len() {
             self.reset(slot as usize);
         }
         self.slots.free(slot);
@@ -137,8 +135,7 @@ impl ZScore {
         self.base_n[s] = 0.0;
         self.base_mean[s] = 0.0;
         self.base_m2[s] = 0.0;
-        self.seen[s] = 0;
-        self.last_t[s] = i64::MIN;
+        self.cur_end[s] = i64::MIN;
         let r = s * self.k..(s + 1) * self.k;
         self.ring_id[r.clone()].fill(i64::MIN);
         self.ring_n[r].fill(0.0);
@@ -158,6 +155,7 @@ impl ZScore {
             self.ring_m2[p] = self.cur_m2[s];
         }
         self.cur_id[s] = id;
+        self.cur_end[s] = id.saturating_add(1).saturating_mul(self.bucket_ms);
         self.cur_n[s] = 0.0;
         self.cur_mean[s] = 0.0;
         self.cur_m2[s] = 0.0;
@@ -174,14 +172,20 @@ impl ZScore {
     }
 
     /// Scores then adds one sample per entry, in order. `out` is pre-sized.
+    ///
+    /// Warm-up counts the samples inside the window. Samples arrive after the store
+    /// accepted them, so they are in time order per series; an older sample would
+    /// only join the current bucket.
     pub(crate) fn update(&mut self, slots: &[u32], ts: &[i64], vs: &[f64], out: &mut Outputs) {
         let dir = self.cfg.direction.weights();
         let thr = self.cfg.threshold;
-        let warmup = self.cfg.warmup;
+        let warmup = f64::from(self.cfg.warmup);
         let n_items = slots.len().min(ts.len()).min(vs.len()).min(out.len());
+        let (score, upper) = (&mut out.score[..n_items], &mut out.upper[..n_items]);
+        let (lower, forecast) = (&mut out.lower[..n_items], &mut out.forecast[..n_items]);
         for i in 0..n_items {
             let s = slots[i] as usize;
-            if s >= self.seen.len() {
+            if s >= self.cur_end.len() {
                 continue;
             }
             let (t, x) = (ts[i], vs[i]);
@@ -193,13 +197,8 @@ impl ZScore {
                 }
                 Input::Skip => continue,
             }
-            if t < self.last_t[s] {
-                continue;
-            }
-            self.last_t[s] = t;
-            let id = t.div_euclid(self.bucket_ms);
-            if id != self.cur_id[s] {
-                self.rotate(s, id);
+            if t >= self.cur_end[s] {
+                self.rotate(s, t.div_euclid(self.bucket_ms));
             }
             let (cn, cm, cq) = (self.cur_n[s], self.cur_mean[s], self.cur_m2[s]);
             let (n, mean, m2) = merge(
@@ -215,16 +214,15 @@ impl ZScore {
             } else {
                 0.0
             };
-            let score = if self.seen[s] >= warmup && n > 0.0 {
+            score[i] = if n >= warmup && n > 0.0 {
                 ratio(directed(x - mean, dir), std, mean)
             } else {
                 0.0
             };
-            out.score[i] = score;
             if n > 0.0 {
-                out.forecast[i] = mean;
-                out.upper[i] = mean + thr * std;
-                out.lower[i] = mean - thr * std;
+                forecast[i] = mean;
+                upper[i] = mean + thr * std;
+                lower[i] = mean - thr * std;
             }
             // Welford add to the current bucket
             let cn = cn + 1.0;
@@ -233,7 +231,6 @@ impl ZScore {
             self.cur_n[s] = cn;
             self.cur_mean[s] = cm;
             self.cur_m2[s] = cq + d * (x - cm);
-            self.seen[s] = self.seen[s].saturating_add(1);
         }
     }
 }
