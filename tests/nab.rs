@@ -117,3 +117,27 @@ fn run_nab_reports_one_summary_line() {
     assert_eq!(s.files, 6);
     assert_eq!(s.profiles.len(), 3);
 }
+
+#[test]
+fn best_configuration_meets_the_target_on_the_shared_split() {
+    let dir = nab_dir();
+    if !dir.exists() {
+        return;
+    }
+    let args = NabArgs {
+        data_dir: dir.join("data"),
+        labels_file: dir.join("combined_windows.json"),
+        detector: "trend".into(),
+        params: vec![
+            ("window".into(), "2d".into()),
+            ("k".into(), "0.5".into()),
+            ("threshold".into(), "15".into()),
+        ],
+        ..Default::default()
+    };
+    let s = nab::run_nab(&args, &mut std::io::sink()).unwrap();
+    assert_eq!(s.files, 35);
+    assert_eq!(s.windows, 55);
+    let standard = s.score("standard").unwrap();
+    assert!(standard >= 37.0, "standard {standard}");
+}

@@ -55,7 +55,7 @@ fn quantile(row: &[f64], n: usize, skip: Option<usize>, q: f64) -> f64 {
         _ => row[k],
     };
     let pos = q * (n - 1) as f64;
-    let lo = pos.floor() as usize;
+    let lo = pos as usize; // non-negative: truncation is floor, without a libm call
     let hi = (lo + 1).min(n - 1);
     let frac = pos - lo as f64;
     let a = at(lo);
