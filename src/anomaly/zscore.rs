@@ -201,19 +201,15 @@ impl ZScore {
                 self.rotate(s, t.div_euclid(self.bucket_ms));
             }
             let (cn, cm, cq) = (self.cur_n[s], self.cur_mean[s], self.cur_m2[s]);
-            let (n, mean, m2) = merge(
-                self.base_n[s],
-                self.base_mean[s],
-                self.base_m2[s],
-                cn,
-                cm,
-                cq,
-            );
-            let std = if n > 0.0 {
-                (m2.max(0.0) / n).sqrt()
-            } else {
-                0.0
-            };
+            let (bn, bm, bq) = (self.base_n[s], self.base_mean[s], self.base_m2[s]);
+            // baseline ⊕ current bucket (Chan's merge); cn / n is exactly 1 with an
+            // empty baseline, so a constant series has exactly its value as mean
+            let n = bn + cn;
+            let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
+            let dm = cm - bm;
+            let mean = if n > 0.0 { bm + dm * (cn / n) } else { 0.0 };
+            let m2 = bq + cq + dm * dm * bn * cn * inv;
+            let std = (m2.max(0.0) * inv).sqrt();
             score[i] = if n >= warmup && n > 0.0 {
                 ratio(directed(x - mean, dir), std, mean)
             } else {
