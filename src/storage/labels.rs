@@ -188,14 +188,14 @@ impl Interner {
         }
     }
 
-    /// True when no string is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Number of distinct strings held.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// True when no string is held.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.lock().is_empty())
     }
 
     /// Approximate bytes held by interned strings.

@@ -1,0 +1,128 @@
+//! Detector update throughput: sample updates per second per core over 100k series,
+//! fed as remote-write requests carry them (batches of 2,000 series, one sample
+//! each). One iteration scores one sample of every series (50 batches).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use closedloop::anomaly::{parse_duration, Algorithm, Detector, DetectorSpec, Outputs};
+
+const SERIES: usize = 100_000;
+const BATCH: usize = 2_000;
+const STEP_MS: i64 = 15_000;
+
+fn spec(alg: Algorithm) -> DetectorSpec {
+    let mut s = DetectorSpec::new("bench", "up", alg);
+    let d = |x: &str| parse_duration(x).ok();
+    match alg {
+        Algorithm::Zscore => s.window = d("30m"),
+        Algorithm::Iqr => {
+            s.window = d("30m");
+            s.capacity = Some(128);
+        }
+        Algorithm::HoltWinters => {
+            s.season_samples = Some(60); // 15m at 15s: 480 B of seasonal terms per series
+            s.alpha = Some(0.3);
+            s.beta = Some(0.01);
+            s.gamma = Some(0.1);
+        }
+        Algorithm::Threshold => {
+            s.upper = Some(0.9);
+            s.for_ = d("1m");
+        }
+        Algorithm::Trend => s.window = d("1h"),
+        Algorithm::Ensemble => {}
+    }
+    s
+}
+
+struct Fixture {
+    det: Detector,
+    slots: Vec<u32>,
+    vs: Vec<f64>,
+    ts: Vec<i64>,
+    out: Outputs,
+    round: i64,
+}
+
+impl Fixture {
+    /// `shuffled`: series arrive in a random order unrelated to their slots (worst
+    /// case for locality). Otherwise they arrive in the order they were first seen,
+    /// as with Prometheus's remote-write shards, which keep each series' position.
+    fn new(alg: Algorithm, warm_rounds: i64, shuffled: bool) -> Self {
+        let mut det = Detector::from_spec(&spec(alg)).expect("valid bench spec");
+        let slots: Vec<u32> = (0..SERIES).map(|_| det.alloc_slot()).collect();
+        let mut order = slots.clone();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in (1..order.len()).rev() {
+            if !shuffled {
+                break;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let vs: Vec<f64> = (0..SERIES)
+            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
+            .collect();
+        let mut f = Fixture {
+            det,
+            slots: order,
+            vs,
+            ts: vec![0; BATCH],
+            out: Outputs::default(),
+            round: 0,
+        };
+        for _ in 0..warm_rounds {
+            f.round_all();
+        }
+        f
+    }
+
+    /// One sample for every series, in batches of `BATCH`.
+    fn round_all(&mut self) {
+        self.round += 1;
+        let t = self.round * STEP_MS;
+        self.ts.fill(t);
+        let wiggle = (self.round % 7) as f64 * 0.01;
+        for (b, chunk) in self.slots.chunks(BATCH).enumerate() {
+            let vs = &mut self.vs[b * BATCH..b * BATCH + chunk.len()];
+            vs.iter_mut().for_each(|v| {
+                let y = *v + wiggle;
+                *v = if y >= 1.0 { y - 1.0 } else { y };
+            });
+            self.det
+                .update(chunk, &self.ts[..chunk.len()], vs, &mut self.out);
+            black_box(&self.out.score);
+        }
+    }
+}
+
+fn detectors(c: &mut Criterion) {
+    let mut g = c.benchmark_group("detector_update");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(20);
+    for (name, alg, warm) in [
+        ("zscore", Algorithm::Zscore, 130),
+        ("holt_winters", Algorithm::HoltWinters, 250),
+        ("iqr", Algorithm::Iqr, 130),
+        ("trend", Algorithm::Trend, 20),
+        ("threshold", Algorithm::Threshold, 5),
+    ] {
+        for shuffled in [false, true] {
+            // built on first use, so a filtered run only warms what it measures
+            let mut fixture = None;
+            let order = if shuffled { "shuffled" } else { "arrival" };
+            g.bench_function(format!("{name}/{order}"), |b| {
+                let f = fixture.get_or_insert_with(|| Fixture::new(alg, warm, shuffled));
+                b.iter(|| f.round_all())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, detectors);
+criterion_main!(benches);

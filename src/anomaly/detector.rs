@@ -1,0 +1,331 @@
+//! [`Detector`]: one declared detector's algorithm and the state of all its series,
+//! built from a validated [`DetectorSpec`]. Dispatches a batch to the algorithm's
+//! kernel (one `match` per batch, not per sample), applies the optional hold-off, and
+//! for `ensemble` combines its members' scores as the maximum of their unit scores.
+
+use super::holt_winters::{HoltWinters, HoltWintersConfig};
+use super::iqr::{Iqr, IqrConfig};
+use super::kernel::{unit_score, Outputs};
+use super::threshold::{Threshold, ThresholdConfig};
+use super::trend::{Trend, TrendConfig};
+use super::zscore::{ZScore, ZScoreConfig};
+use super::{Algorithm, DetectorSpec, SpecError};
+
+/// An algorithm's kernel.
+#[derive(Debug, Clone)]
+enum Kernel {
+    ZScore(ZScore),
+    Iqr(Iqr),
+    HoltWinters(HoltWinters),
+    Threshold(Threshold),
+    Trend(Trend),
+    Ensemble(Box<Ensemble>),
+}
+
+/// Members of an ensemble share slot numbers with the ensemble.
+#[derive(Debug, Clone)]
+struct Ensemble {
+    members: Vec<(Kernel, f64)>,
+    scratch: Outputs,
+}
+
+/// The scale that maps a raw score to a unit score: the threshold, or 1 when the
+/// threshold is 0.
+fn scale_of(threshold: f64) -> f64 {
+    if threshold > 0.0 {
+        threshold
+    } else {
+        1.0
+    }
+}
+
+impl Kernel {
+    fn build(spec: &DetectorSpec) -> Kernel {
+        let thr = spec.threshold_or_default();
+        let warmup = spec.warmup.unwrap_or(0);
+        let window_ms = spec.window.map(|w| w.0);
+        match spec.algorithm {
+            Algorithm::Zscore => Kernel::ZScore(ZScore::new(ZScoreConfig {
+                window_ms,
+                buckets: spec.buckets.unwrap_or(8),
+                threshold: thr,
+                warmup,
+                direction: spec.direction,
+            })),
+            Algorithm::Iqr => Kernel::Iqr(Iqr::new(IqrConfig {
+                window_ms,
+                capacity: spec.capacity.unwrap_or(256),
+                k: spec.k.unwrap_or(1.5),
+                warmup,
+                direction: spec.direction,
+            })),
+            Algorithm::HoltWinters => Kernel::HoltWinters(HoltWinters::new(HoltWintersConfig {
+                season: spec.season_len(),
+                alpha: spec.alpha,
+                beta: spec.beta,
+                gamma: spec.gamma,
+                rho: 0.05,
+                threshold: thr,
+                warmup,
+                direction: spec.direction,
+                max_gap_ms: spec.max_gap.map(|g| g.0),
+            })),
+            Algorithm::Threshold => Kernel::Threshold(Threshold::new(ThresholdConfig {
+                upper: spec.upper,
+                lower: spec.lower,
+                for_ms: spec.for_.map_or(0, |d| d.0),
+            })),
+            Algorithm::Trend => Kernel::Trend(Trend::new(TrendConfig {
+                window_ms,
+                k: spec.k.unwrap_or(0.5),
+                threshold: thr,
+                warmup,
+                direction: spec.direction,
+            })),
+            Algorithm::Ensemble => Kernel::Ensemble(Box::new(Ensemble {
+                members: spec
+                    .members
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| (Kernel::build(m), scale_of(m.threshold_or_default())))
+                    .collect(),
+                scratch: Outputs::default(),
+            })),
+        }
+    }
+
+    fn alloc(&mut self) -> u32 {
+        match self {
+            Kernel::ZScore(k) => k.alloc(),
+            Kernel::Iqr(k) => k.alloc(),
+            Kernel::HoltWinters(k) => k.alloc(),
+            Kernel::Threshold(k) => k.alloc(),
+            Kernel::Trend(k) => k.alloc(),
+            Kernel::Ensemble(e) => {
+                // members allocate in lockstep, so their slot numbers agree
+                let mut slot = 0;
+                for (m, _) in &mut e.members {
+                    slot = m.alloc();
+                }
+                slot
+            }
+        }
+    }
+
+    fn free(&mut self, slot: u32) {
+        match self {
+            Kernel::ZScore(k) => k.free(slot),
+            Kernel::Iqr(k) => k.free(slot),
+            Kernel::HoltWinters(k) => k.free(slot),
+            Kernel::Threshold(k) => k.free(slot),
+            Kernel::Trend(k) => k.free(slot),
+            Kernel::Ensemble(e) => e.members.iter_mut().for_each(|(m, _)| m.free(slot)),
+        }
+    }
+
+    fn live(&self) -> usize {
+        match self {
+            Kernel::ZScore(k) => k.live(),
+            Kernel::Iqr(k) => k.live(),
+            Kernel::HoltWinters(k) => k.live(),
+            Kernel::Threshold(k) => k.live(),
+            Kernel::Trend(k) => k.live(),
+            Kernel::Ensemble(e) => e.members.first().map_or(0, |(m, _)| m.live()),
+        }
+    }
+
+    /// `out` must already be reset to the batch length.
+    fn update(&mut self, slots: &[u32], ts: &[i64], vs: &[f64], out: &mut Outputs) {
+        match self {
+            Kernel::ZScore(k) => k.update(slots, ts, vs, out),
+            Kernel::Iqr(k) => k.update(slots, ts, vs, out),
+            Kernel::HoltWinters(k) => k.update(slots, ts, vs, out),
+            Kernel::Threshold(k) => k.update(slots, ts, vs, out),
+            Kernel::Trend(k) => k.update(slots, ts, vs, out),
+            Kernel::Ensemble(e) => {
+                let Ensemble { members, scratch } = &mut **e;
+                for (j, (m, scale)) in members.iter_mut().enumerate() {
+                    scratch.reset(out.len());
+                    m.update(slots, ts, vs, scratch);
+                    combine_max(&mut out.score, &scratch.score, *scale);
+                    if j == 0 {
+                        out.upper.copy_from_slice(&scratch.upper);
+                        out.lower.copy_from_slice(&scratch.lower);
+                        out.forecast.copy_from_slice(&scratch.forecast);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `acc[i] = max(acc[i], unit(member[i]))`, NaN (no output) on both sides stays NaN.
+fn combine_max(acc: &mut [f64], member: &[f64], scale: f64) {
+    for (a, &m) in acc.iter_mut().zip(member) {
+        if !m.is_nan() {
+            let u = unit_score(m, scale);
+            *a = if a.is_nan() { u } else { a.max(u) };
+        }
+    }
+}
+
+/// One declared detector: its spec, its algorithm's kernel, and per-series state.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    spec: DetectorSpec,
+    kernel: Kernel,
+    threshold: f64,
+    holdoff_ms: i64,
+    holdoff_until: Vec<i64>,
+}
+
+impl Detector {
+    /// Validates `spec` and builds an empty detector.
+    pub fn from_spec(spec: &DetectorSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        Ok(Detector {
+            kernel: Kernel::build(spec),
+            threshold: spec.threshold_or_default(),
+            holdoff_ms: spec.holdoff.map_or(0, |h| h.0),
+            holdoff_until: Vec::new(),
+            spec: spec.clone(),
+        })
+    }
+
+    /// The spec this detector was built from.
+    pub fn spec(&self) -> &DetectorSpec {
+        &self.spec
+    }
+
+    /// Scores above this are anomalies.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Series currently holding state.
+    pub fn live_series(&self) -> usize {
+        self.kernel.live()
+    }
+
+    /// Allocates state for a new series and returns its slot.
+    pub fn alloc_slot(&mut self) -> u32 {
+        let s = self.kernel.alloc();
+        if self.holdoff_until.len() <= s as usize {
+            self.holdoff_until.resize(s as usize + 1, i64::MIN);
+        }
+        self.holdoff_until[s as usize] = i64::MIN;
+        s
+    }
+
+    /// Drops a series' state; the slot is reused by a later [`Detector::alloc_slot`].
+    pub fn free_slot(&mut self, slot: u32) {
+        self.kernel.free(slot);
+        if let Some(h) = self.holdoff_until.get_mut(slot as usize) {
+            *h = i64::MIN;
+        }
+    }
+
+    /// Maps a raw score of this detector into [0, 1): 0.5 at the threshold (1 when
+    /// the threshold is 0); an ensemble's score is already a unit score.
+    pub fn unit_score(&self, raw: f64) -> f64 {
+        if self.spec.algorithm == Algorithm::Ensemble {
+            if raw.is_nan() {
+                0.0
+            } else {
+                raw.clamp(0.0, 1.0)
+            }
+        } else {
+            unit_score(raw, scale_of(self.threshold))
+        }
+    }
+
+    /// Scores one batch: entry `i` is sample `(ts[i], vs[i])` of the series in slot
+    /// `slots[i]`; entries of one slot must be in time order. `out` is resized to the
+    /// batch; NaN in an output means none for that sample.
+    pub fn update(&mut self, slots: &[u32], ts: &[i64], vs: &[f64], out: &mut Outputs) {
+        let n = slots.len().min(ts.len()).min(vs.len());
+        out.reset(n);
+        self.kernel.update(&slots[..n], &ts[..n], &vs[..n], out);
+        if self.holdoff_ms > 0 {
+            apply_holdoff(
+                &mut self.holdoff_until,
+                &slots[..n],
+                &ts[..n],
+                &mut out.score,
+                self.threshold,
+                self.holdoff_ms,
+            );
+        }
+    }
+}
+
+/// Zeroes scores of a series for `holdoff_ms` after it crossed `threshold`.
+fn apply_holdoff(
+    until: &mut [i64],
+    slots: &[u32],
+    ts: &[i64],
+    score: &mut [f64],
+    threshold: f64,
+    holdoff_ms: i64,
+) {
+    for ((&s, &t), sc) in slots.iter().zip(ts).zip(score.iter_mut()) {
+        let Some(u) = until.get_mut(s as usize) else {
+            continue;
+        };
+        if sc.is_nan() {
+            continue;
+        }
+        if t < *u {
+            *sc = 0.0;
+        } else if *sc > threshold {
+            *u = t.saturating_add(holdoff_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anomaly::PromDuration;
+
+    #[test]
+    fn ensemble_is_max_of_unit_scores_and_slots_agree() {
+        let mut z = DetectorSpec::new("", "", Algorithm::Zscore);
+        z.threshold = Some(3.0);
+        let mut q = DetectorSpec::new("", "", Algorithm::Iqr);
+        q.threshold = Some(1.0);
+        let mut e = DetectorSpec::new("e", "up", Algorithm::Ensemble);
+        e.members = Some(vec![z, q]);
+        let mut d = Detector::from_spec(&e).unwrap();
+        let a = d.alloc_slot();
+        let b = d.alloc_slot();
+        assert_ne!(a, b);
+        let n = 60;
+        let slots: Vec<u32> = (0..n).map(|i| if i % 2 == 0 { a } else { b }).collect();
+        let ts: Vec<i64> = (0..n).map(|i| (i / 2) as i64 * 1000).collect();
+        let vs: Vec<f64> = (0..n).map(|i| ((i / 2) % 3) as f64).collect();
+        let mut out = Outputs::default();
+        d.update(&slots, &ts, &vs, &mut out);
+        assert!(out.score.iter().all(|&s| (0.0..1.0).contains(&s)));
+        d.update(&[a], &[100_000], &[50.0], &mut out);
+        assert!(out.score[0] > 0.9);
+        assert_eq!(d.live_series(), 2);
+    }
+
+    #[test]
+    fn holdoff_reports_once_per_episode() {
+        let mut s = DetectorSpec::new("h", "up", Algorithm::Threshold);
+        s.upper = Some(10.0);
+        s.holdoff = Some(PromDuration(5000));
+        let mut d = Detector::from_spec(&s).unwrap();
+        let slot = d.alloc_slot();
+        let ts: Vec<i64> = (0..10).map(|i| i * 1000).collect();
+        let mut out = Outputs::default();
+        d.update(&[slot; 10], &ts, &[20.0; 10], &mut out);
+        assert_eq!(
+            out.score,
+            vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+}
