@@ -44,6 +44,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TestCommand {
+    /// Run rule unit tests in `promtool test rules` format; exits 1 when one fails.
+    Rules {
+        /// Only run test groups whose name matches this regex (repeatable; OR-ed).
+        #[arg(long)]
+        run: Vec<String>,
+        /// Ignore unknown keys in rule files.
+        #[arg(long)]
+        ignore_unknown_fields: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run Prometheus PromQL test scripts (`.test` files, promqltest format)
     /// against closedloop's engine; exits non-zero when a case fails.
     Promql {
@@ -62,6 +73,18 @@ enum TestCommand {
 enum CheckCommand {
     /// Validate a service configuration file.
     Config { file: PathBuf },
+    /// Validate rule files like `promtool check rules`: exit 0 when all are valid,
+    /// 1 when one is not (one line per problem), 3 on a fatal lint.
+    Rules {
+        /// Report duplicate rules (`duplicate-rules`, the default) or not (`none`).
+        #[arg(long, default_value = "duplicate-rules")]
+        lint: String,
+        /// Make lint findings fatal (exit 3).
+        #[arg(long)]
+        lint_fatal: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -118,6 +141,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Config::load(&file)?;
             println!("{}: valid", file.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            what:
+                CheckCommand::Rules {
+                    lint,
+                    lint_fatal,
+                    files,
+                },
+        } => {
+            if lint != "none" && lint != "duplicate-rules" && lint != "all" {
+                anyhow::bail!("--lint: unknown value {lint:?} (use none, duplicate-rules or all)");
+            }
+            let mut failed = false;
+            let mut lint_found = false;
+            for (file, r) in closedloop::rules::manager::check_files(&files) {
+                println!("Checking {}", file.display());
+                match r {
+                    Ok((n, dups)) => {
+                        if lint != "none" && !dups.is_empty() {
+                            lint_found = true;
+                            println!("{} duplicate rule(s) found.", dups.len());
+                            for d in dups {
+                                println!("{d}");
+                            }
+                            println!("Might cause inconsistency while recording expressions");
+                        }
+                        println!("  SUCCESS: {n} rules found\n");
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n{e}\n");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else if lint_found && lint_fatal {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Test {
+            what:
+                TestCommand::Rules {
+                    run,
+                    ignore_unknown_fields,
+                    files,
+                },
+        } => {
+            let opts = closedloop::rules::unittest::TestOptions {
+                run,
+                ignore_unknown_fields,
+            };
+            let ok =
+                closedloop::rules::unittest::run_files(&files, &opts, &mut std::io::stdout().lock());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Test {
             what:

@@ -34,6 +34,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The rule files could not be loaded.
+    #[error("rules: {0}")]
+    Rules(String),
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
@@ -52,10 +55,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),
-        engine,
+        engine.clone(),
         settings,
         config_path,
     ));
+    let rules = crate::rules::RuleManager::start(&config, store.clone(), engine, metrics.clone())
+        .map_err(ServiceError::Rules)?;
+    app.set_rules(rules.clone());
 
     let listener = std::net::TcpListener::bind(&config.listen_address).map_err(|source| {
         ServiceError::Bind {
@@ -104,6 +110,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         }
     }
     .map_err(ServiceError::Serve)?;
+    // Keep `for` state for the next start.
+    if let Err(e) = tokio::task::spawn_blocking(move || rules.save_state()).await {
+        tracing::warn!(error = %e, "saving rule state failed");
+    }
     tracing::info!("shut down");
     Ok(())
 }

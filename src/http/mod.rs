@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod params;
 mod query;
+mod rules;
 mod selector;
 mod write;
 
@@ -68,6 +69,8 @@ pub struct App {
     settings: RwLock<Arc<Settings>>,
     /// The file `/-/reload` re-reads; `None` when running on defaults.
     config_path: Option<PathBuf>,
+    /// The rules engine, once the service has started it.
+    rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
 }
 
 impl App {
@@ -84,7 +87,18 @@ impl App {
             engine,
             settings: RwLock::new(Arc::new(settings)),
             config_path,
+            rules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the rules engine (once, at start); reloads then include rule files.
+    pub fn set_rules(&self, rules: Arc<crate::rules::RuleManager>) {
+        let _ = self.rules.set(rules);
+    }
+
+    /// The rules engine, if running.
+    pub fn rules(&self) -> Option<&Arc<crate::rules::RuleManager>> {
+        self.rules.get()
     }
 
     /// The current settings (a cheap `Arc` clone).
@@ -99,9 +113,14 @@ impl App {
             None => Ok(()),
             Some(path) => Config::load(path)
                 .map_err(|e| e.to_string())
-                .and_then(|c| Settings::from_config(&c))
-                .map(|settings| {
+                .and_then(|c| Ok((Settings::from_config(&c)?, c)))
+                .and_then(|(settings, c)| {
+                    // Rule files are validated whole before anything changes.
+                    if let Some(rules) = self.rules.get() {
+                        rules.reload(&c).map_err(|e| e.to_string())?;
+                    }
                     *self.settings.write() = Arc::new(settings);
+                    Ok(())
                 }),
         };
         match &result {
@@ -144,6 +163,8 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
         .route("/metrics", get(api::metrics));
