@@ -320,7 +320,10 @@ impl Config {
                 return Err(invalid(&format!("rule_files[{i}]"), "empty pattern".into()));
             }
         }
-        if let Err((key, reason)) = self.global.validate().and_then(|_| self.alerting.validate())
+        if let Err((key, reason)) = self
+            .global
+            .validate()
+            .and_then(|_| self.alerting.validate())
         {
             return Err(invalid(&key, reason));
         }

@@ -195,8 +195,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 run,
                 ignore_unknown_fields,
             };
-            let ok =
-                closedloop::rules::unittest::run_files(&files, &opts, &mut std::io::stdout().lock());
+            let ok = closedloop::rules::unittest::run_files(
+                &files,
+                &opts,
+                &mut std::io::stdout().lock(),
+            );
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

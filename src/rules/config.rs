@@ -145,7 +145,10 @@ impl AlertingConfig {
             return Err(("alerting.resend_delay".into(), "must be positive".into()));
         }
         if self.queue_capacity == 0 {
-            return Err(("alerting.queue_capacity".into(), "must be at least 1".into()));
+            return Err((
+                "alerting.queue_capacity".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.max_batch == 0 {
             return Err(("alerting.max_batch".into(), "must be at least 1".into()));

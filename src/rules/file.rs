@@ -276,9 +276,8 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
     let parsed: FileYaml = if text.trim().is_empty() {
         FileYaml { groups: Vec::new() }
     } else if opts.ignore_unknown_fields {
-        let mut v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            yaml_err(e.location().map(|l| l.line()).unwrap_or(0), e.to_string())
-        })?;
+        let mut v: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| yaml_err(e.location().map(|l| l.line()).unwrap_or(0), e.to_string()))?;
         strip_unknown(&mut v);
         serde_yaml::from_value(v).map_err(|e| yaml_err(0, e.to_string()))?
     } else {
@@ -286,7 +285,16 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line()).unwrap_or(0);
+            let mut line = inner.location().map(|l| l.line()).unwrap_or(0);
+            // serde_yaml places errors in a field's value at the enclosing mapping;
+            // point at the field's own line when it is there.
+            if let Some(field) = key.rsplit('.').next().filter(|f| !f.contains('[')) {
+                let mut cursor = line.saturating_sub(1);
+                let found = Locator::new(text).find(&mut cursor, &[&format!("{field}:")], None);
+                if found > 0 {
+                    line = found;
+                }
+            }
             let msg = inner.to_string();
             // serde_yaml appends "at line L column C"; the line is already in front.
             let msg = match msg.find(" at line ") {
@@ -605,9 +613,7 @@ impl<'a> Locator<'a> {
         for (i, l) in self.lines.iter().enumerate().skip(*cursor) {
             let t = l.trim_start();
             let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
-            if keys.iter().any(|k| t.starts_with(k))
-                && value.is_none_or(|v| t.contains(v))
-            {
+            if keys.iter().any(|k| t.starts_with(k)) && value.is_none_or(|v| t.contains(v)) {
                 *cursor = i + 1;
                 return i + 1;
             }
@@ -678,7 +684,7 @@ mod tests {
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    colour: red\n",
-                "groups[0].rules[0]: unknown field `colour`",
+                "r.yml:6: groups[0].rules[0].colour: unknown field `colour`",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'bad-name': x}\n",
@@ -717,7 +723,8 @@ mod tests {
 
     #[test]
     fn ignore_unknown_fields_option() {
-        let text = "groups:\n- name: g\n  namespace: x\n  rules: [{record: r, expr: '1', owner: y}]\n";
+        let text =
+            "groups:\n- name: g\n  namespace: x\n  rules: [{record: r, expr: '1', owner: y}]\n";
         assert!(parse(text).is_err());
         let g = parse_file(
             text,

@@ -45,7 +45,9 @@ pub struct LocalSource<'a> {
 
 impl Source for LocalSource<'_> {
     fn query(&self, expr: &Expr, text: &str, t_ms: i64) -> Result<Vec<Sample>, QueryError> {
-        let r = self.engine.instant_query_expr(self.store, expr, text, t_ms)?;
+        let r = self
+            .engine
+            .instant_query_expr(self.store, expr, text, t_ms)?;
         value_to_samples(r.value, t_ms)
     }
 }
@@ -143,7 +145,12 @@ impl Rule {
     }
 
     /// Evaluates the rule at `ts`; on error the rule keeps its alert state.
-    pub fn eval(&mut self, group: &GroupSpec, ts: i64, ctx: &EvalContext<'_>) -> Result<(), String> {
+    pub fn eval(
+        &mut self,
+        group: &GroupSpec,
+        ts: i64,
+        ctx: &EvalContext<'_>,
+    ) -> Result<(), String> {
         let start = Instant::now();
         let r = match &self.spec.kind {
             RuleKind::Record(name) => {
@@ -190,11 +197,8 @@ impl Rule {
         let mut out: Vec<(LabelSet, f64)> = Vec::with_capacity(samples.len());
         let mut seen = HashSet::with_capacity(samples.len());
         for s in samples {
-            let mut m: BTreeMap<&str, &str> = s
-                .labels
-                .iter()
-                .map(|l| (&*l.name, &*l.value))
-                .collect();
+            let mut m: BTreeMap<&str, &str> =
+                s.labels.iter().map(|l| (&*l.name, &*l.value)).collect();
             m.insert(METRIC_NAME, name);
             for (k, v) in &group.labels {
                 m.insert(k, v);
@@ -356,8 +360,7 @@ impl Rule {
                     }
                 }
                 if a.state == AlertState::Pending
-                    || a
-                        .resolved_at_ms
+                    || a.resolved_at_ms
                         .is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
                 {
                     remove.push(ls.clone());
@@ -388,10 +391,7 @@ impl Rule {
                 .count() as u64;
             if n > group.limit {
                 self.active.clear();
-                return Err(format!(
-                    "exceeded limit of {} with {n} alerts",
-                    group.limit
-                ));
+                return Err(format!("exceeded limit of {} with {n} alerts", group.limit));
             }
         }
         // ALERTS and ALERTS_FOR_STATE for pending and firing alerts.
@@ -418,7 +418,12 @@ impl Rule {
 
     /// Alerts due to be sent to Alertmanager at `ts` (Prometheus's
     /// `needsSending`), marking them sent.
-    pub fn alerts_to_send(&mut self, ts: i64, resend_delay_ms: i64, interval_ms: i64) -> Vec<Alert> {
+    pub fn alerts_to_send(
+        &mut self,
+        ts: i64,
+        resend_delay_ms: i64,
+        interval_ms: i64,
+    ) -> Vec<Alert> {
         let mut out = Vec::new();
         for a in self.active.values_mut() {
             if a.state == AlertState::Pending {
@@ -567,3 +572,5 @@ impl Group {
     }
 }
 
+#[cfg(test)]
+mod tests;

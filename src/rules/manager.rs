@@ -273,11 +273,9 @@ impl RuleManager {
                 .set(group.interval_ms as f64 / 1000.0);
             let group = Arc::new(Mutex::new(group));
             let stop = Arc::new(AtomicBool::new(false));
-            let task = self.runtime.spawn(run_group(
-                self.shared.clone(),
-                group.clone(),
-                stop.clone(),
-            ));
+            let task =
+                self.runtime
+                    .spawn(run_group(self.shared.clone(), group.clone(), stop.clone()));
             running.insert(key, Running { group, stop, task });
         }
         for (_, prev) in old {
@@ -610,7 +608,11 @@ fn offset(key: &str, interval_ms: i64) -> i64 {
 async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<AtomicBool>) {
     let (interval, key, datasource) = {
         let g = group.lock();
-        (g.interval_ms.max(1), group_key(&g.spec), g.spec.datasource.clone())
+        (
+            g.interval_ms.max(1),
+            group_key(&g.spec),
+            g.spec.datasource.clone(),
+        )
     };
     let off = offset(&key, interval);
     let slot = |t: i64| (t - off).div_euclid(interval) * interval + off;
@@ -760,7 +762,9 @@ mod tests {
         let scalar = json!({"status":"success","data":{"resultType":"scalar","result":[10,"2.5"]}});
         assert_eq!(parse_query_response(&scalar, 0).unwrap()[0].v, 2.5);
         let err = json!({"status":"error","errorType":"bad_data","error":"parse error"});
-        assert!(parse_query_response(&err, 0).unwrap_err().contains("parse error"));
+        assert!(parse_query_response(&err, 0)
+            .unwrap_err()
+            .contains("parse error"));
     }
 
     #[test]

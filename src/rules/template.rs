@@ -235,16 +235,15 @@ fn lex(text: &str) -> Result<Vec<Item>> {
         };
         let (trim_left, inner_start) = match after.strip_prefix("- ") {
             Some(a) => (true, a),
-            None => match after.strip_prefix("-\t").or_else(|| after.strip_prefix("-\n")) {
+            None => match after
+                .strip_prefix("-\t")
+                .or_else(|| after.strip_prefix("-\n"))
+            {
                 Some(a) => (true, a),
                 None => (false, after),
             },
         };
-        let before = if trim_left {
-            before.trim_end()
-        } else {
-            before
-        };
+        let before = if trim_left { before.trim_end() } else { before };
         if !before.is_empty() {
             items.push(Item::Text(before.to_string()));
         }
@@ -798,7 +797,9 @@ impl Exec<'_> {
                             .collect(),
                         Val::Int(n) => (0..*n).map(|i| (Val::Int(i), Val::Int(i))).collect(),
                         Val::Nil => Vec::new(),
-                        other => return Err(format!("range can't iterate over {}", type_name(other))),
+                        other => {
+                            return Err(format!("range can't iterate over {}", type_name(other)))
+                        }
                     };
                     if entries.is_empty() {
                         self.run(otherwise, dot)?;
@@ -1155,10 +1156,18 @@ pub(crate) fn go_fmt_g(v: f64, prec: Option<usize>) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Decimal digits and exponent of v, shortest or rounded to `prec` digits.
     let e_repr = match prec {
@@ -1296,8 +1305,10 @@ fn humanize_timestamp(v: f64) -> String {
     if v.is_nan() || v.is_infinite() {
         return go_fmt_g(v, Some(4));
     }
-    let secs = v.trunc() as i64;
-    let nanos = ((v - v.trunc()) * 1e9).round() as u32;
+    // As Prometheus: the float times 1e9 is the instant in nanoseconds.
+    let total = (v * 1e9) as i64;
+    let secs = total.div_euclid(1_000_000_000);
+    let nanos = total.rem_euclid(1_000_000_000) as u32;
     match chrono::DateTime::from_timestamp(secs, nanos.min(999_999_999)) {
         Some(t) => {
             let base = t.format("%Y-%m-%d %H:%M:%S").to_string();
@@ -1410,9 +1421,7 @@ fn sprintf(fmt: &str, args: &[Val], ex: &Exec<'_>) -> String {
             },
             'f' | 'F' | 'e' | 'g' => match num {
                 Some(f) if f.is_nan() => "NaN".into(),
-                Some(f) if f.is_infinite() => {
-                    if f > 0.0 { "+Inf" } else { "-Inf" }.into()
-                }
+                Some(f) if f.is_infinite() => if f > 0.0 { "+Inf" } else { "-Inf" }.into(),
                 Some(f) => match verb {
                     'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), f),
                     'e' => {
@@ -1538,7 +1547,10 @@ mod tests {
         assert_eq!(run(r#"{{ printf "%.2f" $value }}"#), "0.12");
         assert_eq!(run(r#"{{ printf "%s=%d" "a" 3 }}"#), "a=3");
         assert_eq!(run(r#"{{ printf "%5.1f|%-4s|" 2.25 "x" }}"#), "  2.2|x   |");
-        assert_eq!(run(r#"{{ "abc" | toUpper }}{{ "DEF" | toLower }}"#), "ABCdef");
+        assert_eq!(
+            run(r#"{{ "abc" | toUpper }}{{ "DEF" | toLower }}"#),
+            "ABCdef"
+        );
         assert_eq!(run(r#"{{ title "hello world" }}"#), "Hello World");
         assert_eq!(
             run(r#"{{ reReplaceAll "(.*):(.*)" "$1" $labels.instance }}"#),
@@ -1561,7 +1573,10 @@ mod tests {
             run("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}"),
             "instance=db-1:9100;job=node;"
         );
-        assert_eq!(run("{{ range $labels }}[{{ . }}]{{ end }}"), "[db-1:9100][node]");
+        assert_eq!(
+            run("{{ range $labels }}[{{ . }}]{{ end }}"),
+            "[db-1:9100][node]"
+        );
         assert_eq!(run("a  {{- 1 -}}  b"), "a1b");
         assert_eq!(run("{{/* note */}}x"), "x");
         assert_eq!(run("{{ $x := 5 }}{{ $x }}"), "5");

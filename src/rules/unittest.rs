@@ -211,7 +211,8 @@ pub fn run_file(path: &Path, opts: &TestOptions) -> Result<(), Vec<String>> {
         if !filters.is_empty() && !filters.iter().any(|f| f.is_match(&tg.name)) {
             continue;
         }
-        let specs: Vec<std::sync::Arc<_>> = specs.iter().cloned().map(std::sync::Arc::new).collect();
+        let specs: Vec<std::sync::Arc<_>> =
+            specs.iter().cloned().map(std::sync::Arc::new).collect();
         if let Err(mut es) = run_group(tg, &specs, eval_interval, tf.fuzzy_compare) {
             let name = if tg.name.is_empty() {
                 format!("#{}", i + 1)
@@ -271,7 +272,11 @@ fn run_group(
 ) -> Result<(), Vec<String>> {
     let one = |s: String| vec![format!("    {s}")];
     let start = start_ms(&tg.start_timestamp).map_err(one)?;
-    let interval = tg.interval.map(|d| d.as_millis()).unwrap_or(eval_interval).max(1);
+    let interval = tg
+        .interval
+        .map(|d| d.as_millis())
+        .unwrap_or(eval_interval)
+        .max(1);
     let store = Store::new(StoreConfig {
         retention_ms: i64::MAX / 4,
         max_series: 10_000_000,
@@ -287,7 +292,8 @@ fn run_group(
     let mut inputs: Vec<(LabelSet, Vec<(i64, f64)>, usize)> = Vec::new();
     let mut has_histograms = false;
     for s in &tg.input_series {
-        let labels = parse_labels(&s.series).map_err(|e| one(format!("series {:?}: {e}", s.series)))?;
+        let labels =
+            parse_labels(&s.series).map_err(|e| one(format!("series {:?}: {e}", s.series)))?;
         let (vals, hist) = parse_values(&yaml_scalar(&s.values), true)
             .map_err(|e| one(format!("series {:?}: {e}", s.series)))?;
         has_histograms |= hist;
