@@ -1,0 +1,182 @@
+//! The rules engine end to end: remote-written samples make an alert fire in
+//! closedloop, a real Alertmanager receives it with the right labels and
+//! annotations, and it is resolved there when the condition clears. Reloads keep
+//! the last good rules.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+fn write(cl: &Closedloop, value: f64) {
+    let t = now_ms();
+    let body = v1_body(&[(
+        &[("__name__", "errors_total"), ("job", "api")],
+        &[(t, value)],
+    )]);
+    let (status, text) = post_write(cl, body, "application/x-protobuf");
+    assert_eq!(status, 204, "{text}");
+}
+
+const RULES: &str = r#"groups:
+  - name: api
+    interval: 1s
+    rules:
+      - record: job:errors:max
+        expr: max by (job) (errors_total)
+      - alert: HighErrors
+        expr: job:errors:max > 5
+        for: 2s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.job }} has {{ $value }} errors"
+          runbook: "{{ $externalURL }}/runbooks/{{ $labels.job | toUpper }}"
+        actions:
+          - type: notify
+            channel: slack
+            dry_run: true
+"#;
+
+#[test]
+fn alert_fires_in_alertmanager_and_resolves() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let config = format!(
+        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1s\n  alertmanagers:\n    - url: {}\n",
+        am.url("")
+    );
+    let cl = Closedloop::start_in(dir, &config);
+    write(&cl, 10.0);
+
+    let mut found = None;
+    wait_until("the alert in Alertmanager", Duration::from_secs(30), || {
+        found = am
+            .alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "HighErrors");
+        found.is_some()
+    });
+    let a = found.unwrap();
+    assert_eq!(a["labels"]["job"], "api", "{a}");
+    assert_eq!(a["labels"]["severity"], "page", "{a}");
+    assert_eq!(a["labels"]["cluster"], "it", "external label: {a}");
+    assert_eq!(a["annotations"]["summary"], "api has 10 errors", "{a}");
+    assert_eq!(
+        a["annotations"]["runbook"], "http://closedloop.example:9096/runbooks/API",
+        "{a}"
+    );
+    let gen = a["generatorURL"].as_str().unwrap_or_default();
+    assert!(
+        gen.starts_with("http://closedloop.example:9096/graph?g0.expr=job%3Aerrors%3Amax+%3E+5"),
+        "{gen}"
+    );
+
+    // closedloop's own views agree.
+    let alerts = cl.api("/api/v1/alerts");
+    assert_eq!(alerts["alerts"][0]["state"], "firing", "{alerts}");
+    let rules = cl.api("/api/v1/rules");
+    let group = &rules["groups"][0];
+    assert_eq!(group["name"], "api");
+    assert_eq!(group["rules"][0]["type"], "recording");
+    assert_eq!(group["rules"][1]["type"], "alerting");
+    assert_eq!(group["rules"][1]["state"], "firing");
+    assert_eq!(group["rules"][1]["health"], "ok", "{rules}");
+    let only_alerts = cl.api("/api/v1/rules?type=alert");
+    assert_eq!(
+        only_alerts["groups"][0]["rules"].as_array().unwrap().len(),
+        1
+    );
+    // ALERTS is queryable like any series.
+    let q = cl.api("/api/v1/query?query=ALERTS%7Balertstate%3D%22firing%22%7D");
+    assert_eq!(q["result"][0]["metric"]["alertname"], "HighErrors", "{q}");
+    assert!(cl.metric("closedloop_rule_group_iterations_total", "api") >= 1.0);
+    assert!(cl.metric("closedloop_notifications_sent_total", "") >= 1.0);
+
+    // The condition clears: resolved in Alertmanager (no longer listed as active).
+    write(&cl, 0.0);
+    wait_until(
+        "the alert to resolve in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            !am.alerts().iter().any(|a| {
+                a["labels"]["alertname"] == "HighErrors" && a["status"]["state"] == "active"
+            })
+        },
+    );
+    wait_until(
+        "closedloop to drop the alert",
+        Duration::from_secs(10),
+        || {
+            cl.api("/api/v1/alerts")["alerts"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        },
+    );
+}
+
+#[test]
+fn bad_rule_reload_keeps_the_last_good_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nrules:\n  watch_interval: 1s\n",
+    );
+    assert_eq!(cl.api("/api/v1/rules")["groups"][0]["name"], "api");
+
+    // A bad file: /-/reload refuses it, the running rules stay.
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: api\n    rules:\n      - alert: X\n        expr: 'sum('\n",
+    )
+    .unwrap();
+    let resp = http().post(cl.url("/-/reload")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 500);
+    let text = resp.text().unwrap();
+    assert!(text.contains("rules.yml:4:"), "{text}");
+    assert_eq!(
+        cl.metric("closedloop_config_last_reload_successful", ""),
+        0.0
+    );
+    let r = cl.api("/api/v1/rules");
+    assert_eq!(r["groups"][0]["rules"].as_array().unwrap().len(), 2, "{r}");
+
+    // A good file on disk is picked up by the watcher.
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: other\n    rules:\n      - record: one\n        expr: '1'\n",
+    )
+    .unwrap();
+    wait_until("the watcher to reload", Duration::from_secs(15), || {
+        cl.api("/api/v1/rules")["groups"][0]["name"] == "other"
+    });
+    assert_eq!(
+        cl.metric("closedloop_config_last_reload_successful", ""),
+        1.0
+    );
+}
+
+#[test]
+fn a_bad_rule_file_at_start_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        actions: [{type: launch_missiles}]\n",
+    )
+    .unwrap();
+    let path = dir.path().join("closedloop.yml");
+    std::fs::write(&path, "rule_files: ['rules.yml']\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules.yml:4: group \"g\", rule \"A\": actions[0]: unknown action type \"launch_missiles\""),
+        "{err}"
+    );
+}
