@@ -156,3 +156,27 @@ fn check_rules_cli_exit_codes() {
         .unwrap();
     assert_eq!(t.status.code(), Some(1));
 }
+
+#[test]
+fn example_rule_files_are_valid() {
+    let pattern = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/*.yml").to_string();
+    let files = closedloop::rules::file::expand_patterns(&[pattern]).unwrap();
+    assert!(!files.is_empty(), "no example rule files in rules/");
+    let groups = closedloop::rules::load_files(&files, Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let actions: Vec<_> = groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .flat_map(|r| &r.actions)
+        .collect();
+    assert!(!actions.is_empty());
+    // Every example action that changes something is a dry run.
+    for a in actions.iter().filter(|a| a.kind != "notify") {
+        assert_eq!(
+            a.params.get("dry_run"),
+            Some(&serde_yaml::Value::Bool(true)),
+            "{a:?}"
+        );
+    }
+    assert!(groups.iter().any(|g| !g.detectors.is_empty()));
+}

@@ -45,6 +45,8 @@ struct RuleMetrics {
     last_eval: GaugeVec,
     interval: GaugeVec,
     iterations: IntCounterVec,
+    /// Sum of evaluation durations (with `iterations`, the mean per cycle).
+    seconds: prometheus::CounterVec,
     missed: IntCounterVec,
     failures: IntCounterVec,
     evaluations: IntCounterVec,
@@ -72,6 +74,13 @@ impl RuleMetrics {
                 "Evaluations of the group.",
                 &["rule_group"],
             )?,
+            seconds: prometheus::CounterVec::new(
+                Opts::new(
+                    "closedloop_rule_group_evaluation_seconds_total",
+                    "Time spent evaluating the group.",
+                ),
+                &["rule_group"],
+            )?,
             missed: c(
                 "closedloop_rule_group_iterations_missed_total",
                 "Evaluations missed because the previous one ran too long.",
@@ -93,6 +102,7 @@ impl RuleMetrics {
         r.register(Box::new(m.interval.clone()))?;
         r.register(Box::new(m.iterations.clone()))?;
         r.register(Box::new(m.missed.clone()))?;
+        r.register(Box::new(m.seconds.clone()))?;
         r.register(Box::new(m.failures.clone()))?;
         r.register(Box::new(m.evaluations.clone()))?;
         Ok(m)
@@ -708,6 +718,10 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
                 .with_label_values(&[&k])
                 .set(ts as f64 / 1000.0);
             sh.metrics.iterations.with_label_values(&[&k]).inc();
+            sh.metrics
+                .seconds
+                .with_label_values(&[&k])
+                .inc_by(g.last_duration_s);
             if changed {
                 sh.dirty.store(true, Ordering::SeqCst);
             }
