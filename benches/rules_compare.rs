@@ -195,7 +195,10 @@ fn measure(metrics_url: &str, sum: &str, count: &str, cycles: usize) -> (f64, Ve
     // Skip the first cycle (warm-up).
     let (mut s0, mut c0) = read();
     while c0 < 1.0 {
-        assert!(Instant::now() < deadline, "no evaluation seen at {metrics_url}");
+        assert!(
+            Instant::now() < deadline,
+            "no evaluation seen at {metrics_url}"
+        );
         std::thread::sleep(Duration::from_millis(200));
         (s0, c0) = read();
     }
@@ -224,8 +227,13 @@ fn run_closedloop(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f6
     )
     .unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_closedloop"));
-    c.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(dir.join("closedloop.yml"));
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+    ])
+    .arg(dir.join("closedloop.yml"));
     let _p = spawn(c);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready"));
@@ -246,13 +254,16 @@ fn run_prometheus(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f6
     )
     .unwrap();
     let mut c = Command::new(require("/usr/bin/prometheus", "prometheus"));
-    c.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver");
+    c.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("prom-data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .arg("--web.enable-remote-write-receiver");
     let _p = spawn(c);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready"));
@@ -269,7 +280,10 @@ fn run_vmalert(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f64>)
     let vm_port = free_port();
     let mut c = Command::new(require("/usr/bin/victoria-metrics", "victoria-metrics"));
     c.arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
-        .arg(format!("-storageDataPath={}", dir.join("vm-data").display()))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.join("vm-data").display()
+        ))
         .arg("-retentionPeriod=1");
     let _vm = spawn(c);
     let vm = format!("http://127.0.0.1:{vm_port}");
@@ -301,11 +315,7 @@ fn run_vmalert(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f64>)
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut cycles = 6usize;
-    let mut only: Vec<String> = vec![
-        "closedloop".into(),
-        "vmalert".into(),
-        "prometheus".into(),
-    ];
+    let mut only: Vec<String> = vec!["closedloop".into(), "vmalert".into(), "prometheus".into()];
     let mut i = 0;
     while i < argv.len() {
         match argv[i].as_str() {

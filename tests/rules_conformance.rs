@@ -162,8 +162,8 @@ fn example_rule_files_are_valid() {
     let pattern = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/*.yml").to_string();
     let files = closedloop::rules::file::expand_patterns(&[pattern]).unwrap();
     assert!(!files.is_empty(), "no example rule files in rules/");
-    let groups = closedloop::rules::load_files(&files, Default::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let groups =
+        closedloop::rules::load_files(&files, Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let actions: Vec<_> = groups
         .iter()
         .flat_map(|g| &g.rules)

@@ -735,9 +735,13 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
     }
 }
 
-/// Loads rule files for `closedloop check rules`: one line per problem, and the
-/// duplicate-rule lint. Returns (problems, duplicates found).
-pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, Result<(usize, Vec<String>), String>)> {
+/// The outcome of checking one rule file: the number of rules and the duplicate
+/// rules found, or the problem.
+pub type CheckResult = Result<(usize, Vec<String>), String>;
+
+/// Loads rule files for `closedloop check rules`: per file, its rule count and the
+/// `duplicate-rules` lint findings, or the first problem (one line, file:line).
+pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
     let mut out = Vec::new();
     for f in files {
         let r = match super::file::load_file(f, LoadOptions::default()) {

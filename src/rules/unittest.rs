@@ -289,7 +289,9 @@ fn run_group(
         default_subquery_step_ms: eval_interval,
     });
     // Input series: labels and (timestamp, value) in order.
-    let mut inputs: Vec<(LabelSet, Vec<(i64, f64)>, usize)> = Vec::new();
+    // Labels, points, and how many points are already appended.
+    type Input = (LabelSet, Vec<(i64, f64)>, usize);
+    let mut inputs: Vec<Input> = Vec::new();
     let mut has_histograms = false;
     for s in &tg.input_series {
         let labels =

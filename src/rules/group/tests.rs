@@ -9,12 +9,15 @@ use super::*;
 use crate::rules::file::{parse_file, LoadOptions};
 use crate::storage::{Matcher, StoreConfig};
 
+/// Scripted samples: label pairs and value.
+type Samples = Vec<(Vec<(&'static str, &'static str)>, f64)>;
+
 /// Returns, per expression text, the samples `f(text, t)` gives.
-struct Script<F: Fn(&str, i64) -> Vec<(Vec<(&'static str, &'static str)>, f64)> + Send + Sync>(F);
+struct Script<F: Fn(&str, i64) -> Samples + Send + Sync>(F);
 
 impl<F> Source for Script<F>
 where
-    F: Fn(&str, i64) -> Vec<(Vec<(&'static str, &'static str)>, f64)> + Send + Sync,
+    F: Fn(&str, i64) -> Samples + Send + Sync,
 {
     fn query(&self, _e: &Expr, text: &str, t: i64) -> Result<Vec<Sample>, QueryError> {
         Ok((self.0)(text, t)
@@ -70,9 +73,7 @@ fn states(yaml: &str, steps: i64, src: &dyn Source) -> String {
 }
 
 /// The condition is true during the minutes in `on`.
-fn on(
-    minutes: &'static [i64],
-) -> impl Fn(&str, i64) -> Vec<(Vec<(&'static str, &'static str)>, f64)> + Send + Sync {
+fn on(minutes: &'static [i64]) -> impl Fn(&str, i64) -> Samples + Send + Sync {
     move |text, t| {
         if text.starts_with("up") && minutes.contains(&(t / M)) {
             vec![(vec![("__name__", "up"), ("job", "a")], 0.0)]
