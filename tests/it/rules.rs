@@ -180,3 +180,84 @@ fn a_bad_rule_file_at_start_is_refused_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn pending_state_survives_a_restart() {
+    const SLOW: &str = "groups:\n  - name: slow\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: vector(1)\n        for: 1h\n";
+    // The state file lives outside each instance's directory, as a data dir would.
+    let keep = tempfile::tempdir().unwrap();
+    let state = keep.path().join("alerts.json");
+    let rules = keep.path().join("rules.yml");
+    std::fs::write(&rules, SLOW).unwrap();
+    let config = format!(
+        "rule_files: ['{}']\nrules:\n  state_file: {}\n",
+        rules.display(),
+        state.display()
+    );
+    let start = || Closedloop::start(&config);
+    let cl = start();
+    let mut active_at = serde_json::Value::Null;
+    wait_until("the alert to be pending", Duration::from_secs(15), || {
+        let a = cl.api("/api/v1/alerts");
+        active_at = a["alerts"][0]["activeAt"].clone();
+        a["alerts"][0]["state"] == "pending"
+    });
+    assert!(cl.terminate().success());
+    assert!(state.exists(), "SIGTERM writes the state file");
+
+    // A new process restores the alert with its original activeAt, so `for` keeps
+    // counting from then. It stays while the condition holds.
+    let cl = start();
+    let a = cl.api("/api/v1/alerts");
+    assert_eq!(a["alerts"][0]["activeAt"], active_at, "restored: {a}");
+    wait_until(
+        "an evaluation after the restart",
+        Duration::from_secs(10),
+        || cl.metric("closedloop_rule_group_iterations_total", "slow") >= 2.0,
+    );
+    let a = cl.api("/api/v1/alerts");
+    assert_eq!(a["alerts"][0]["state"], "pending", "{a}");
+    assert_eq!(a["alerts"][0]["activeAt"], active_at, "kept: {a}");
+}
+
+#[test]
+fn remote_datasource_group_queries_prometheus() {
+    let prom = Prometheus::start(
+        |_| "global: {scrape_interval: 1m}\n".to_string(),
+        &["--web.enable-remote-write-receiver"],
+    );
+    // The data lives only in Prometheus.
+    let body = v1_body(&[(
+        &[("__name__", "remote_only"), ("job", "far")],
+        &[(now_ms() - 1000, 42.0)],
+    )]);
+    let r = http()
+        .post(prom.url("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        format!(
+            "groups:\n  - name: remote\n    interval: 1s\n    datasource: {}\n    rules:\n      - record: job:remote_only:sum\n        expr: sum by (job) (remote_only) * 2\n",
+            prom.url("")
+        ),
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let mut got = serde_json::Value::Null;
+    wait_until(
+        "the remote rule's result in closedloop",
+        Duration::from_secs(20),
+        || {
+            got = cl.api("/api/v1/query?query=job:remote_only:sum");
+            got["result"][0]["value"][1] == "84"
+        },
+    );
+    assert_eq!(got["result"][0]["metric"]["job"], "far", "{got}");
+}
