@@ -169,9 +169,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         println!("  SUCCESS: {n} rules found\n");
                     }
-                    Err(e) => {
+                    Err(problems) => {
                         failed = true;
-                        println!("  FAILED:\n{e}\n");
+                        println!("  FAILED:");
+                        for p in problems {
+                            println!("{p}");
+                        }
+                        println!();
                     }
                 }
             }

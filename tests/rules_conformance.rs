@@ -95,7 +95,9 @@ fn unittest_yml_fails_only_on_native_histograms() {
 fn check(file: &str) -> Result<(usize, Vec<String>), String> {
     let p: PathBuf = dir().join(file);
     let mut r = check_files(&[p]);
-    r.pop().map(|(_, r)| r).unwrap_or(Err("no result".into()))
+    r.pop()
+        .map(|(_, r)| r.map_err(|problems| problems.join("\n")))
+        .unwrap_or(Err("no result".into()))
 }
 
 #[test]

@@ -316,9 +316,39 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
             )
         })?
     };
+    validate_groups(parsed, text, path).map_err(|mut errs| errs.remove(0))
+}
+
+/// Like [`parse_file`], but reports every problem of the file (a YAML error stops
+/// at the first; validation goes on past bad groups and rules).
+pub fn parse_file_all(text: &str, path: &Path) -> Result<Vec<GroupSpec>, Vec<RuleError>> {
+    let probe = parse_file(text, path, LoadOptions::default());
+    match probe {
+        Ok(g) => Ok(g),
+        Err(e @ RuleError::Yaml { .. }) => Err(vec![e]),
+        Err(_) => {
+            // Schema is fine; collect every validation problem.
+            let parsed: FileYaml = serde_yaml::from_str(text).map_err(|e| {
+                vec![RuleError::Yaml {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    reason: e.to_string(),
+                }]
+            })?;
+            validate_groups(parsed, text, path)
+        }
+    }
+}
+
+fn validate_groups(
+    parsed: FileYaml,
+    text: &str,
+    path: &Path,
+) -> Result<Vec<GroupSpec>, Vec<RuleError>> {
     let lines = Locator::new(text);
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(parsed.groups.len());
+    let mut errors = Vec::new();
     let mut cursor = 0;
     for g in parsed.groups {
         let gline = lines.find(&mut cursor, &["name:"], Some(&g.name));
@@ -328,42 +358,51 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
             group: g.name.clone(),
             reason,
         };
+        let mut group_errors = Vec::new();
         if g.name.is_empty() {
-            return Err(gerr("group name must not be empty".into()));
+            group_errors.push(gerr("group name must not be empty".into()));
         }
         if !names.insert(g.name.clone()) {
-            return Err(gerr(format!(
+            group_errors.push(gerr(format!(
                 "groupname: \"{}\" is repeated in the same file",
                 g.name
             )));
         }
         if let Some(i) = g.interval {
             if i.as_millis() <= 0 {
-                return Err(gerr("interval must be positive".into()));
+                group_errors.push(gerr("interval must be positive".into()));
             }
         }
         let mut labels = Vec::new();
         for (k, v) in &g.labels {
             if !is_valid_label_name(k) || k == "__name__" {
-                return Err(gerr(format!("invalid label name: {k}")));
+                group_errors.push(gerr(format!("invalid label name: {k}")));
             }
             labels.push((k.clone(), v.0.clone()));
         }
         if let Some(ds) = &g.datasource {
             if !(ds.starts_with("http://") || ds.starts_with("https://")) {
-                return Err(gerr(format!(
+                group_errors.push(gerr(format!(
                     "datasource {ds:?} must be an http:// or https:// URL"
                 )));
             }
         }
         for d in &g.detectors {
-            d.validate().map_err(|e| gerr(format!("detectors: {e}")))?;
+            if let Err(e) = d.validate() {
+                group_errors.push(gerr(format!("detectors: {e}")));
+            }
         }
         let mut rules = Vec::with_capacity(g.rules.len());
         for (i, r) in g.rules.into_iter().enumerate() {
             let rline = lines.find(&mut cursor, &["record:", "alert:"], None);
-            let rule = validate_rule(r, i, rline, path, &g.name)?;
-            rules.push(rule);
+            match validate_rule(r, i, rline, path, &g.name) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => group_errors.push(e),
+            }
+        }
+        if !group_errors.is_empty() {
+            errors.append(&mut group_errors);
+            continue;
         }
         out.push(GroupSpec {
             file: path.to_path_buf(),
@@ -378,7 +417,11 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
             datasource: g.datasource,
         });
     }
-    Ok(out)
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn validate_rule(
@@ -719,6 +762,17 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
+    }
+
+    #[test]
+    fn check_reports_every_problem() {
+        let text = "groups:\n- name: g\n  rules:\n  - record: 'bad name'\n    expr: up\n  - alert: A\n    expr: 'sum('\n- name: g\n  rules: []\n";
+        let errs = parse_file_all(text, Path::new("r.yml")).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("r.yml:4: group \"g\", rule \"bad name\""));
+        assert!(lines[1].starts_with("r.yml:6: group \"g\", rule \"A\": could not parse"));
+        assert!(lines[2].starts_with("r.yml:8: group \"g\": groupname"));
     }
 
     #[test]

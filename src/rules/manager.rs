@@ -736,28 +736,31 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
 }
 
 /// The outcome of checking one rule file: the number of rules and the duplicate
-/// rules found, or the problem.
-pub type CheckResult = Result<(usize, Vec<String>), String>;
+/// rules found, or every problem (one line each, file:line first).
+pub type CheckResult = Result<(usize, Vec<String>), Vec<String>>;
 
 /// Loads rule files for `closedloop check rules`: per file, its rule count and the
-/// `duplicate-rules` lint findings, or the first problem (one line, file:line).
+/// `duplicate-rules` lint findings, or its problems.
 pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
     let mut out = Vec::new();
     for f in files {
-        let r = match super::file::load_file(f, LoadOptions::default()) {
-            Ok(groups) => {
-                let n = groups.iter().map(|g| g.rules.len()).sum();
-                let dups = super::file::duplicate_rules(&groups)
-                    .into_iter()
-                    .map(|(name, labels)| {
-                        let l: Vec<String> =
-                            labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-                        format!("Metric: {name}\nLabel(s):\n\t{}", l.join("\n\t"))
-                    })
-                    .collect();
-                Ok((n, dups))
-            }
-            Err(e) => Err(e.to_string()),
+        let r = match std::fs::read_to_string(f) {
+            Err(e) => Err(vec![format!("{}: {e}", f.display())]),
+            Ok(text) => match super::file::parse_file_all(&text, f) {
+                Ok(groups) => {
+                    let n = groups.iter().map(|g| g.rules.len()).sum();
+                    let dups = super::file::duplicate_rules(&groups)
+                        .into_iter()
+                        .map(|(name, labels)| {
+                            let l: Vec<String> =
+                                labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                            format!("Metric: {name}\nLabel(s):\n\t{}", l.join("\n\t"))
+                        })
+                        .collect();
+                    Ok((n, dups))
+                }
+                Err(errs) => Err(errs.iter().map(|e| e.to_string()).collect()),
+            },
         };
         out.push((f.clone(), r));
     }

@@ -40,11 +40,14 @@ const RULES: &str = r#"groups:
 #[test]
 fn alert_fires_in_alertmanager_and_resolves() {
     let am = Alertmanager::start();
+    // A second Alertmanager gets every alert too.
+    let am2 = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
     let config = format!(
-        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1s\n  alertmanagers:\n    - url: {}\n",
-        am.url("")
+        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1m\n  alertmanagers:\n    - url: {}\n    - url: {}\n",
+        am.url(""),
+        am2.url("")
     );
     let cl = Closedloop::start_in(dir, &config);
     write(&cl, 10.0);
@@ -72,6 +75,17 @@ fn alert_fires_in_alertmanager_and_resolves() {
         "{gen}"
     );
 
+    wait_until(
+        "the alert in the second Alertmanager",
+        Duration::from_secs(10),
+        || {
+            am2.alerts().iter().any(|a| {
+                a["labels"]["alertname"] == "HighErrors"
+                    && a["annotations"]["summary"] == "api has 10 errors"
+            })
+        },
+    );
+
     // closedloop's own views agree.
     let alerts = cl.api("/api/v1/alerts");
     assert_eq!(alerts["alerts"][0]["state"], "firing", "{alerts}");
@@ -94,6 +108,8 @@ fn alert_fires_in_alertmanager_and_resolves() {
     assert!(cl.metric("closedloop_notifications_sent_total", "") >= 1.0);
 
     // The condition clears: resolved in Alertmanager (no longer listed as active).
+    // With resend_delay 1m the alert's endsAt is 4 minutes ahead, so only the
+    // resolved notification can end it within the wait below.
     write(&cl, 0.0);
     wait_until(
         "the alert to resolve in Alertmanager",
