@@ -293,7 +293,7 @@ fn run_vmalert(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f64>)
     let _ = reqwest::blocking::get(format!("{vm}/internal/force_flush"));
     std::thread::sleep(Duration::from_secs(2));
     let port = free_port();
-    let mut c = Command::new(require("/usr/bin/vmalert", "vmalert"));
+    let mut c = Command::new(require("/usr/bin/vmalert", "victoria-metrics"));
     c.arg(format!("-rule={}", dir.join("rules.yml").display()))
         .arg(format!("-datasource.url={vm}"))
         .arg(format!("-remoteWrite.url={vm}"))

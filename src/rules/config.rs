@@ -165,3 +165,32 @@ impl RulesConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn err(yaml: &str) -> String {
+        Config::parse(yaml, Path::new("c.yml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn sections_parse_and_errors_name_the_key() {
+        let c = Config::parse(
+            "global: {evaluation_interval: 15s, external_labels: {cluster: eu}}\nalerting: {alertmanagers: [{url: 'http://am:9093'}], resend_delay: 30s}\nrules: {state_file: s.json, watch_interval: 0s}\n",
+            Path::new("c.yml"),
+        )
+        .unwrap();
+        assert_eq!(c.global.evaluation_interval.as_millis(), 15_000);
+        assert_eq!(c.alerting.alertmanagers[0].timeout.as_millis(), 10_000);
+        assert!(err("alerting: {alertmanagers: [{url: 'am:9093'}]}")
+            .contains("alerting.alertmanagers[0].url"));
+        assert!(err("global: {external_labels: {'bad-name': x}}")
+            .contains("global.external_labels.bad-name"));
+        assert!(err("global: {evaluation_interval: 0s}").contains("global.evaluation_interval"));
+        assert!(err("alerting: {colour: red}").contains("unknown field `colour`"));
+    }
+}

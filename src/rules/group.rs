@@ -445,6 +445,16 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Marks every series this rule wrote last time stale (the rule is gone).
+    pub fn mark_stale(&mut self, store: &Store, ts: i64) {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        for ls in self.prev_series.drain() {
+            let _ = store.append(&ls, ts, stale);
+        }
+    }
+}
+
 /// A saved pending or firing alert (for restoring `for` state after a restart).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedAlert {

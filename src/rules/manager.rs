@@ -288,9 +288,15 @@ impl RuleManager {
                     .spawn(run_group(self.shared.clone(), group.clone(), stop.clone()));
             running.insert(key, Running { group, stop, task });
         }
+        // Groups that are gone: their series end now, as in Prometheus.
+        let now = now_ms();
         for (_, prev) in old {
             prev.stop.store(true, Ordering::SeqCst);
             prev.task.abort();
+            let mut g = prev.group.lock();
+            for r in g.rules.iter_mut() {
+                r.mark_stale(&self.shared.store, now);
+            }
         }
         *self.loaded.lock() = mtimes;
         self.shared.dirty.store(true, Ordering::SeqCst);

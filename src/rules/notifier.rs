@@ -215,6 +215,57 @@ impl Notifier {
 mod tests {
     use super::*;
 
+    fn alert(name: &str) -> AmAlert {
+        AmAlert {
+            labels: [("alertname".to_string(), name.to_string())].into(),
+            annotations: BTreeMap::new(),
+            starts_at: rfc3339(0),
+            ends_at: rfc3339(0),
+            generator_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn queue_is_bounded_and_adds_external_labels() {
+        let r = prometheus::Registry::new();
+        let m = NotifierMetrics::new(&r).unwrap();
+        let alerting = AlertingConfig {
+            alertmanagers: vec![super::super::config::AlertmanagerConfig {
+                url: "http://127.0.0.1:1".into(),
+                timeout: crate::duration::PromDuration(Duration::from_secs(1)),
+            }],
+            queue_capacity: 2,
+            ..Default::default()
+        };
+        let global = GlobalConfig {
+            external_labels: [
+                ("cluster".to_string(), "eu".to_string()),
+                ("alertname".to_string(), "never-overrides".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let n = Notifier::new(alerting, global, m.clone());
+        n.enqueue(vec![alert("a"), alert("b"), alert("c")]);
+        let q = n.queue.lock();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].labels["alertname"], "b", "oldest dropped first");
+        assert_eq!(q[0].labels["cluster"], "eu");
+        assert_eq!(m.dropped.get(), 1);
+    }
+
+    #[test]
+    fn no_alertmanager_means_nothing_queued() {
+        let r = prometheus::Registry::new();
+        let n = Notifier::new(
+            AlertingConfig::default(),
+            GlobalConfig::default(),
+            NotifierMetrics::new(&r).unwrap(),
+        );
+        n.enqueue(vec![alert("a")]);
+        assert!(n.queue.lock().is_empty());
+    }
+
     #[test]
     fn generator_url_is_prometheus_shaped() {
         assert_eq!(
