@@ -162,6 +162,18 @@ pub struct RuleManager {
     runtime: tokio::runtime::Handle,
 }
 
+/// Filters of `/api/v1/rules` (all empty: everything).
+#[derive(Debug, Clone, Default)]
+pub struct RuleFilter {
+    /// `alert` or `record`.
+    pub kind: Option<String>,
+    pub rule_names: Vec<String>,
+    pub groups: Vec<String>,
+    pub files: Vec<String>,
+    /// Leave out each alerting rule's `alerts`.
+    pub exclude_alerts: bool,
+}
+
 /// The state file: group key (`file;name`) → rule name → alerts.
 type SavedState = BTreeMap<String, BTreeMap<String, Vec<SavedAlert>>>;
 
@@ -346,14 +358,23 @@ impl RuleManager {
         std::fs::rename(&tmp, p)
     }
 
-    /// `/api/v1/rules` data. `kind` filters by `alert` or `record`.
-    pub fn rules_json(&self, kind: Option<&str>) -> serde_json::Value {
+    /// `/api/v1/rules` data, filtered as Prometheus filters it.
+    pub fn rules_json(&self, f: &RuleFilter) -> serde_json::Value {
+        let kind = f.kind.as_deref();
         let running = self.running.lock();
         let mut groups = Vec::new();
         for r in running.values() {
             let g = r.group.lock();
+            if (!f.groups.is_empty() && !f.groups.contains(&g.spec.name))
+                || (!f.files.is_empty() && !f.files.contains(&g.spec.file.display().to_string()))
+            {
+                continue;
+            }
             let mut rules = Vec::new();
             for rule in &g.rules {
+                if !f.rule_names.is_empty() && !f.rule_names.iter().any(|n| n == rule.spec.name()) {
+                    continue;
+                }
                 let health = match (&rule.last_error, rule.evaluations) {
                     (Some(_), _) => "err",
                     (None, 0) => "unknown",
@@ -375,8 +396,11 @@ impl RuleManager {
                         if kind == Some("record") {
                             continue;
                         }
-                        let alerts: Vec<serde_json::Value> =
-                            rule.active.values().map(alert_json).collect();
+                        let alerts: Vec<serde_json::Value> = if f.exclude_alerts {
+                            Vec::new()
+                        } else {
+                            rule.active.values().map(alert_json).collect()
+                        };
                         let state = rule
                             .active
                             .values()
@@ -426,6 +450,10 @@ impl RuleManager {
                     m.insert("lastEvaluation".into(), json!(last));
                 }
                 rules.push(o);
+            }
+            if rules.is_empty() && (kind.is_some() || !f.rule_names.is_empty()) {
+                // Prometheus leaves out groups the filters emptied.
+                continue;
             }
             groups.push(json!({
                 "name": g.spec.name,

@@ -96,11 +96,19 @@ fn alert_fires_in_alertmanager_and_resolves() {
     assert_eq!(group["rules"][1]["type"], "alerting");
     assert_eq!(group["rules"][1]["state"], "firing");
     assert_eq!(group["rules"][1]["health"], "ok", "{rules}");
-    let only_alerts = cl.api("/api/v1/rules?type=alert");
+    let only_alerts = cl.api("/api/v1/rules?type=alert&exclude_alerts=true");
     assert_eq!(
         only_alerts["groups"][0]["rules"].as_array().unwrap().len(),
         1
     );
+    assert_eq!(
+        only_alerts["groups"][0]["rules"][0]["alerts"],
+        serde_json::json!([])
+    );
+    let by_name = cl.api("/api/v1/rules?rule_name[]=job:errors:max");
+    assert_eq!(by_name["groups"][0]["rules"][0]["name"], "job:errors:max");
+    let none = cl.api("/api/v1/rules?rule_group[]=nope");
+    assert_eq!(none["groups"], serde_json::json!([]));
     // ALERTS is queryable like any series.
     let q = cl.api("/api/v1/query?query=ALERTS%7Balertstate%3D%22firing%22%7D");
     assert_eq!(q["result"][0]["metric"]["alertname"], "HighErrors", "{q}");
