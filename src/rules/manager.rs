@@ -649,6 +649,18 @@ fn offset(key: &str, interval_ms: i64) -> i64 {
     (h % interval_ms.max(1) as u64) as i64
 }
 
+/// The slot to evaluate when it is `now` and `next` was due: `next` itself while
+/// within one interval, else the latest slot not after `now`, with the number of
+/// slots skipped. Timestamps stay on the grid `next + k * interval`.
+fn catch_up(next: i64, now: i64, interval: i64) -> (i64, i64) {
+    if now >= next + interval {
+        let missed = (now - next) / interval;
+        (next + missed * interval, missed)
+    } else {
+        (next, 0)
+    }
+}
+
 async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<AtomicBool>) {
     let (interval, key, datasource) = {
         let g = group.lock();
@@ -671,17 +683,16 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let now = now_ms();
-        if now >= next + interval {
-            let missed = (now - next) / interval;
+        let (ts, missed) = catch_up(next, now_ms(), interval);
+        if missed > 0 {
             shared
                 .metrics
                 .missed
                 .with_label_values(&[&key])
                 .inc_by(missed as u64);
-            next += missed * interval;
+            tracing::warn!(group = %key, missed, "rule group missed iterations: evaluation takes longer than its interval");
         }
-        let ts = next;
+        next = ts;
         let sh = shared.clone();
         let g = group.clone();
         let ds = datasource.clone();
@@ -820,6 +831,15 @@ mod tests {
         assert!(parse_query_response(&err, 0)
             .unwrap_err()
             .contains("parse error"));
+    }
+
+    #[test]
+    fn missed_iterations_are_counted_and_the_grid_kept() {
+        // On time, or late by less than an interval: evaluate the due slot.
+        assert_eq!(catch_up(10_000, 10_000, 1_000), (10_000, 0));
+        assert_eq!(catch_up(10_000, 10_999, 1_000), (10_000, 0));
+        // 3.5 intervals late: 3 slots missed, evaluate at the latest slot.
+        assert_eq!(catch_up(10_000, 13_500, 1_000), (13_000, 3));
     }
 
     #[test]
