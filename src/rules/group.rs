@@ -26,7 +26,7 @@ use crate::promql::{Engine, QueryError, Sample, Value};
 use crate::storage::{LabelSet, Store, METRIC_NAME, STALE_NAN_BITS};
 
 use super::file::{GroupSpec, RuleKind, RuleSpec};
-use super::template::{expand_or_error, TemplateData};
+use super::template::{expand_or_error, QuerySample, TemplateData};
 
 /// How long a resolved alert is kept (and re-sent as resolved).
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -244,6 +244,7 @@ impl Rule {
         group: &GroupSpec,
         s: &Sample,
         ctx: &EvalContext<'_>,
+        ts: i64,
         with_annotations: bool,
     ) -> (LabelSet, Vec<(String, String)>) {
         let base: BTreeMap<String, String> = s
@@ -252,11 +253,31 @@ impl Rule {
             .filter(|l| &*l.name != METRIC_NAME)
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
+        // `query` in a template: an instant query at the evaluation time.
+        let query = |text: &str| -> Result<Vec<QuerySample>, String> {
+            let expr = crate::promql::parse(text).map_err(|e| e.to_string())?;
+            let samples = ctx
+                .source
+                .query(&expr, text, ts)
+                .map_err(|e| e.to_string())?;
+            Ok(samples
+                .into_iter()
+                .map(|s| QuerySample {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.to_string(), l.value.to_string()))
+                        .collect(),
+                    value: s.v,
+                })
+                .collect())
+        };
         let data = TemplateData {
             labels: base.clone(),
             external_labels: ctx.external_labels.clone(),
             external_url: ctx.external_url.to_string(),
             value: s.v,
+            query: Some(&query),
         };
         let mut m = base;
         for (k, v) in &group.labels {
@@ -294,7 +315,7 @@ impl Rule {
         let mut results: HashMap<LabelSet, (Vec<(String, String)>, f64)> =
             HashMap::with_capacity(samples.len());
         for s in &samples {
-            let (ls, ann) = self.alert_labels(name, group, s, ctx, true);
+            let (ls, ann) = self.alert_labels(name, group, s, ctx, ts, true);
             if results.insert(ls, (ann, s.v)).is_some() {
                 return Err(
                     "vector contains metrics with the same labelset after applying alert labels"
@@ -340,7 +361,7 @@ impl Rule {
                     .query(expr, text, q_ts)
                     .map_err(|e| format!("resolve_expr: {e}"))?;
                 rs.iter()
-                    .map(|s| self.alert_labels(name, group, s, ctx, false).0)
+                    .map(|s| self.alert_labels(name, group, s, ctx, ts, false).0)
                     .collect()
             }
             _ => HashSet::new(),

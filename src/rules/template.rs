@@ -9,8 +9,10 @@
 //! by key, with `$k, $v :=` or over the dot) and `with`.
 //! Functions: `humanize`, `humanize1024`, `humanizeDuration`, `humanizePercentage`,
 //! `humanizeTimestamp`, `printf`, `print`, `toUpper`, `toLower`, `title`,
-//! `reReplaceAll`, `match`, `stripPort`, and Go's `eq ne lt le gt ge and or not len
-//! index`.
+//! `reReplaceAll`, `match`, `stripPort`, `safeHtml`, `externalURL`, `pathPrefix`,
+//! `parseDuration`, Prometheus's query helpers `query`, `first`, `label`, `value`,
+//! `sortByLabel` (a query runs as an instant query at the evaluation time), and Go's
+//! `eq ne lt le gt ge and or not len index`.
 //!
 //! Invariants: parsing rejects unknown functions and undefined variables (as Go
 //! does), so a template that loads never fails on that at run time; expansion never
@@ -59,15 +61,36 @@ const FUNCTIONS: &[&str] = &[
     "not",
     "len",
     "index",
+    "safeHtml",
+    "externalURL",
+    "pathPrefix",
+    "parseDuration",
+    "query",
+    "first",
+    "label",
+    "value",
+    "sortByLabel",
 ];
 
-/// The data a template sees: `$labels`, `$externalLabels`, `$externalURL`, `$value`.
-#[derive(Debug, Clone, Default)]
-pub struct TemplateData {
+/// One sample a template's `query` returned: labels and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Runs a template's `query` (an instant query at the evaluation time).
+pub type QueryFn<'q> = &'q dyn Fn(&str) -> Result<Vec<QuerySample>, String>;
+
+/// The data a template sees: `$labels`, `$externalLabels`, `$externalURL`, `$value`,
+/// and how its `query` function runs (none: `query` is an error at expansion).
+#[derive(Clone, Default)]
+pub struct TemplateData<'q> {
     pub labels: BTreeMap<String, String>,
     pub external_labels: BTreeMap<String, String>,
     pub external_url: String,
     pub value: f64,
+    pub query: Option<QueryFn<'q>>,
 }
 
 /// A parsed template.
@@ -134,6 +157,8 @@ enum Val {
     Num(f64),
     Str(String),
     Map(Arc<BTreeMap<String, String>>),
+    Samples(Arc<Vec<QuerySample>>),
+    Sample(Arc<QuerySample>),
     Root,
 }
 
@@ -166,7 +191,7 @@ impl Template {
     }
 
     /// Expands the template; a run-time error is returned as text.
-    pub fn expand(&self, data: &TemplateData) -> Result<String, String> {
+    pub fn expand(&self, data: &TemplateData<'_>) -> Result<String, String> {
         if let Some(p) = &self.plain {
             return Ok(p.clone());
         }
@@ -184,7 +209,7 @@ impl Template {
 
 /// Expands `text` as Prometheus does for annotations and labels: an expansion error
 /// becomes `<error expanding template: ...>` in the output.
-pub fn expand_or_error(t: &Template, data: &TemplateData) -> String {
+pub fn expand_or_error(t: &Template, data: &TemplateData<'_>) -> String {
     match t.expand(data) {
         Ok(s) => s,
         Err(e) => format!("<error expanding template: {e}>"),
@@ -728,7 +753,7 @@ impl Parser {
 // ---------------------------------------------------------------- execution
 
 struct Exec<'a> {
-    data: &'a TemplateData,
+    data: &'a TemplateData<'a>,
     labels: Arc<BTreeMap<String, String>>,
     ext: Arc<BTreeMap<String, String>>,
     vars: Vec<(String, Val)>,
@@ -796,6 +821,11 @@ impl Exec<'_> {
                             .map(|(k, v)| (Val::Str(k.clone()), Val::Str(v.clone())))
                             .collect(),
                         Val::Int(n) => (0..*n).map(|i| (Val::Int(i), Val::Int(i))).collect(),
+                        Val::Samples(v) => v
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| (Val::Int(i as i64), Val::Sample(Arc::new(s.clone()))))
+                            .collect(),
                         Val::Nil => Vec::new(),
                         other => {
                             return Err(format!("range can't iterate over {}", type_name(other)))
@@ -848,6 +878,11 @@ impl Exec<'_> {
                 _ => return Err(format!("can't evaluate field {f}")),
             }),
             Val::Map(m) => Ok(Val::Str(m.get(f).cloned().unwrap_or_default())),
+            Val::Sample(s) => Ok(match f {
+                "Labels" => Val::Map(Arc::new(s.labels.clone())),
+                "Value" => Val::Num(s.value),
+                _ => return Err(format!("can't evaluate field {f} in type sample")),
+            }),
             Val::Nil => Ok(Val::Nil),
             other => Err(format!(
                 "can't evaluate field {f} in type {}",
@@ -1058,6 +1093,7 @@ impl Exec<'_> {
                 match &args[0] {
                     Val::Str(s) => Val::Int(s.len() as i64),
                     Val::Map(m) => Val::Int(m.len() as i64),
+                    Val::Samples(v) => Val::Int(v.len() as i64),
                     other => return Err(format!("len of type {}", type_name(other))),
                 }
             }
@@ -1067,6 +1103,75 @@ impl Exec<'_> {
                     (Val::Map(m), Val::Str(k)) => Val::Str(m.get(k).cloned().unwrap_or_default()),
                     (Val::Root, Val::Str(k)) => self.field(Val::Root, k)?,
                     _ => return Err("index of untyped value".into()),
+                }
+            }
+            "safeHtml" => {
+                want(1)?;
+                Val::Str(to_str(&args[0], f)?)
+            }
+            "externalURL" => {
+                want(0)?;
+                Val::Str(self.data.external_url.clone())
+            }
+            "pathPrefix" => {
+                want(0)?;
+                let u = &self.data.external_url;
+                let path = u
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+                    .unwrap_or_default();
+                Val::Str(path.trim_end_matches('/').to_string())
+            }
+            "parseDuration" => {
+                want(1)?;
+                let s = to_str(&args[0], f)?;
+                let d = crate::duration::parse_duration(&s).map_err(|e| e.to_string())?;
+                Val::Num(d.as_secs_f64())
+            }
+            "query" => {
+                want(1)?;
+                let q = to_str(&args[0], f)?;
+                let run = self
+                    .data
+                    .query
+                    .ok_or_else(|| "query is not available here".to_string())?;
+                Val::Samples(Arc::new(run(&q)?))
+            }
+            "first" => {
+                want(1)?;
+                match &args[0] {
+                    Val::Samples(v) => match v.first() {
+                        Some(s) => Val::Sample(Arc::new(s.clone())),
+                        None => return Err("first() called on vector with no elements".into()),
+                    },
+                    other => return Err(format!("first of {}", type_name(other))),
+                }
+            }
+            "label" => {
+                want(2)?;
+                let name = to_str(&args[0], f)?;
+                match &args[1] {
+                    Val::Sample(s) => Val::Str(s.labels.get(&name).cloned().unwrap_or_default()),
+                    other => return Err(format!("label of {}", type_name(other))),
+                }
+            }
+            "value" => {
+                want(1)?;
+                match &args[0] {
+                    Val::Sample(s) => Val::Num(s.value),
+                    other => return Err(format!("value of {}", type_name(other))),
+                }
+            }
+            "sortByLabel" => {
+                want(2)?;
+                let name = to_str(&args[0], f)?;
+                match &args[1] {
+                    Val::Samples(v) => {
+                        let mut v = (**v).clone();
+                        v.sort_by(|a, b| a.labels.get(&name).cmp(&b.labels.get(&name)));
+                        Val::Samples(Arc::new(v))
+                    }
+                    other => return Err(format!("sortByLabel of {}", type_name(other))),
                 }
             }
             other => return Err(format!("function {other:?} not defined")),
@@ -1082,6 +1187,8 @@ fn type_name(v: &Val) -> &'static str {
         Val::Num(_) => "float64",
         Val::Str(_) => "string",
         Val::Map(_) => "map[string]string",
+        Val::Samples(_) => "queryResult",
+        Val::Sample(_) => "sample",
         Val::Root => "struct",
     }
 }
@@ -1094,6 +1201,8 @@ fn truth(v: &Val) -> bool {
         Val::Num(f) => *f != 0.0,
         Val::Str(s) => !s.is_empty(),
         Val::Map(m) => !m.is_empty(),
+        Val::Samples(v) => !v.is_empty(),
+        Val::Sample(_) => true,
         Val::Root => true,
     }
 }
@@ -1138,6 +1247,8 @@ fn print_val(v: &Val, ex: &Exec<'_>) -> String {
             s.push(']');
             s
         }
+        Val::Samples(v) => format!("[{} samples]", v.len()),
+        Val::Sample(s) => format!("{{{:?} {}}}", s.labels, go_fmt_g(s.value, None)),
         Val::Root => format!(
             "{{map{:?} map{:?} {} {}}}",
             ex.labels,
@@ -1498,7 +1609,7 @@ fn sprintf(fmt: &str, args: &[Val], ex: &Exec<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn data() -> TemplateData {
+    fn data() -> TemplateData<'static> {
         TemplateData {
             labels: [("instance", "db-1:9100"), ("job", "node")]
                 .iter()
@@ -1507,6 +1618,7 @@ mod tests {
             external_labels: [("cluster".to_string(), "eu1".to_string())].into(),
             external_url: "http://cl:9096".into(),
             value: 0.12345,
+            query: None,
         }
     }
 
@@ -1584,10 +1696,46 @@ mod tests {
     }
 
     #[test]
+    fn query_helpers() {
+        let q = |text: &str| -> Result<Vec<QuerySample>, String> {
+            assert_eq!(text, "up");
+            Ok(vec![
+                QuerySample {
+                    labels: [("instance".to_string(), "b".to_string())].into(),
+                    value: 0.0,
+                },
+                QuerySample {
+                    labels: [("instance".to_string(), "a".to_string())].into(),
+                    value: 1234.0,
+                },
+            ])
+        };
+        let mut d = data();
+        d.query = Some(&q);
+        let run = |t: &str| Template::parse(t).unwrap().expand(&d).unwrap();
+        assert_eq!(
+            run(r#"{{ with query "up" }}{{ . | first | value | humanize }}{{ end }}"#),
+            "0"
+        );
+        assert_eq!(
+            run(
+                r#"{{ range query "up" | sortByLabel "instance" }}{{ .Labels.instance }}={{ .Value }};{{ end }}"#
+            ),
+            "a=1234;b=0;"
+        );
+        assert_eq!(run(r#"{{ query "up" | first | label "instance" }}"#), "b");
+        assert_eq!(run("{{ pathPrefix }}|{{ externalURL }}"), "|http://cl:9096");
+        assert_eq!(run(r#"{{ parseDuration "1m30s" }}"#), "90");
+    }
+
+    #[test]
     fn load_time_errors() {
         for (t, want) in [
             ("{{ $label.foo }}", "undefined variable \"$label\""),
-            ("{{ query \"up\" }}", "function \"query\" not defined"),
+            (
+                "{{ queryRange \"up\" }}",
+                "function \"queryRange\" not defined",
+            ),
             ("{{ if 1 }}x", "missing {{end}}"),
             ("{{ $value ", "unclosed action"),
             ("{{ end }}", "unexpected {{end}}"),
