@@ -468,6 +468,15 @@ impl RuleManager {
         json!({ "groups": groups })
     }
 
+    /// The `detectors:` of every loaded group, for the anomaly stage to run.
+    pub fn detectors(&self) -> Vec<crate::anomaly::DetectorSpec> {
+        self.running
+            .lock()
+            .values()
+            .flat_map(|r| r.group.lock().spec.detectors.clone())
+            .collect()
+    }
+
     /// `/api/v1/alerts` data: every pending and firing alert.
     pub fn alerts_json(&self) -> serde_json::Value {
         let running = self.running.lock();
@@ -510,13 +519,19 @@ fn alert_json(a: &super::group::Alert) -> serde_json::Value {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    json!({
+    let mut o = json!({
         "labels": labels,
         "annotations": annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339(a.active_at_ms),
         "value": crate::rules::template::go_fmt_g(a.value, None),
-    })
+    });
+    if let (Some(since), AlertState::Firing, Some(m)) =
+        (a.clear_since_ms, a.state, o.as_object_mut())
+    {
+        m.insert("keepFiringSince".into(), json!(rfc3339(since)));
+    }
+    o
 }
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
