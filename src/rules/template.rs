@@ -1018,11 +1018,8 @@ impl Exec<'_> {
                 let pat = to_str(&args[0], f)?;
                 let repl = to_str(&args[1], f)?;
                 let text = to_str(&args[2], f)?;
-                let re = regex::Regex::new(&format!("^(?:{pat})$"))
-                    .or_else(|_| regex::Regex::new(&pat))
-                    .map_err(|e| format!("reReplaceAll: {e}"))?;
-                // Go's ReplaceAllString is unanchored.
-                let re = regex::Regex::new(&pat).unwrap_or(re);
+                // Go's ReplaceAllString: unanchored, `$1` / `${1}` expand groups.
+                let re = regex::Regex::new(&pat).map_err(|e| format!("reReplaceAll: {e}"))?;
                 Val::Str(re.replace_all(&text, repl.as_str()).into_owned())
             }
             "match" => {
