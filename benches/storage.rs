@@ -64,6 +64,7 @@ fn populated() -> Store {
     for first in (0..SERIES).step_by(PER_REQUEST) {
         ingest::write(
             &store,
+            None,
             Protocol::V1,
             request(first, PER_REQUEST, 0),
             SampleBounds::unbounded(),
@@ -87,7 +88,9 @@ fn bench_ingest(c: &mut Criterion) {
                 t += 1000;
                 request(0, PER_REQUEST, t)
             },
-            |body| ingest::write(&store, Protocol::V1, body, SampleBounds::unbounded()).unwrap(),
+            |body| {
+                ingest::write(&store, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap()
+            },
             BatchSize::SmallInput,
         )
     });

@@ -173,6 +173,14 @@ pub(crate) async fn metadata() -> Response {
     success(json!({}))
 }
 
+/// Current anomaly incidents: one per fault, with member series and scores.
+pub(crate) async fn anomalies(State(app): State<Arc<App>>) -> Response {
+    let incidents = app
+        .analyzer
+        .incidents(chrono::Utc::now().timestamp_millis());
+    success(json!({ "incidents": incidents }))
+}
+
 pub(crate) async fn healthy() -> &'static str {
     "closedloop is Healthy.\n"
 }

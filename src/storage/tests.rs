@@ -174,7 +174,7 @@ fn gc_drops_idle_series_and_frees_their_slots() {
         .unwrap();
     s.append(&ls(&[("__name__", "new")]), 3_000_000, 1.0)
         .unwrap();
-    assert_eq!(s.gc(3_700_000), 1);
+    assert_eq!(s.gc(3_700_000).len(), 1);
     assert_eq!(s.series_count(), 1);
     let all = [Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap()];
     assert_eq!(names(&s, &all), vec!["new{}"]);
