@@ -158,5 +158,58 @@ fn bench_index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_ingest, bench_index);
+/// The ingest path with 10 detectors watching every series (the issue's throughput
+/// check): without detectors, then with them, outputs written back to the store.
+fn bench_ingest_with_detectors(c: &mut Criterion) {
+    use closedloop::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig};
+    let mut g = c.benchmark_group("ingest_detectors");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    g.sample_size(20);
+    let algorithms = [
+        Algorithm::Zscore,
+        Algorithm::Iqr,
+        Algorithm::HoltWinters,
+        Algorithm::Trend,
+        Algorithm::Zscore,
+        Algorithm::Iqr,
+        Algorithm::HoltWinters,
+        Algorithm::Trend,
+        Algorithm::Zscore,
+        Algorithm::Trend,
+    ];
+    for detectors in [0usize, 10] {
+        let store = Store::new(StoreConfig { retention_ms: 3_600_000, max_series: SERIES * 50, shards: 64 });
+        let counter = prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"]).unwrap();
+        let analyzer = Analyzer::new(counter, IncidentConfig::default());
+        let specs: Vec<DetectorSpec> = algorithms[..detectors]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                let mut s = DetectorSpec::new(&format!("d{i}"), r#"{cluster="prod-eu-1"}"#, a);
+                if a == Algorithm::HoltWinters {
+                    s.season_samples = Some(24);
+                }
+                s
+            })
+            .collect();
+        analyzer.reload(&specs).unwrap();
+        // 10k series in flight: 5 requests per 15 s round, as one Prometheus sends.
+        let mut k = 0usize;
+        g.bench_function(format!("{detectors}_detectors"), |b| {
+            b.iter_batched(
+                || {
+                    k += 1;
+                    request((k % 5) * PER_REQUEST, PER_REQUEST, (k / 5) as i64 * 15_000)
+                },
+                |body| {
+                    ingest::write(&store, Some(&analyzer), Protocol::V1, body, SampleBounds::unbounded()).unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ingest, bench_index, bench_ingest_with_detectors);
 criterion_main!(benches);
