@@ -152,7 +152,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: valid", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Nab { data, labels, profiles, detector, params, out, results } => {
+        Command::Nab {
+            data,
+            labels,
+            profiles,
+            detector,
+            params,
+            out,
+            results,
+        } => {
             use closedloop::anomaly::nab::{run_nab, NabArgs};
             let args = NabArgs {
                 data_dir: data,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::{AnomalyEvent as Event, Detector, DetectorSpec, Error, Outputs, Result};
 use crate::storage::{
-    AppendStats, Label, LabelSet, Matcher, SeriesId, SeriesWrite, Store, METRIC_NAME,
+    AppendStats, Label, LabelSet, Matcher, SeriesId, SeriesRef, SeriesWrite, Store, METRIC_NAME,
 };
 
 /// The output series names, in the order of [`Outputs`]' columns.
@@ -92,6 +92,9 @@ struct Entry {
     slot_of: HashMap<SeriesId, Option<u32>, ahash::RandomState>,
     /// Whether each slot's last score was above the threshold.
     above: Vec<bool>,
+    /// Per slot, handles of its output series (score, upper, lower, forecast) once
+    /// written, so later outputs append without hashing or building labels.
+    out_refs: Vec<[Option<SeriesRef>; 4]>,
     // the last batch, flattened: which input series each sample came from
     owner: Vec<u32>,
     slots: Vec<u32>,
@@ -109,6 +112,7 @@ impl Entry {
             matchers,
             slot_of: HashMap::default(),
             above: Vec::new(),
+            out_refs: Vec::new(),
             owner: Vec::new(),
             slots: Vec::new(),
             ts: Vec::new(),
@@ -131,8 +135,10 @@ impl Entry {
             let s = self.detector.alloc_slot();
             if self.above.len() <= s as usize {
                 self.above.resize(s as usize + 1, false);
+                self.out_refs.resize(s as usize + 1, [None; 4]);
             }
             self.above[s as usize] = false;
+            self.out_refs[s as usize] = [None; 4];
             Some(s)
         } else {
             None
@@ -188,6 +194,7 @@ impl Entry {
         if let Some(Some(slot)) = self.slot_of.remove(&id) {
             self.detector.free_slot(slot);
             self.above[slot as usize] = false;
+            self.out_refs[slot as usize] = [None; 4];
         }
     }
 }
@@ -283,27 +290,76 @@ impl DetectorSet {
 
     /// Appends the last batch's outputs to `store` as series labelled with
     /// [`output_labels`]. `batch` must be the slice given to the last `process`.
-    pub fn write_outputs(&self, store: &Store, batch: &[SeriesBatch<'_>]) -> AppendStats {
-        let mut rows: Vec<(LabelSet, (i64, f64))> = Vec::new();
-        self.outputs(|det, k, out, t, v| {
-            if let Some(sb) = batch.get(k) {
-                rows.push((output_labels(sb.labels, det, out), (t, v)));
+    /// An output series is found by labels once; after that its handle is cached per
+    /// slot and later samples are appended through it.
+    pub fn write_outputs(&mut self, store: &Store, batch: &[SeriesBatch<'_>]) -> AppendStats {
+        // (entry, output row, column) of every finite output, split by whether its
+        // series handle is known.
+        let mut direct: Vec<(SeriesRef, i64, f64)> = Vec::new();
+        let mut direct_src: Vec<(usize, usize, usize)> = Vec::new();
+        let mut by_labels: Vec<(usize, usize, usize)> = Vec::new();
+        for (e_idx, e) in self.entries.iter().enumerate() {
+            let cols = [&e.out.score, &e.out.upper, &e.out.lower, &e.out.forecast];
+            for (c, col) in cols.iter().enumerate() {
+                for (i, &v) in col.iter().enumerate() {
+                    if !v.is_finite() {
+                        continue;
+                    }
+                    match e.out_refs[e.slots[i] as usize][c] {
+                        Some(r) => {
+                            direct.push((r, e.ts[i], v));
+                            direct_src.push((e_idx, i, c));
+                        }
+                        None => by_labels.push((e_idx, i, c)),
+                    }
+                }
             }
-        });
+        }
+        let mut stale = Vec::new();
+        let mut stats = store.append_refs(&direct, &mut stale);
+        for k in stale {
+            let (e_idx, i, c) = direct_src[k];
+            let e = &mut self.entries[e_idx];
+            e.out_refs[e.slots[i] as usize][c] = None;
+            by_labels.push((e_idx, i, c));
+        }
+        if by_labels.is_empty() {
+            return stats;
+        }
+        let entries = &self.entries;
+        by_labels.retain(|&(e_idx, i, _)| (entries[e_idx].owner[i] as usize) < batch.len());
+        let rows: Vec<(LabelSet, [(i64, f64); 1])> = by_labels
+            .iter()
+            .map(|&(e_idx, i, c)| {
+                let e = &entries[e_idx];
+                let cols = [&e.out.score, &e.out.upper, &e.out.lower, &e.out.forecast];
+                let source = &batch[e.owner[i] as usize];
+                let labels = output_labels(source.labels, &e.detector.spec().name, OUTPUT_NAMES[c]);
+                (labels, [(e.ts[i], cols[c][i])])
+            })
+            .collect();
         let pairs: Vec<Vec<(&str, &str)>> = rows
             .iter()
             .map(|(l, _)| l.iter().map(|l| (&*l.name, &*l.value)).collect())
             .collect();
-        let samples: Vec<[(i64, f64); 1]> = rows.iter().map(|(_, s)| [*s]).collect();
         let writes: Vec<SeriesWrite<'_>> = pairs
             .iter()
-            .zip(&samples)
-            .map(|(p, s)| SeriesWrite {
+            .zip(&rows)
+            .map(|(p, (_, s))| SeriesWrite {
                 labels: p,
                 samples: s,
             })
             .collect();
-        store.append_batch(&writes)
+        let mut learned: Vec<(usize, SeriesRef)> = Vec::new();
+        let by_label_stats =
+            store.append_batch_observed(&writes, &mut |k, r, _| learned.push((k, r)));
+        for (k, r) in learned {
+            let (e_idx, i, c) = by_labels[k];
+            let e = &mut self.entries[e_idx];
+            e.out_refs[e.slots[i] as usize][c] = Some(r);
+        }
+        stats += by_label_stats;
+        stats
     }
 
     /// Drops all state of a series (call when the store removes it).

@@ -296,7 +296,7 @@ impl<'a> Batch<'a> {
         };
         let mut stored: Vec<(usize, SeriesId, LabelSet)> = Vec::with_capacity(writes.len());
         let stats = store.append_batch_observed(&writes, &mut |i, id, labels| {
-            stored.push((i, id, labels.clone()))
+            stored.push((i, id.id(), labels.clone()))
         });
         let batch: Vec<SeriesBatch<'_>> = stored
             .iter()

@@ -75,6 +75,24 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesId(pub u64);
 
+/// A direct handle to a live series, for writers that append to the same series
+/// over and over (detector outputs): appending through it skips hashing and the
+/// label comparison. A handle is checked on use: once its series is removed (and the
+/// slot perhaps reused), appends through it are refused as stale, never misrouted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesRef {
+    shard: u32,
+    slot: u32,
+    id: SeriesId,
+}
+
+impl SeriesRef {
+    /// The series' identity.
+    pub fn id(&self) -> SeriesId {
+        self.id
+    }
+}
+
 /// One series of a batch append: labels sorted by name with unique names and no empty
 /// values (ingest guarantees this), and samples oldest first.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +124,17 @@ impl AppendStats {
             AppendError::DuplicateTimestamp => self.duplicate_timestamp += n,
             AppendError::SeriesLimit => self.series_limit += n,
         }
+    }
+}
+
+impl std::ops::AddAssign for AppendStats {
+    fn add_assign(&mut self, o: AppendStats) {
+        self.samples_stored += o.samples_stored;
+        self.samples_duplicate += o.samples_duplicate;
+        self.series_created += o.series_created;
+        self.out_of_order += o.out_of_order;
+        self.duplicate_timestamp += o.duplicate_timestamp;
+        self.series_limit += o.series_limit;
     }
 }
 
@@ -219,13 +248,57 @@ impl Store {
         self.append_batch_observed(batch, &mut |_, _, _| {})
     }
 
+    /// Appends `(handle, t, v)` samples, each shard locked once. Samples whose handle
+    /// is stale (series removed) are not stored; their indices go to `stale` so the
+    /// caller can write them by labels instead.
+    pub fn append_refs(
+        &self,
+        samples: &[(SeriesRef, i64, f64)],
+        stale: &mut Vec<usize>,
+    ) -> AppendStats {
+        let mut stats = AppendStats::default();
+        let mut order: Vec<u32> = (0..samples.len() as u32).collect();
+        // Stable: samples of one series keep their order.
+        order.sort_by_key(|&i| samples[i as usize].0.shard);
+        let mut grown = 0isize;
+        for run in
+            order.chunk_by(|&a, &b| samples[a as usize].0.shard == samples[b as usize].0.shard)
+        {
+            let mut shard = self.shards[samples[run[0] as usize].0.shard as usize].write();
+            for &i in run {
+                let (r, t, v) = samples[i as usize];
+                let Some(series) = shard
+                    .slots
+                    .get_mut(r.slot as usize)
+                    .and_then(Option::as_mut)
+                    .filter(|s| s.id == r.id)
+                else {
+                    stale.push(i as usize);
+                    continue;
+                };
+                match series.ring.push(t, v, self.config.retention_ms) {
+                    Ok((Appended::Stored, g)) => {
+                        stats.samples_stored += 1;
+                        grown += g;
+                    }
+                    Ok((Appended::Duplicate, _)) => stats.samples_duplicate += 1,
+                    Err(e) => stats.count(e, 1),
+                }
+            }
+        }
+        if grown != 0 {
+            self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+        }
+        stats
+    }
+
     /// [`Store::append_batch`], calling `observe(index in batch, id, labels)` for each
     /// series that stored at least one sample. `observe` runs under a shard lock: it
     /// must be quick (the detectors' path clones the `LabelSet`, a refcount bump).
     pub fn append_batch_observed(
         &self,
         batch: &[SeriesWrite<'_>],
-        observe: &mut dyn FnMut(usize, SeriesId, &LabelSet),
+        observe: &mut dyn FnMut(usize, SeriesRef, &LabelSet),
     ) -> AppendStats {
         let mut stats = AppendStats::default();
         if batch.is_empty() {
@@ -266,7 +339,12 @@ impl Store {
                     .filter(|_| stats.samples_stored > stored)
                     .and_then(|slot| shard.slots[slot as usize].as_ref())
                 {
-                    observe(i as usize, series.id, &series.labels);
+                    let handle = SeriesRef {
+                        shard: s as u32,
+                        slot: slot.unwrap_or_default(),
+                        id: series.id,
+                    };
+                    observe(i as usize, handle, &series.labels);
                 }
             }
         }

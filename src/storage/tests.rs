@@ -353,3 +353,36 @@ fn colliding_hashes_keep_series_apart() {
     assert!(find_slot(&shard, 42, &b).is_some());
     assert!(shard.collisions.is_empty());
 }
+
+#[test]
+fn handles_append_directly_and_go_stale_when_the_series_is_removed() {
+    let s = store();
+    let pairs = [("__name__", "out"), ("detector", "z")];
+    let mut handle = None;
+    s.append_batch_observed(
+        &[SeriesWrite {
+            labels: &pairs,
+            samples: &[(1_000, 1.0)],
+        }],
+        &mut |_, r, _| handle = Some(r),
+    );
+    let handle = handle.unwrap();
+    let mut stale = Vec::new();
+    let stats = s.append_refs(&[(handle, 2_000, 2.0), (handle, 1_500, 9.0)], &mut stale);
+    assert_eq!((stats.samples_stored, stats.out_of_order), (1, 1));
+    assert!(stale.is_empty());
+    assert_eq!(
+        s.select(&[Matcher::equal("__name__", "out")], 0, i64::MAX)[0].values,
+        vec![1.0, 2.0]
+    );
+    // Removed by GC, its slot reused by another series: the handle is stale.
+    assert_eq!(s.gc(10_000_000).len(), 1);
+    s.append(&ls(&[("__name__", "other")]), 10_000_000, 1.0)
+        .unwrap();
+    let stats = s.append_refs(&[(handle, 10_000_001, 3.0)], &mut stale);
+    assert_eq!((stats.samples_stored, stale), (0, vec![0]));
+    assert_eq!(
+        s.select(&[Matcher::equal("__name__", "other")], 0, i64::MAX)[0].values,
+        vec![1.0]
+    );
+}
