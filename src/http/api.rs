@@ -13,7 +13,6 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::params::Params;
-use super::selector::parse_selector;
 use super::App;
 use crate::storage::{LabelSet, Matcher};
 
@@ -25,7 +24,9 @@ fn success(data: Value) -> Response {
 fn matcher_sets(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut sets = Vec::new();
     for m in params.all("match[]") {
-        sets.extend(parse_selector(m).map_err(ApiError::bad_data)?);
+        sets.extend(
+            crate::promql::parse_selector(m).map_err(|e| ApiError::bad_data(e.to_string()))?,
+        );
     }
     Ok(sets)
 }

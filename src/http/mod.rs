@@ -8,7 +8,6 @@ mod auth;
 mod error;
 mod params;
 mod query;
-mod selector;
 mod write;
 
 use std::path::PathBuf;
