@@ -12,13 +12,17 @@ const SERIES: usize = 100_000;
 const BATCH: usize = 2_000;
 const STEP_MS: i64 = 15_000;
 
-fn spec(alg: Algorithm) -> DetectorSpec {
+fn spec(alg: Algorithm, short: bool) -> DetectorSpec {
     let mut s = DetectorSpec::new("bench", "up", alg);
     let d = |x: &str| parse_duration(x).ok();
     match alg {
         Algorithm::Zscore => s.window = d("30m"),
+        Algorithm::Iqr if short => {
+            s.window = d("5m"); // 20 samples at 15 s
+            s.capacity = Some(24);
+        }
         Algorithm::Iqr => {
-            s.window = d("30m");
+            s.window = d("30m"); // 120 samples at 15 s
             s.capacity = Some(128);
         }
         Algorithm::HoltWinters => {
@@ -50,8 +54,8 @@ impl Fixture {
     /// `shuffled`: series arrive in a random order unrelated to their slots (worst
     /// case for locality). Otherwise they arrive in the order they were first seen,
     /// as with Prometheus's remote-write shards, which keep each series' position.
-    fn new(alg: Algorithm, warm_rounds: i64, shuffled: bool) -> Self {
-        let mut det = Detector::from_spec(&spec(alg)).expect("valid bench spec");
+    fn new(alg: Algorithm, short: bool, warm_rounds: i64, shuffled: bool) -> Self {
+        let mut det = Detector::from_spec(&spec(alg, short)).expect("valid bench spec");
         let slots: Vec<u32> = (0..SERIES).map(|_| det.alloc_slot()).collect();
         let mut order = slots.clone();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -104,19 +108,20 @@ fn detectors(c: &mut Criterion) {
     let mut g = c.benchmark_group("detector_update");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.sample_size(20);
-    for (name, alg, warm) in [
-        ("zscore", Algorithm::Zscore, 130),
-        ("holt_winters", Algorithm::HoltWinters, 250),
-        ("iqr", Algorithm::Iqr, 130),
-        ("trend", Algorithm::Trend, 20),
-        ("threshold", Algorithm::Threshold, 5),
+    for (name, alg, short, warm) in [
+        ("zscore", Algorithm::Zscore, false, 130),
+        ("holt_winters", Algorithm::HoltWinters, false, 250),
+        ("iqr", Algorithm::Iqr, false, 130),
+        ("iqr_5m", Algorithm::Iqr, true, 30),
+        ("trend", Algorithm::Trend, false, 20),
+        ("threshold", Algorithm::Threshold, false, 5),
     ] {
         for shuffled in [false, true] {
             // built on first use, so a filtered run only warms what it measures
             let mut fixture = None;
             let order = if shuffled { "shuffled" } else { "arrival" };
             g.bench_function(format!("{name}/{order}"), |b| {
-                let f = fixture.get_or_insert_with(|| Fixture::new(alg, warm, shuffled));
+                let f = fixture.get_or_insert_with(|| Fixture::new(alg, short, warm, shuffled));
                 b.iter(|| f.round_all())
             });
         }
