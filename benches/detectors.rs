@@ -6,7 +6,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use closedloop::anomaly::{parse_duration, Algorithm, Detector, DetectorSpec, Outputs};
+use closedloop::anomaly::{
+    parse_duration, Algorithm, Detector, DetectorSet, DetectorSpec, Outputs, SeriesBatch,
+};
+use closedloop::storage::{LabelSet, SeriesId};
 
 const SERIES: usize = 100_000;
 const BATCH: usize = 2_000;
@@ -129,5 +132,62 @@ fn detectors(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, detectors);
+/// The runtime path ingest calls: 10 zscore detectors whose selectors match every
+/// series, fed one remote-write-shaped batch (2,000 series, one sample each) at a
+/// time. Counts samples appended, not detector updates (10 per sample).
+fn detector_set(c: &mut Criterion) {
+    let labels: Vec<LabelSet> = (0..SERIES)
+        .map(|i| {
+            LabelSet::from_pairs([
+                ("__name__", "http_requests_total"),
+                ("job", if i % 2 == 0 { "api" } else { "web" }),
+                ("instance", &format!("10.0.{}.{}:9090", i / 256, i % 256)),
+            ])
+        })
+        .collect();
+    let specs: Vec<DetectorSpec> = (0..10)
+        .map(|k| {
+            let mut s =
+                DetectorSpec::new(&format!("d{k}"), "http_requests_total", Algorithm::Zscore);
+            s.window = parse_duration("30m").ok();
+            s
+        })
+        .collect();
+    let mut set = DetectorSet::new(&specs).expect("valid specs");
+    let mut samples: Vec<[(i64, f64); 1]> = vec![[(0, 0.0)]; SERIES];
+    let mut round = 0i64;
+    let mut run_round = |set: &mut DetectorSet| {
+        round += 1;
+        for (i, s) in samples.iter_mut().enumerate() {
+            s[0] = (round * STEP_MS, ((i as i64 * 7919 + round) % 1000) as f64);
+        }
+        let mut events = 0;
+        for (b, chunk) in labels.chunks(BATCH).enumerate() {
+            let batch: Vec<SeriesBatch<'_>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, l)| {
+                    let k = b * BATCH + j;
+                    SeriesBatch {
+                        id: SeriesId(k as u64),
+                        labels: l,
+                        samples: &samples[k],
+                    }
+                })
+                .collect();
+            events += set.process(&batch).len();
+        }
+        black_box(events)
+    };
+    for _ in 0..20 {
+        run_round(&mut set);
+    }
+    let mut g = c.benchmark_group("detector_set");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(10);
+    g.bench_function("10_zscore_all_series", |b| b.iter(|| run_round(&mut set)));
+    g.finish();
+}
+
+criterion_group!(benches, detectors, detector_set);
 criterion_main!(benches);

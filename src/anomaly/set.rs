@@ -1,8 +1,9 @@
 //! [`DetectorSet`]: the runtime ingest calls after appending a remote-write batch.
 //!
-//! For each detector it decides once per [`SeriesId`] whether the series matches the
-//! detector's selector (the decision is cached, so the matchers run once per series,
-//! not per request), gathers the batch's samples of matching series into three flat
+//! It keeps one row per [`SeriesId`] holding, for every detector, the series' slot
+//! or "no match" (decided once, the first time the series is seen, so matchers run
+//! once per series, and a batch costs one hash lookup per series whatever the number
+//! of detectors). For each detector it gathers the batch's samples of matching series into three flat
 //! arrays (slot, time, value), runs the detector's kernel over them, records threshold
 //! crossings as [`AnomalyEvent`]s, and keeps the outputs until the next batch so
 //! [`DetectorSet::write_outputs`] can append them to the store.
@@ -83,13 +84,16 @@ pub fn output_labels(source: &LabelSet, detector: &str, output: &str) -> LabelSe
     LabelSet::from_sorted(v)
 }
 
-/// One detector inside a set, with its match cache and last batch's outputs.
+/// The series has not been checked against this detector yet.
+const UNDECIDED: u32 = u32::MAX - 1;
+/// The series does not match this detector.
+const NO_MATCH: u32 = u32::MAX;
+
+/// One detector inside a set, with its last batch's outputs.
 #[derive(Debug)]
 struct Entry {
     detector: Detector,
     matchers: Vec<Matcher>,
-    /// Cached match decision per series: `Some(slot)` when it matches.
-    slot_of: HashMap<SeriesId, Option<u32>, ahash::RandomState>,
     /// Whether each slot's last score was above the threshold.
     above: Vec<bool>,
     // the last batch, flattened: which input series each sample came from
@@ -107,7 +111,6 @@ impl Entry {
         Ok(Entry {
             detector,
             matchers,
-            slot_of: HashMap::default(),
             above: Vec::new(),
             owner: Vec::new(),
             slots: Vec::new(),
@@ -117,39 +120,44 @@ impl Entry {
         })
     }
 
-    fn matches(&self, labels: &LabelSet) -> bool {
-        self.matchers
+    /// Matches `labels` and allocates a slot when they match.
+    fn decide(&mut self, labels: &LabelSet) -> u32 {
+        let matches = self
+            .matchers
             .iter()
-            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-    }
-
-    fn slot(&mut self, id: SeriesId, labels: &LabelSet) -> Option<u32> {
-        if let Some(&s) = self.slot_of.get(&id) {
-            return s;
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")));
+        if !matches {
+            return NO_MATCH;
         }
-        let s = if self.matches(labels) {
-            let s = self.detector.alloc_slot();
-            if self.above.len() <= s as usize {
-                self.above.resize(s as usize + 1, false);
-            }
-            self.above[s as usize] = false;
-            Some(s)
-        } else {
-            None
-        };
-        self.slot_of.insert(id, s);
+        let s = self.detector.alloc_slot();
+        if self.above.len() <= s as usize {
+            self.above.resize(s as usize + 1, false);
+        }
+        self.above[s as usize] = false;
         s
     }
 
-    fn process(&mut self, batch: &[SeriesBatch<'_>], events: &mut Vec<Event>) {
+    /// Scores the batch. `cells[k]` is this detector's cell of batch item k's row.
+    fn process(
+        &mut self,
+        batch: &[SeriesBatch<'_>],
+        table: &mut [u32],
+        cells: &[usize],
+        events: &mut Vec<Event>,
+    ) {
         self.owner.clear();
         self.slots.clear();
         self.ts.clear();
         self.vs.clear();
         for (k, sb) in batch.iter().enumerate() {
-            let Some(slot) = self.slot(sb.id, sb.labels) else {
+            let cell = &mut table[cells[k]];
+            if *cell == UNDECIDED {
+                *cell = self.decide(sb.labels);
+            }
+            let slot = *cell;
+            if slot == NO_MATCH {
                 continue;
-            };
+            }
             for &(t, v) in sb.samples {
                 self.owner.push(k as u32);
                 self.slots.push(slot);
@@ -184,10 +192,12 @@ impl Entry {
         }
     }
 
-    fn forget(&mut self, id: SeriesId) {
-        if let Some(Some(slot)) = self.slot_of.remove(&id) {
+    fn free(&mut self, slot: u32) {
+        if slot < UNDECIDED {
             self.detector.free_slot(slot);
-            self.above[slot as usize] = false;
+            if let Some(a) = self.above.get_mut(slot as usize) {
+                *a = false;
+            }
         }
     }
 }
@@ -196,6 +206,15 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct DetectorSet {
     entries: Vec<Entry>,
+    /// Row of each known series in `table`.
+    rows: HashMap<SeriesId, u32, ahash::RandomState>,
+    /// `entries.len()` cells per row: a slot, `NO_MATCH` or `UNDECIDED`.
+    table: Vec<u32>,
+    /// Rows of forgotten series, for reuse.
+    free_rows: Vec<u32>,
+    /// Per batch: the table index of each item's row start.
+    row_starts: Vec<usize>,
+    cells: Vec<usize>,
     events: Vec<Event>,
 }
 
@@ -218,29 +237,55 @@ impl DetectorSet {
                 return Err(Error::DuplicateName(s.name.clone()));
             }
         }
+        let mut new_entries = Vec::with_capacity(specs.len());
+        // for each new column, the old column it keeps (if any)
+        let mut from: Vec<Option<usize>> = Vec::with_capacity(specs.len());
+        for s in specs {
+            let kept = self
+                .entries
+                .iter()
+                .position(|e| e.detector.spec() == s)
+                .filter(|c| !from.contains(&Some(*c)));
+            match kept {
+                Some(c) => {
+                    from.push(Some(c));
+                    new_entries.push(None);
+                }
+                None => {
+                    from.push(None);
+                    new_entries.push(Some(Entry::new(s)?));
+                }
+            }
+        }
+        let old_stride = self.entries.len();
+        let new_stride = specs.len();
+        let n_rows = self
+            .table
+            .len()
+            .checked_div(old_stride)
+            .unwrap_or(self.rows.len() + self.free_rows.len());
+        let mut table = vec![UNDECIDED; n_rows * new_stride];
+        for r in 0..n_rows {
+            for (c, f) in from.iter().enumerate() {
+                if let Some(oc) = f {
+                    table[r * new_stride + c] = self.table[r * old_stride + oc];
+                }
+            }
+        }
         let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(Some)
             .collect();
-        let mut entries = Vec::with_capacity(specs.len());
-        for s in specs {
-            let kept = old
-                .iter_mut()
-                .find(|e| e.as_ref().is_some_and(|e| e.detector.spec() == s))
-                .and_then(Option::take);
-            match kept {
-                Some(e) => entries.push(e),
-                None => match Entry::new(s) {
-                    Ok(e) => entries.push(e),
-                    Err(err) => {
-                        // cannot happen after validate(); keep the old set regardless
-                        self.entries = old.into_iter().flatten().collect();
-                        return Err(err);
-                    }
-                },
-            }
-        }
-        self.entries = entries;
+        self.entries = new_entries
+            .into_iter()
+            .zip(&from)
+            .filter_map(|(e, f)| match (e, f) {
+                (Some(e), _) => Some(e),
+                (None, Some(oc)) => old[*oc].take(),
+                (None, None) => None,
+            })
+            .collect();
+        self.table = table;
         Ok(())
     }
 
@@ -259,8 +304,37 @@ impl DetectorSet {
     /// [`DetectorSet::outputs`] until the next call.
     pub fn process(&mut self, batch: &[SeriesBatch<'_>]) -> &[Event] {
         self.events.clear();
-        for e in &mut self.entries {
-            e.process(batch, &mut self.events);
+        let stride = self.entries.len();
+        if stride == 0 {
+            return &self.events;
+        }
+        self.row_starts.clear();
+        for sb in batch {
+            let row = match self.rows.get(&sb.id) {
+                Some(&r) => r,
+                None => {
+                    let r = match self.free_rows.pop() {
+                        Some(r) => {
+                            let start = r as usize * stride;
+                            self.table[start..start + stride].fill(UNDECIDED);
+                            r
+                        }
+                        None => {
+                            let r = (self.table.len() / stride) as u32;
+                            self.table.resize(self.table.len() + stride, UNDECIDED);
+                            r
+                        }
+                    };
+                    self.rows.insert(sb.id, r);
+                    r
+                }
+            };
+            self.row_starts.push(row as usize * stride);
+        }
+        for (c, e) in self.entries.iter_mut().enumerate() {
+            self.cells.clear();
+            self.cells.extend(self.row_starts.iter().map(|&s| s + c));
+            e.process(batch, &mut self.table, &self.cells, &mut self.events);
         }
         &self.events
     }
@@ -308,9 +382,20 @@ impl DetectorSet {
 
     /// Drops all state of a series (call when the store removes it).
     pub fn forget_series(&mut self, id: SeriesId) {
-        for e in &mut self.entries {
-            e.forget(id);
+        let Some(r) = self.rows.remove(&id) else {
+            return;
+        };
+        let stride = self.entries.len();
+        let start = r as usize * stride;
+        for (c, e) in self.entries.iter_mut().enumerate() {
+            if let Some(&slot) = self.table.get(start + c) {
+                e.free(slot);
+            }
         }
+        if stride > 0 {
+            self.table[start..start + stride].fill(UNDECIDED);
+        }
+        self.free_rows.push(r);
     }
 }
 
@@ -394,6 +479,17 @@ mod tests {
         set.reload(&[a.clone(), b2]).unwrap();
         assert_eq!(set.entries[0].detector.live_series(), 4);
         assert_eq!(set.entries[1].detector.live_series(), 0);
+        // the kept detector carries on (no warm-up again: a spike is an event at once),
+        // the changed one re-decides and allocates for the known series
+        let n = feed(&mut set, &labels, 20 * 15_000, |i| {
+            if i == 0 {
+                1e3
+            } else {
+                i as f64 + 0.5
+            }
+        });
+        assert_eq!(n, 1);
+        assert_eq!(set.entries[1].detector.live_series(), 4);
         let mut bad = spec("c", "latency{");
         bad.window = None;
         assert!(set.reload(&[a.clone(), bad]).is_err());
