@@ -56,15 +56,20 @@ pub(crate) struct ZScore {
     cur_end: Vec<i64>,
 }
 
-/// Chan et al.'s pairwise merge of (n, mean, M2) statistics.
+/// Chan et al.'s pairwise merge of (n, mean, M2) statistics, one division. An empty
+/// side returns the other exactly.
 #[inline]
 fn merge(na: f64, ma: f64, qa: f64, nb: f64, mb: f64, qb: f64) -> (f64, f64, f64) {
-    let n = na + nb;
-    if n <= 0.0 {
-        return (0.0, 0.0, 0.0);
+    if na <= 0.0 {
+        return (nb, mb, qb);
     }
+    if nb <= 0.0 {
+        return (na, ma, qa);
+    }
+    let n = na + nb;
+    let inv = 1.0 / n;
     let d = mb - ma;
-    (n, ma + d * (nb / n), qa + qb + d * d * (na * nb / n))
+    (n, ma + d * (nb * inv), qa + qb + d * d * (na * nb * inv))
 }
 
 impl ZScore {
