@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use closedloop::anomaly::{
     parse_duration, Algorithm, Detector, DetectorSet, DetectorSpec, Outputs, SeriesBatch,
 };
-use closedloop::storage::{LabelSet, SeriesId};
+use closedloop::storage::{LabelSet, SeriesId, Store, StoreConfig};
 
 const SERIES: usize = 100_000;
 const BATCH: usize = 2_000;
@@ -153,10 +153,33 @@ fn detector_set(c: &mut Criterion) {
             s
         })
         .collect();
-    let mut set = DetectorSet::new(&specs).expect("valid specs");
-    let mut samples: Vec<[(i64, f64); 1]> = vec![[(0, 0.0)]; SERIES];
+    let mut g = c.benchmark_group("detector_set");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(10);
+    for (name, n_detectors, write) in [
+        ("10_zscore_all_series", 10, false),
+        ("1_zscore_all_series_with_writeback", 1, true),
+    ] {
+        let store = Store::new(StoreConfig::default());
+        let mut set = DetectorSet::new(&specs[..n_detectors]).expect("valid specs");
+        let mut run = one_round(&labels, write.then_some(&store));
+        for _ in 0..20 {
+            run(&mut set);
+        }
+        g.bench_function(name, |b| b.iter(|| run(&mut set)));
+    }
+    g.finish();
+}
+
+/// A closure feeding one sample of every series through `set` (and writing the
+/// outputs to `store` when given).
+fn one_round<'a>(
+    labels: &'a [LabelSet],
+    store: Option<&'a Store>,
+) -> impl FnMut(&mut DetectorSet) -> usize + 'a {
+    let mut samples: Vec<[(i64, f64); 1]> = vec![[(0, 0.0)]; labels.len()];
     let mut round = 0i64;
-    let mut run_round = |set: &mut DetectorSet| {
+    move |set: &mut DetectorSet| {
         round += 1;
         for (i, s) in samples.iter_mut().enumerate() {
             s[0] = (round * STEP_MS, ((i as i64 * 7919 + round) % 1000) as f64);
@@ -176,17 +199,12 @@ fn detector_set(c: &mut Criterion) {
                 })
                 .collect();
             events += set.process(&batch).len();
+            if let Some(store) = store {
+                set.write_outputs(store, &batch);
+            }
         }
         black_box(events)
-    };
-    for _ in 0..20 {
-        run_round(&mut set);
     }
-    let mut g = c.benchmark_group("detector_set");
-    g.throughput(Throughput::Elements(SERIES as u64));
-    g.sample_size(10);
-    g.bench_function("10_zscore_all_series", |b| b.iter(|| run_round(&mut set)));
-    g.finish();
 }
 
 criterion_group!(benches, detectors, detector_set);

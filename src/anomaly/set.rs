@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::{AnomalyEvent as Event, Detector, DetectorSpec, Error, Outputs, Result};
+use super::{AnomalyEvent as Event, Detector, DetectorSpec, Error, OutputKind, Outputs, Result};
 use crate::storage::{
     AppendStats, Label, LabelSet, Matcher, SeriesId, SeriesWrite, Store, METRIC_NAME,
 };
@@ -89,11 +89,33 @@ const UNDECIDED: u32 = u32::MAX - 1;
 /// The series does not match this detector.
 const NO_MATCH: u32 = u32::MAX;
 
+/// Appends the sorted label pairs of an output series (see [`output_labels`]).
+fn push_output_pairs<'a>(
+    pairs: &mut Vec<(&'a str, &'a str)>,
+    source: &'a LabelSet,
+    detector: &'a str,
+    output: &'static str,
+) {
+    let start = pairs.len();
+    pairs.extend(
+        source
+            .iter()
+            .filter(|l| &*l.name != METRIC_NAME && &*l.name != "detector")
+            .map(|l| (&*l.name, &*l.value)),
+    );
+    for extra in [(METRIC_NAME, output), ("detector", detector)] {
+        let at = start + pairs[start..].partition_point(|p| p.0 < extra.0);
+        pairs.insert(at, extra);
+    }
+}
+
 /// One detector inside a set, with its last batch's outputs.
 #[derive(Debug)]
 struct Entry {
     detector: Detector,
     matchers: Vec<Matcher>,
+    /// Which output columns are written back.
+    writes: [bool; 4],
     /// Whether each slot's last score was above the threshold.
     above: Vec<bool>,
     // the last batch, flattened: which input series each sample came from
@@ -109,6 +131,7 @@ impl Entry {
         let detector = Detector::from_spec(spec)?;
         let matchers = spec.matchers()?;
         Ok(Entry {
+            writes: OutputKind::ALL.map(|k| spec.writes(k)),
             detector,
             matchers,
             above: Vec::new(),
@@ -356,25 +379,53 @@ impl DetectorSet {
     }
 
     /// Appends the last batch's outputs to `store` as series labelled with
-    /// [`output_labels`]. `batch` must be the slice given to the last `process`.
+    /// [`output_labels`] (one `append_batch` call). `batch` must be the slice given to
+    /// the last `process`. Label pairs are built once per (series, detector) and only
+    /// borrowed, so this allocates a few flat buffers per call, not per sample.
     pub fn write_outputs(&self, store: &Store, batch: &[SeriesBatch<'_>]) -> AppendStats {
-        let mut rows: Vec<(LabelSet, (i64, f64))> = Vec::new();
-        self.outputs(|det, k, out, t, v| {
-            if let Some(sb) = batch.get(k) {
-                rows.push((output_labels(sb.labels, det, out), (t, v)));
+        // (pairs range, samples range) per write; pairs and samples in flat arenas
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        let mut samples: Vec<(i64, f64)> = Vec::new();
+        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for e in &self.entries {
+            let name = e.detector.spec().name.as_str();
+            let cols = [&e.out.score, &e.out.upper, &e.out.lower, &e.out.forecast];
+            let mut i = 0;
+            while i < e.owner.len() {
+                let k = e.owner[i] as usize;
+                let mut j = i;
+                while j < e.owner.len() && e.owner[j] as usize == k {
+                    j += 1;
+                }
+                let Some(sb) = batch.get(k) else {
+                    i = j;
+                    continue;
+                };
+                for (c, col) in cols.iter().enumerate() {
+                    if !e.writes[c] {
+                        continue;
+                    }
+                    let s0 = samples.len();
+                    for (t, &v) in e.ts[i..j].iter().zip(&col[i..j]) {
+                        if v.is_finite() {
+                            samples.push((*t, v));
+                        }
+                    }
+                    if samples.len() == s0 {
+                        continue;
+                    }
+                    let p0 = pairs.len();
+                    push_output_pairs(&mut pairs, sb.labels, name, OUTPUT_NAMES[c]);
+                    spans.push((p0, pairs.len(), s0, samples.len()));
+                }
+                i = j;
             }
-        });
-        let pairs: Vec<Vec<(&str, &str)>> = rows
+        }
+        let writes: Vec<SeriesWrite<'_>> = spans
             .iter()
-            .map(|(l, _)| l.iter().map(|l| (&*l.name, &*l.value)).collect())
-            .collect();
-        let samples: Vec<[(i64, f64); 1]> = rows.iter().map(|(_, s)| [*s]).collect();
-        let writes: Vec<SeriesWrite<'_>> = pairs
-            .iter()
-            .zip(&samples)
-            .map(|(p, s)| SeriesWrite {
-                labels: p,
-                samples: s,
+            .map(|&(p0, p1, s0, s1)| SeriesWrite {
+                labels: &pairs[p0..p1],
+                samples: &samples[s0..s1],
             })
             .collect();
         store.append_batch(&writes)
@@ -526,6 +577,24 @@ mod tests {
             i64::MAX,
         );
         assert_eq!(got.len(), 2);
+        let want: Vec<LabelSet> = labels
+            .iter()
+            .map(|l| output_labels(l, "z", "anomaly_score"))
+            .collect();
+        assert!(got.iter().all(|g| want.contains(&g.labels)));
+        // a second batch adds the band outputs as well, under the same series
+        let samples = [[(2000i64, 1.5f64)], [(2000, 2.5)]];
+        let batch: Vec<SeriesBatch<'_>> = (0..2)
+            .map(|i| SeriesBatch {
+                id: SeriesId(i as u64),
+                labels: &labels[i],
+                samples: &samples[i],
+            })
+            .collect();
+        set.process(&batch);
+        let stats = set.write_outputs(&store, &batch);
+        assert_eq!(stats.samples_stored, 8);
+        assert_eq!(store.series_count(), 8);
         assert!(got[0].labels.get("job").is_some());
         let l = output_labels(&labels[0], "z", "anomaly_upper");
         assert_eq!(l.metric_name(), Some("anomaly_upper"));

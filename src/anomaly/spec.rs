@@ -237,6 +237,37 @@ pub struct DetectorSpec {
     /// report per incident instead of one per sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdoff: Option<PromDuration>,
+    /// Which output series to write back (default: all four). Each written output
+    /// costs one stored sample per input sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<OutputKind>>,
+}
+
+/// An output series of a detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum OutputKind {
+    /// `anomaly_score`.
+    #[serde(rename = "anomaly_score")]
+    Score,
+    /// `anomaly_upper`.
+    #[serde(rename = "anomaly_upper")]
+    Upper,
+    /// `anomaly_lower`.
+    #[serde(rename = "anomaly_lower")]
+    Lower,
+    /// `anomaly_forecast`.
+    #[serde(rename = "anomaly_forecast")]
+    Forecast,
+}
+
+impl OutputKind {
+    /// The four outputs, in column order.
+    pub const ALL: [OutputKind; 4] = [
+        OutputKind::Score,
+        OutputKind::Upper,
+        OutputKind::Lower,
+        OutputKind::Forecast,
+    ];
 }
 
 impl DetectorSpec {
@@ -266,7 +297,13 @@ impl DetectorSpec {
             for_: None,
             members: None,
             holdoff: None,
+            outputs: None,
         }
+    }
+
+    /// Whether output column `kind` is written back.
+    pub fn writes(&self, kind: OutputKind) -> bool {
+        self.outputs.as_ref().is_none_or(|o| o.contains(&kind))
     }
 
     /// The effective threshold.
@@ -464,6 +501,9 @@ impl DetectorSpec {
                 if m.holdoff.is_some() {
                     return Err(self.err(&format!("{p}holdoff"), "set holdoff on the ensemble"));
                 }
+                if m.outputs.is_some() {
+                    return Err(self.err(&format!("{p}outputs"), "set outputs on the ensemble"));
+                }
                 m.validate_params(&p).map_err(|mut e| {
                     e.detector = self.name.clone();
                     e
@@ -538,6 +578,16 @@ threshold: 3
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].name, "__name__");
         assert_eq!(s.severity, "warning");
+    }
+
+    #[test]
+    fn outputs_select_written_series() {
+        let y = "name: a\nselector: up\nalgorithm: zscore\noutputs: [anomaly_score]\n";
+        let s: DetectorSpec = serde_yaml::from_str(y).unwrap();
+        assert!(s.writes(OutputKind::Score) && !s.writes(OutputKind::Upper));
+        let y = "name: a\nselector: up\nalgorithm: zscore\noutputs: [score]\n";
+        assert!(serde_yaml::from_str::<DetectorSpec>(y).is_err());
+        assert!(DetectorSpec::new("a", "up", Algorithm::Iqr).writes(OutputKind::Forecast));
     }
 
     #[test]
