@@ -47,11 +47,11 @@ pub struct AnomalyEvent {
     pub detector: String,
     /// The detector's severity.
     pub severity: String,
-    /// The series.
-    #[serde(skip)]
+    /// The series (serialised as its number).
+    #[serde(serialize_with = "ser_series_id")]
     pub series: SeriesId,
-    /// The series' labels.
-    #[serde(skip)]
+    /// The series' labels (serialised as a name → value map).
+    #[serde(serialize_with = "ser_labels")]
     pub labels: LabelSet,
     /// Sample time (ms).
     pub t: i64,
@@ -61,6 +61,14 @@ pub struct AnomalyEvent {
     pub score: f64,
     /// The threshold it crossed.
     pub threshold: f64,
+}
+
+fn ser_series_id<S: serde::Serializer>(id: &SeriesId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(id.0)
+}
+
+fn ser_labels<S: serde::Serializer>(labels: &LabelSet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(labels.iter().map(|l| (&*l.name, &*l.value)))
 }
 
 /// Builds the label set of an output series: the source labels with `__name__`
@@ -512,6 +520,11 @@ mod tests {
         assert_eq!(n, 1, "series 3 is job=db and not watched");
         assert_eq!(set.events[0].series, SeriesId(2));
         assert_eq!(set.events[0].detector, "api_lat");
+        let json = serde_json::to_string(&set.events[0]).unwrap();
+        assert!(
+            json.contains(r#""series":2"#) && json.contains(r#""instance":"i2""#),
+            "{json}"
+        );
     }
 
     #[test]
