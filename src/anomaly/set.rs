@@ -243,6 +243,8 @@ pub struct DetectorSet {
     table: Vec<u32>,
     /// Rows of forgotten series, for reuse.
     free_rows: Vec<u32>,
+    /// Newest sample time per row (for [`DetectorSet::gc`]).
+    last_seen: Vec<i64>,
     /// Per batch: the table index of each item's row start.
     row_starts: Vec<usize>,
     cells: Vec<usize>,
@@ -360,6 +362,13 @@ impl DetectorSet {
                     r
                 }
             };
+            if self.last_seen.len() <= row as usize {
+                self.last_seen.resize(row as usize + 1, i64::MIN);
+            }
+            if let Some(&(t, _)) = sb.samples.last() {
+                let seen = &mut self.last_seen[row as usize];
+                *seen = (*seen).max(t);
+            }
             self.row_starts.push(row as usize * stride);
         }
         for (c, e) in self.entries.iter_mut().enumerate() {
@@ -439,11 +448,36 @@ impl DetectorSet {
         store.append_batch(&writes)
     }
 
+    /// Drops the state of every series whose newest sample is older than
+    /// `now_ms - idle_ms` (call with the store's retention, after `Store::gc`), so
+    /// memory stays bounded as series come and go. Returns how many were dropped.
+    pub fn gc(&mut self, now_ms: i64, idle_ms: i64) -> usize {
+        let cutoff = now_ms.saturating_sub(idle_ms);
+        let idle: Vec<SeriesId> = self
+            .rows
+            .iter()
+            .filter(|(_, &r)| self.last_seen.get(r as usize).is_none_or(|&t| t < cutoff))
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &idle {
+            self.forget_series(id);
+        }
+        idle.len()
+    }
+
+    /// Number of series the set knows (matching any detector or not).
+    pub fn known_series(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Drops all state of a series (call when the store removes it).
     pub fn forget_series(&mut self, id: SeriesId) {
         let Some(r) = self.rows.remove(&id) else {
             return;
         };
+        if let Some(t) = self.last_seen.get_mut(r as usize) {
+            *t = i64::MIN;
+        }
         let stride = self.entries.len();
         let start = r as usize * stride;
         for (c, e) in self.entries.iter_mut().enumerate() {
@@ -623,6 +657,15 @@ mod tests {
         assert_eq!(set.live_series(), 3);
         set.forget_series(SeriesId(1));
         assert_eq!(set.live_series(), 2);
+        // series 0 keeps reporting, series 2 goes quiet: gc drops only series 2
+        let l0 = [labels[0].clone()];
+        feed(&mut set, &l0, 3_600_000, |_| 1.0);
+        assert_eq!(set.gc(3_600_000, 600_000), 1);
+        assert_eq!(set.live_series(), 1);
+        assert_eq!(set.known_series(), 1);
+        // a returning series gets a fresh slot (reusing the freed row)
+        feed(&mut set, &labels, 3_700_000, |_| 1.0);
+        assert_eq!(set.live_series(), 3);
     }
 
     #[test]
