@@ -48,6 +48,7 @@ impl Kernel {
             Algorithm::Zscore => Kernel::ZScore(ZScore::new(ZScoreConfig {
                 window_ms,
                 buckets: spec.buckets.unwrap_or(8),
+                season_ms: spec.season.map(|d| d.0),
                 threshold: thr,
                 warmup,
                 direction: spec.direction,

@@ -200,7 +200,9 @@ pub struct DetectorSpec {
     /// iqr: most samples kept per series (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u32>,
-    /// holt_winters: season length as a duration (needs `interval`).
+    /// holt_winters: season length as a duration (needs `interval`). zscore: a
+    /// seasonal baseline, made of the window's buckets at the same phase of earlier
+    /// seasons (needs `window` ≥ 2 seasons, and `window / buckets` dividing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<PromDuration>,
     /// holt_winters: the series' sample interval, to turn `season` into samples.
@@ -402,7 +404,7 @@ impl DetectorSpec {
         only(self.buckets.is_some(), "buckets", &[Zscore])?;
         only(self.k.is_some(), "k", &[Iqr, Trend])?;
         only(self.capacity.is_some(), "capacity", &[Iqr])?;
-        only(self.season.is_some(), "season", &[HoltWinters])?;
+        only(self.season.is_some(), "season", &[HoltWinters, Zscore])?;
         only(self.interval.is_some(), "interval", &[HoltWinters])?;
         only(
             self.season_samples.is_some(),
@@ -469,6 +471,27 @@ impl DetectorSpec {
                         "{} samples per season is more than 100000",
                         self.season_len()
                     ),
+                ));
+            }
+        }
+        if let (Zscore, Some(season)) = (alg, self.season) {
+            let Some(w) = self.window else {
+                return Err(self.err(
+                    &f("season"),
+                    "a seasonal zscore needs a window of at least two seasons",
+                ));
+            };
+            let b = i64::from(self.buckets.unwrap_or(8));
+            if w.0 < 2 * season.0 {
+                return Err(self.err(
+                    &f("window"),
+                    format!("{w} is shorter than two seasons ({season} each)"),
+                ));
+            }
+            if w.0 % b != 0 || season.0 % (w.0 / b) != 0 {
+                return Err(self.err(
+                    &f("season"),
+                    format!("{season} is not a whole number of buckets ({w} / {b} buckets)"),
                 ));
             }
         }
@@ -588,6 +611,20 @@ threshold: 3
         let y = "name: a\nselector: up\nalgorithm: zscore\noutputs: [score]\n";
         assert!(serde_yaml::from_str::<DetectorSpec>(y).is_err());
         assert!(DetectorSpec::new("a", "up", Algorithm::Iqr).writes(OutputKind::Forecast));
+    }
+
+    #[test]
+    fn seasonal_zscore_checks_window_and_buckets() {
+        let mut s = DetectorSpec::new("d", "up", Algorithm::Zscore);
+        s.season = Some(parse_duration("1d").unwrap());
+        assert_eq!(s.validate().unwrap_err().field, "season");
+        s.window = Some(parse_duration("1d").unwrap());
+        assert_eq!(s.validate().unwrap_err().field, "window");
+        s.window = Some(parse_duration("4d").unwrap());
+        s.buckets = Some(64); // 1.5h buckets: 16 per day
+        s.validate().unwrap();
+        s.buckets = Some(50); // 1h55m12s buckets do not divide a day
+        assert_eq!(s.validate().unwrap_err().field, "season");
     }
 
     #[test]
