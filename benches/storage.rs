@@ -161,7 +161,7 @@ fn bench_index(c: &mut Criterion) {
 /// The ingest path with 10 detectors watching every series (the throughput
 /// check): without detectors, then with them, outputs written back to the store.
 fn bench_ingest_with_detectors(c: &mut Criterion) {
-    use closedloop::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig};
+    use closedloop::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig, OutputKind};
     let mut g = c.benchmark_group("ingest_detectors");
     g.throughput(Throughput::Elements(PER_REQUEST as u64));
     g.sample_size(20);
@@ -177,7 +177,14 @@ fn bench_ingest_with_detectors(c: &mut Criterion) {
         Algorithm::Zscore,
         Algorithm::Trend,
     ];
-    for detectors in [0usize, 10] {
+    // (label, detectors, outputs written: None = all that apply)
+    let runs: [(&str, usize, Option<Vec<OutputKind>>); 4] = [
+        ("0_detectors", 0, None),
+        ("10_detectors_no_outputs", 10, Some(vec![])),
+        ("10_detectors_score_only", 10, Some(vec![OutputKind::Score])),
+        ("10_detectors_all_outputs", 10, None),
+    ];
+    for (label, detectors, outputs) in runs {
         let store = Store::new(StoreConfig {
             retention_ms: 3_600_000,
             max_series: SERIES * 50,
@@ -197,6 +204,7 @@ fn bench_ingest_with_detectors(c: &mut Criterion) {
                 if a == Algorithm::HoltWinters {
                     s.season_samples = Some(24);
                 }
+                s.outputs = outputs.clone();
                 s
             })
             .collect();
@@ -217,7 +225,7 @@ fn bench_ingest_with_detectors(c: &mut Criterion) {
             )
             .unwrap();
         }
-        g.bench_function(format!("{detectors}_detectors"), |b| {
+        g.bench_function(label, |b| {
             b.iter_batched(
                 || {
                     k += 1;
