@@ -97,9 +97,6 @@ fn bench_ingest(c: &mut Criterion) {
     g.bench_function("snappy_decompress", |b| {
         b.iter(|| ingest::decompress(black_box(&compressed), 1 << 30).unwrap())
     });
-    g.bench_function("protobuf_decode", |b| {
-        b.iter(|| v1::WriteRequest::decode(black_box(body.clone())).unwrap())
-    });
     g.finish();
 }
 

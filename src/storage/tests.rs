@@ -386,3 +386,70 @@ fn handles_append_directly_and_go_stale_when_the_series_is_removed() {
         vec![1.0]
     );
 }
+
+/// Every selection path (postings difference/intersection and per-series checks)
+/// agrees with a brute-force evaluation of the matchers.
+#[test]
+fn selection_agrees_with_brute_force() {
+    let s = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 10_000,
+        shards: 2,
+    });
+    let mut all = Vec::new();
+    for i in 0..600 {
+        let mut pairs = vec![
+            ("__name__", format!("m{}", i % 3)),
+            ("job", format!("j{}", i % 5)),
+        ];
+        if i % 7 != 0 {
+            pairs.push(("zone", format!("z{}", i % 4)));
+        }
+        pairs.push(("inst", format!("i{i}")));
+        let labels = LabelSet::from_pairs(pairs.iter().map(|(n, v)| (*n, v.as_str())));
+        s.append(&labels, 1, 1.0).unwrap();
+        all.push(labels);
+    }
+    let cases: Vec<Vec<Matcher>> = vec![
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::NotEqual, "job", "j1").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::NotRegex, "zone", "z1|z2").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::Regex, "zone", "z[01]").unwrap(),
+        ],
+        vec![Matcher::equal("__name__", "m2"), Matcher::equal("zone", "")],
+        vec![
+            Matcher::equal("__name__", "m2"),
+            Matcher::new(MatchOp::Regex, "zone", "|z3").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m0"),
+            Matcher::new(MatchOp::Regex, "inst", "i1.*").unwrap(),
+        ],
+        vec![
+            Matcher::new(MatchOp::Regex, "job", "j[0-3]").unwrap(),
+            Matcher::new(MatchOp::NotEqual, "zone", "z0").unwrap(),
+        ],
+    ];
+    for matchers in cases {
+        let mut want: Vec<String> = all
+            .iter()
+            .filter(|l| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+            })
+            .map(|l| l.to_string())
+            .collect();
+        want.sort();
+        let mut got = names(&s, &matchers);
+        got.sort();
+        assert_eq!(got, want, "{matchers:?}");
+    }
+}
