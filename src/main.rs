@@ -35,6 +35,33 @@ enum Command {
         #[command(subcommand)]
         what: CheckCommand,
     },
+    /// Score an anomaly detector on the Numenta Anomaly Benchmark: streams each NAB
+    /// file through the service's detector code, scores the detections with NAB's
+    /// profiles and ends with `nab: standard=S reward_low_fp=F reward_low_fn=N files=K`.
+    Nab {
+        /// A NAB `data` directory, or any subset of its category directories.
+        #[arg(long)]
+        data: PathBuf,
+        /// NAB's `combined_windows.json`.
+        #[arg(long)]
+        labels: PathBuf,
+        /// NAB's `profiles.json` (default: beside the labels file).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// Detector algorithm as in a rule file: zscore, iqr, holt_winters, threshold,
+        /// trend, ensemble; or a NAB detector name with --results.
+        #[arg(long)]
+        detector: String,
+        /// Detector fields as key=value (`window=2d`, `threshold=15`, `spec=FILE.yml`).
+        #[arg(long = "param", value_parser = parse_key_value)]
+        params: Vec<(String, String)>,
+        /// Write per-file detections (NAB results CSVs) under this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Score existing NAB results files of --detector from this directory instead.
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
     /// Run test scripts against the engines.
     Test {
         #[command(subcommand)]
@@ -85,6 +112,12 @@ enum CheckCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -209,6 +242,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Nab {
+            data,
+            labels,
+            profiles,
+            detector,
+            params,
+            out,
+            results,
+        } => {
+            use closedloop::anomaly::nab::{run_nab, NabArgs};
+            let args = NabArgs {
+                data_dir: data,
+                labels_file: labels,
+                profiles_file: profiles,
+                detector,
+                params,
+                output_dir: out,
+                results_dir: results,
+            };
+            run_nab(&args, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Test {
             what:

@@ -9,7 +9,6 @@ mod error;
 mod params;
 mod query;
 mod rules;
-mod selector;
 mod write;
 
 use std::path::PathBuf;
@@ -23,6 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::RwLock;
 
+use crate::anomaly::Analyzer;
 use crate::config::{Config, Credentials};
 use crate::metrics::Metrics;
 use crate::promql::Engine;
@@ -66,6 +66,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub engine: Engine,
+    pub analyzer: Arc<Analyzer>,
     settings: RwLock<Arc<Settings>>,
     /// The file `/-/reload` re-reads; `None` when running on defaults.
     config_path: Option<PathBuf>,
@@ -78,6 +79,7 @@ impl App {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         engine: Engine,
+        analyzer: Arc<Analyzer>,
         settings: Settings,
         config_path: Option<PathBuf>,
     ) -> Self {
@@ -85,6 +87,7 @@ impl App {
             store,
             metrics,
             engine,
+            analyzer,
             settings: RwLock::new(Arc::new(settings)),
             config_path,
             rules: std::sync::OnceLock::new(),
@@ -159,6 +162,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/anomalies", get(api::anomalies))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))

@@ -160,7 +160,12 @@ pub struct RuleManager {
     state_file: Option<PathBuf>,
     app_metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    /// Told the groups' `detectors:` after every successful load.
+    detector_sink: std::sync::OnceLock<DetectorSink>,
 }
+
+/// Receives the `detectors:` of the loaded rule files (the anomaly stage).
+pub type DetectorSink = Box<dyn Fn(&[crate::anomaly::DetectorSpec]) + Send + Sync>;
 
 /// Filters of `/api/v1/rules` (all empty: everything).
 #[derive(Debug, Clone, Default)]
@@ -220,6 +225,7 @@ impl RuleManager {
             state_file,
             app_metrics,
             runtime,
+            detector_sink: std::sync::OnceLock::new(),
         });
         let saved = mgr.read_state();
         mgr.apply(config, Some(&saved)).map_err(|e| e.to_string())?;
@@ -311,7 +317,11 @@ impl RuleManager {
             }
         }
         *self.loaded.lock() = mtimes;
+        drop(running);
         self.shared.dirty.store(true, Ordering::SeqCst);
+        if let Some(sink) = self.detector_sink.get() {
+            sink(&self.detectors());
+        }
         Ok(())
     }
 
@@ -466,6 +476,13 @@ impl RuleManager {
             }));
         }
         json!({ "groups": groups })
+    }
+
+    /// Hands the rule files' `detectors:` to `sink` now and after every successful
+    /// reload (set once, at start).
+    pub fn set_detector_sink(&self, sink: DetectorSink) {
+        sink(&self.detectors());
+        let _ = self.detector_sink.set(sink);
     }
 
     /// The `detectors:` of every loaded group, for the anomaly stage to run.

@@ -285,3 +285,21 @@ fn remote_datasource_group_queries_prometheus() {
     );
     assert_eq!(got["result"][0]["metric"]["job"], "far", "{got}");
 }
+
+#[test]
+fn rule_file_detectors_score_ingested_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: watch\n    detectors:\n      - name: errors_high\n        selector: errors_total\n        algorithm: threshold\n        upper: 5\n    rules: []\n",
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    write(&cl, 10.0);
+    let mut got = serde_json::Value::Null;
+    wait_until("a detector output series", Duration::from_secs(10), || {
+        got = cl.api("/api/v1/query?query=anomaly_score%7Bdetector%3D%22errors_high%22%7D");
+        got["result"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    assert_eq!(got["result"][0]["metric"]["job"], "api", "{got}");
+}
