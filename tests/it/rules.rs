@@ -303,3 +303,32 @@ fn rule_file_detectors_score_ingested_samples() {
     });
     assert_eq!(got["result"][0]["metric"]["job"], "api", "{got}");
 }
+
+#[test]
+fn sighup_reloads_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    // No file watching: only the signal can reload.
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nrules:\n  watch_interval: 0s\n",
+    );
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: after_hup\n    rules:\n      - record: one\n        expr: '1'\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(cl.api("/api/v1/rules")["groups"][0]["name"], "api");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &cl.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(
+        "SIGHUP to reload the rules",
+        Duration::from_secs(10),
+        || cl.api("/api/v1/rules")["groups"][0]["name"] == "after_hup",
+    );
+}
