@@ -306,17 +306,61 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
                 Some((p, rest)) if key.starts_with(p) => rest.to_string(),
                 _ => msg,
             };
-            yaml_err(
-                line,
-                if key == "." {
-                    msg
-                } else {
-                    format!("{key}: {msg}")
+            let reason = if key == "." {
+                msg
+            } else {
+                format!("{key}: {msg}")
+            };
+            match names_at(text, &key) {
+                Some((group, Some(rule))) => RuleError::Rule {
+                    file: path.to_path_buf(),
+                    line,
+                    group,
+                    rule,
+                    reason,
                 },
-            )
+                Some((group, None)) => RuleError::Group {
+                    file: path.to_path_buf(),
+                    line,
+                    group,
+                    reason,
+                },
+                None => yaml_err(line, reason),
+            }
         })?
     };
     validate_groups(parsed, text, path).map_err(|mut errs| errs.remove(0))
+}
+
+/// The group name and rule (`"name"` or `#n`) a schema-error path such as
+/// `groups[0].rules[2].for` points into, read leniently from the text.
+fn names_at(text: &str, key: &str) -> Option<(String, Option<String>)> {
+    let rest = key.strip_prefix("groups[")?;
+    let (gi, rest) = rest.split_once(']')?;
+    let gi: usize = gi.parse().ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    let g = v.get("groups")?.get(gi)?;
+    let gname = g
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("#{}", gi + 1));
+    let rule = rest
+        .strip_prefix(".rules[")
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(ri, _)| ri.parse::<usize>().ok())
+        .map(|ri| {
+            let r = g.get("rules").and_then(|rs| rs.get(ri));
+            r.and_then(|r| r.get("record").or_else(|| r.get("alert")))
+                .and_then(|n| n.as_str())
+                .map(|n| format!("{n:?}"))
+                .unwrap_or_else(|| format!("#{}", ri + 1))
+        });
+    Some((gname, rule))
+}
+
+fn parse_schema_only(text: &str) -> Result<FileYaml, serde_yaml::Error> {
+    serde_yaml::from_str(text)
 }
 
 /// Like [`parse_file`], but reports every problem of the file (a YAML error stops
@@ -325,7 +369,12 @@ pub fn parse_file_all(text: &str, path: &Path) -> Result<Vec<GroupSpec>, Vec<Rul
     let probe = parse_file(text, path, LoadOptions::default());
     match probe {
         Ok(g) => Ok(g),
-        Err(e @ RuleError::Yaml { .. }) => Err(vec![e]),
+        Err(e)
+            if !matches!(e, RuleError::Group { .. } | RuleError::Rule { .. })
+                || parse_schema_only(text).is_err() =>
+        {
+            Err(vec![e])
+        }
         Err(_) => {
             // Schema is fine; collect every validation problem.
             let parsed: FileYaml = serde_yaml::from_str(text).map_err(|e| {
@@ -719,7 +768,7 @@ mod tests {
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    for: 5x\n",
-                "r.yml:6: groups[0].rules[0].for: invalid duration",
+                "r.yml:6: group \"g\", rule \"A\": groups[0].rules[0].for: invalid duration",
             ),
             (
                 "groups:\n- name: g\n  rules: []\n- name: g\n  rules: []\n",
@@ -727,7 +776,7 @@ mod tests {
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    colour: red\n",
-                "r.yml:6: groups[0].rules[0].colour: unknown field `colour`",
+                "r.yml:6: group \"g\", rule \"A\": groups[0].rules[0].colour: unknown field `colour`",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'bad-name': x}\n",
