@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use closedloop::anomaly::{
-    parse_duration, Algorithm, Detector, DetectorSet, DetectorSpec, Outputs, SeriesBatch,
+    Algorithm, Detector, DetectorSet, DetectorSpec, Outputs, PromDuration, SeriesBatch,
 };
 use closedloop::storage::{LabelSet, SeriesId, Store, StoreConfig};
 
@@ -17,7 +17,7 @@ const STEP_MS: i64 = 15_000;
 
 fn spec(alg: Algorithm, short: bool) -> DetectorSpec {
     let mut s = DetectorSpec::new("bench", "up", alg);
-    let d = |x: &str| parse_duration(x).ok();
+    let d = |x: &str| x.parse::<PromDuration>().ok();
     match alg {
         Algorithm::Zscore => s.window = d("30m"),
         Algorithm::Iqr if short => {
@@ -149,7 +149,7 @@ fn detector_set(c: &mut Criterion) {
         .map(|k| {
             let mut s =
                 DetectorSpec::new(&format!("d{k}"), "http_requests_total", Algorithm::Zscore);
-            s.window = parse_duration("30m").ok();
+            s.window = "30m".parse::<PromDuration>().ok();
             s
         })
         .collect();

@@ -125,7 +125,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            retention: PromDuration(std::time::Duration::from_secs(6 * 3600)),
+            retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
         }
     }
@@ -148,7 +148,7 @@ impl Default for RemoteWriteConfig {
         RemoteWriteConfig {
             max_body_bytes: 32 << 20,
             max_decoded_bytes: 256 << 20,
-            max_future: PromDuration(std::time::Duration::from_secs(600)),
+            max_future: PromDuration::from_secs(600),
         }
     }
 }
@@ -168,9 +168,9 @@ pub struct QueryConfig {
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
-            lookback_delta: PromDuration(std::time::Duration::from_secs(300)),
+            lookback_delta: PromDuration::from_secs(300),
             max_samples: 50_000_000,
-            timeout: PromDuration(std::time::Duration::from_secs(120)),
+            timeout: PromDuration::from_secs(120),
         }
     }
 }
@@ -372,7 +372,7 @@ impl Config {
         crate::promql::EngineOptions {
             lookback_delta_ms: self.query.lookback_delta.as_millis(),
             max_samples: self.query.max_samples,
-            timeout: self.query.timeout.0,
+            timeout: self.query.timeout.as_duration(),
             ..Default::default()
         }
     }

@@ -15,17 +15,22 @@ pub struct DurationError {
 /// Parses `[0-9]+(ms|s|m|h|d|w|y)` units in descending order, e.g. `1h30m`.
 /// A bare `0` is accepted, as Prometheus does.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    parse_duration_ms(input).map(|ms| Duration::from_millis(ms as u64))
+}
+
+/// [`parse_duration`] in milliseconds: the one duration parser of the project.
+pub fn parse_duration_ms(input: &str) -> Result<i64, DurationError> {
     let err = |reason| DurationError {
         input: input.to_owned(),
         reason,
     };
     if input == "0" {
-        return Ok(Duration::ZERO);
+        return Ok(0);
     }
     if input.is_empty() {
         return Err(err("empty duration"));
     }
-    const UNITS: [(&str, u64); 7] = [
+    const UNITS: [(&str, i64); 7] = [
         ("y", 365 * 86_400_000),
         ("w", 7 * 86_400_000),
         ("d", 86_400_000),
@@ -35,14 +40,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         ("ms", 1),
     ];
     let mut rest = input;
-    let mut total_ms: u64 = 0;
+    let mut total_ms: i64 = 0;
     let mut last_unit = usize::MAX;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
             return Err(err("expected a number before each unit"));
         }
-        let n: u64 = rest[..digits]
+        let n: i64 = rest[..digits]
             .parse()
             .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
@@ -61,7 +66,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             .and_then(|x| total_ms.checked_add(x))
             .ok_or_else(|| err("duration too large"))?;
     }
-    Ok(Duration::from_millis(total_ms))
+    Ok(total_ms)
 }
 
 /// Formats a duration the way Prometheus prints one (`1h30m`, `0s`).
@@ -88,34 +93,49 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// A serde-friendly duration written in Prometheus notation.
+/// A duration written in Prometheus notation in config and rule files, held in
+/// milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PromDuration(pub Duration);
+pub struct PromDuration(pub i64);
 
 impl PromDuration {
+    pub const fn from_secs(secs: i64) -> Self {
+        PromDuration(secs * 1000)
+    }
+
     pub fn as_millis(&self) -> i64 {
-        self.0.as_millis().min(i64::MAX as u128) as i64
+        self.0
+    }
+
+    /// As a `std` duration (negative values, which the parser never makes, as zero).
+    pub fn as_duration(&self) -> Duration {
+        Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
+impl std::str::FromStr for PromDuration {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration_ms(s).map(PromDuration)
     }
 }
 
 impl fmt::Display for PromDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_duration(self.0))
+        f.write_str(&format_duration(self.as_duration()))
     }
 }
 
 impl<'de> serde::Deserialize<'de> for PromDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(PromDuration)
-            .map_err(serde::de::Error::custom)
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
 impl serde::Serialize for PromDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(self.0))
+        s.collect_str(self)
     }
 }
 

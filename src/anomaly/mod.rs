@@ -35,9 +35,7 @@ pub use detector::Detector;
 pub use incident::{Incident, IncidentConfig, IncidentMember, Incidents};
 pub use kernel::{unit_score, Direction, Outputs};
 pub use set::{output_labels, AnomalyEvent, DetectorSet, SeriesBatch, OUTPUT_NAMES};
-pub use spec::{
-    parse_duration, selector_matchers, Algorithm, DetectorSpec, OutputKind, PromDuration,
-};
+pub use spec::{selector_matchers, Algorithm, DetectorSpec, OutputKind, PromDuration};
 
 /// A detector declaration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

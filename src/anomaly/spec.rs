@@ -6,114 +6,12 @@
 //! reason. Parameters that do not apply to the chosen algorithm are rejected rather
 //! than ignored, so a typo in `algorithm` cannot silently change meaning.
 
-use std::fmt;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::{Direction, SpecError};
 use crate::storage::{MatchOp, Matcher};
 
-/// A duration in Prometheus notation (`30s`, `1h30m`, `1d`), held in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PromDuration(pub i64);
-
-impl PromDuration {
-    /// Milliseconds.
-    pub fn as_millis(self) -> i64 {
-        self.0
-    }
-}
-
-/// Parses a Prometheus duration: one or more `<integer><unit>` terms with units
-/// `y w d h m s ms`, each unit at most once and in that order.
-pub fn parse_duration(s: &str) -> Result<PromDuration, String> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    let mut last_unit = None::<usize>;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(format!(
-                "{s:?} is not a duration: expected a number at {start}"
-            ));
-        }
-        let n: i64 = s[start..i]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit = &s[ustart..i];
-        let Some(ui) = UNITS.iter().position(|(u, _)| *u == unit) else {
-            return Err(format!(
-                "{s:?} is not a duration: unknown unit {unit:?} (use ms, s, m, h, d, w, y)"
-            ));
-        };
-        if last_unit.is_some_and(|l| ui <= l) {
-            return Err(format!(
-                "{s:?}: units must go from largest to smallest, each once"
-            ));
-        }
-        last_unit = Some(ui);
-        total = n
-            .checked_mul(UNITS[ui].1)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?}: duration too large"))?;
-    }
-    Ok(PromDuration(total))
-}
-
-impl fmt::Display for PromDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ms = self.0;
-        if ms == 0 {
-            return f.write_str("0s");
-        }
-        for (u, len) in [
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1000),
-            ("ms", 1),
-        ] {
-            if ms >= len {
-                write!(f, "{}{u}", ms / len)?;
-                ms %= len;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de> Deserialize<'de> for PromDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for PromDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+pub use crate::duration::PromDuration;
 
 /// Detector algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -574,15 +472,15 @@ mod tests {
 
     #[test]
     fn durations_in_prometheus_notation() {
-        assert_eq!(parse_duration("30m").unwrap().0, 1_800_000);
-        assert_eq!(parse_duration("1h30m").unwrap().0, 5_400_000);
-        assert_eq!(parse_duration("1d").unwrap().0, 86_400_000);
-        assert_eq!(parse_duration("250ms").unwrap().0, 250);
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("30m1h").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!("30m".parse::<PromDuration>().unwrap().0, 1_800_000);
+        assert_eq!("1h30m".parse::<PromDuration>().unwrap().0, 5_400_000);
+        assert_eq!("1d".parse::<PromDuration>().unwrap().0, 86_400_000);
+        assert_eq!("250ms".parse::<PromDuration>().unwrap().0, 250);
+        assert!("30".parse::<PromDuration>().is_err());
+        assert!("m".parse::<PromDuration>().is_err());
+        assert!("30m1h".parse::<PromDuration>().is_err());
+        assert!("5x".parse::<PromDuration>().is_err());
+        assert!("".parse::<PromDuration>().is_err());
         assert_eq!(PromDuration(5_400_000).to_string(), "1h30m");
     }
 
@@ -616,11 +514,11 @@ threshold: 3
     #[test]
     fn seasonal_zscore_checks_window_and_buckets() {
         let mut s = DetectorSpec::new("d", "up", Algorithm::Zscore);
-        s.season = Some(parse_duration("1d").unwrap());
+        s.season = Some("1d".parse::<PromDuration>().unwrap());
         assert_eq!(s.validate().unwrap_err().field, "season");
-        s.window = Some(parse_duration("1d").unwrap());
+        s.window = Some("1d".parse::<PromDuration>().unwrap());
         assert_eq!(s.validate().unwrap_err().field, "window");
-        s.window = Some(parse_duration("4d").unwrap());
+        s.window = Some("4d".parse::<PromDuration>().unwrap());
         s.buckets = Some(64); // 1.5h buckets: 16 per day
         s.validate().unwrap();
         s.buckets = Some(50); // 1h55m12s buckets do not divide a day

@@ -672,40 +672,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(v) = s.parse::<f64>() {
         return Ok((v * 1000.0).round() as i64);
     }
-    let mut total: i64 = 0;
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.is_empty() {
-        return Err("empty duration".into());
-    }
-    while i < b.len() {
-        let st = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if st == i {
-            return Err(format!("bad duration {s:?}"));
-        }
-        let n: i64 = s[st..i]
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}"))?;
-        let us = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult = match &s[us..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            u => return Err(format!("bad duration unit {u:?} in {s:?}")),
-        };
-        total = total.saturating_add(n.saturating_mul(mult));
-    }
-    Ok(total)
+    crate::duration::parse_duration_ms(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

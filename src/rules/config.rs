@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,7 +26,7 @@ pub struct GlobalConfig {
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
-            evaluation_interval: PromDuration(Duration::from_secs(60)),
+            evaluation_interval: PromDuration::from_secs(60),
             external_labels: BTreeMap::new(),
             external_url: None,
         }
@@ -53,7 +52,7 @@ impl Default for AlertingConfig {
     fn default() -> Self {
         AlertingConfig {
             alertmanagers: Vec::new(),
-            resend_delay: PromDuration(Duration::from_secs(60)),
+            resend_delay: PromDuration::from_secs(60),
             queue_capacity: 10_000,
             max_batch: 256,
         }
@@ -72,7 +71,7 @@ pub struct AlertmanagerConfig {
 }
 
 fn default_timeout() -> PromDuration {
-    PromDuration(Duration::from_secs(10))
+    PromDuration::from_secs(10)
 }
 
 /// `rules:` — the rules engine's own settings.
@@ -90,7 +89,7 @@ impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
             state_file: PathBuf::from("data/rules-state.json"),
-            watch_interval: PromDuration(Duration::from_secs(5)),
+            watch_interval: PromDuration::from_secs(5),
         }
     }
 }

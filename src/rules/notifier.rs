@@ -232,7 +232,7 @@ mod tests {
         let alerting = AlertingConfig {
             alertmanagers: vec![super::super::config::AlertmanagerConfig {
                 url: "http://127.0.0.1:1".into(),
-                timeout: crate::duration::PromDuration(Duration::from_secs(1)),
+                timeout: crate::duration::PromDuration::from_secs(1),
             }],
             queue_capacity: 2,
             ..Default::default()
