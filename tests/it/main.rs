@@ -4,4 +4,5 @@
 mod bad_input;
 mod common;
 mod prometheus;
+mod promql_diff;
 mod service;
