@@ -259,7 +259,7 @@ impl DataSet {
         let mut from = self.origin_ms;
         while from < end {
             let to = from + slice;
-            let parts: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = self
+            let parts: Vec<OwnedSeries<'_>> = self
                 .series
                 .iter()
                 .map(|s| {
@@ -288,6 +288,12 @@ impl DataSet {
         out
     }
 }
+
+/// Borrowed labels and a slice's samples of one series.
+type OwnedSeries<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
+
+/// A result series: labels and `(t, v)` points.
+type ResultSeries = (BTreeMap<String, String>, Vec<(f64, f64)>);
 
 fn write_to(url: &str, body: Vec<u8>) {
     let resp = http()
@@ -478,10 +484,7 @@ enum Answer {
     Scalar(f64, f64),
     String(f64, String),
     /// Series in the order the server returned them; points `(t, v)`.
-    Series(
-        &'static str,
-        Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>,
-    ),
+    Series(&'static str, Vec<ResultSeries>),
 }
 
 fn parse_float(s: &str) -> f64 {
@@ -587,7 +590,7 @@ fn compare(prom: &Answer, ours: &Answer, ordered: bool) -> Option<String> {
             if kp != ko {
                 return Some(format!("resultType: prom {kp}, ours {ko}"));
             }
-            let index = |s: &[(BTreeMap<String, String>, Vec<(f64, f64)>)]| {
+            let index = |s: &[ResultSeries]| {
                 let mut m = BTreeMap::new();
                 for (l, p) in s {
                     m.insert(l.clone(), p.clone());
