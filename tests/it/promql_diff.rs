@@ -336,6 +336,8 @@ const QUERIES: &[&str] = &[
     "rate(http_requests_total[30m] offset 5m)",
     "irate(http_requests_total[5m])",
     "increase(http_requests_total[10m])",
+    // The range's first windows reach back before the data starts.
+    "increase(http_requests_total[1h])",
     "resets(http_requests_total[30m])",
     "delta(cpu_temp_celsius[10m])",
     "idelta(cpu_temp_celsius[5m])",
