@@ -6,9 +6,11 @@
 //! instance, ten jobs) at a 15 s interval over the last 70 minutes (ending two minutes
 //! ago), remote-writes them oldest first into each server in turn on a loopback port,
 //! then runs the query set as instant queries (at the end) and as range queries
-//! (the last hour at 15 s steps). Each round runs every query once; a round's total is
-//! the sum of its latencies (HTTP round trip including the response body). It reports
-//! per query and per server the median over the rounds, and the median round total.
+//! (the last hour at 15 s steps). All servers run at once; each query goes to every
+//! server in turn (the order rotating), so the shared machine's noise falls on all
+//! alike. Each round runs every query once per server; a round's total is the sum of
+//! its latencies (HTTP round trip including the response body). It reports per query
+//! and per server the median over the rounds, and the median round total.
 //!
 //! Answers are compared with Prometheus's (same series, values within 1e-6 relative).
 //! A server whose answer differs is marked in the table; VictoriaMetrics's own
@@ -17,8 +19,8 @@
 //!
 //! Run: `cargo bench --bench query_compare -- [--series N] [--rounds R]
 //!       [--only closedloop,prometheus,victoriametrics]`
-//! Bounded: each server runs alone, is killed when its run ends, and every request
-//! has a 120 s timeout.
+//! Bounded: R rounds, every request has a 120 s timeout, and every server is killed
+//! when the run ends (or the benchmark panics).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -453,14 +455,9 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn run_server(
-    name: &'static str,
-    bodies: &[Vec<u8>],
-    cases: &[Case],
-    end_s: i64,
-    rounds: usize,
-    info_samples: f64,
-) -> ServerRun {
+/// Starts a server and loads the data into it; returns once every sample is
+/// queryable, with the load time.
+fn load(name: &'static str, bodies: &[Vec<u8>], end_s: i64, info_samples: f64) -> (Server, f64) {
     let server = start(name);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -515,50 +512,79 @@ fn run_server(
         std::thread::sleep(Duration::from_millis(500));
     }
     let load_seconds = t0.elapsed().as_secs_f64();
-    eprintln!("{name}: loaded in {load_seconds:.1}s; querying ...");
-    let url = |c: &Case| {
-        let q: String = form_urlencoded::byte_serialize(c.query.as_bytes()).collect();
-        if c.range {
-            format!(
-                "{}/api/v1/query_range?query={q}&start={}&end={end_s}&step=15",
-                server.base,
-                end_s - 3600
-            )
-        } else {
-            format!("{}/api/v1/query?query={q}&time={end_s}", server.base)
-        }
-    };
-    // A warm-up round keeps the answers; then the measured rounds.
-    let answers: Vec<_> = cases
+    eprintln!("{name}: loaded in {load_seconds:.1}s");
+    (server, load_seconds)
+}
+
+fn case_url(base: &str, c: &Case, end_s: i64) -> String {
+    let q: String = form_urlencoded::byte_serialize(c.query.as_bytes()).collect();
+    if c.range {
+        format!(
+            "{base}/api/v1/query_range?query={q}&start={}&end={end_s}&step=15",
+            end_s - 3600
+        )
+    } else {
+        format!("{base}/api/v1/query?query={q}&time={end_s}")
+    }
+}
+
+/// Loads every server, then measures. All servers run at once and every query goes
+/// to each server in turn (the order rotating per round), so the machine's noise
+/// falls on all of them alike.
+fn run_all(
+    names: &[&'static str],
+    bodies: &[Vec<u8>],
+    cases: &[Case],
+    end_s: i64,
+    rounds: usize,
+    info_samples: f64,
+) -> Vec<ServerRun> {
+    let servers: Vec<(Server, f64)> = names
         .iter()
-        .map(|c| {
-            let body = client.get(url(c)).send().and_then(|r| r.bytes());
-            body.map_err(|e| e.to_string())
-                .and_then(|b| parse_answer(&b))
+        .map(|name| load(name, bodies, end_s, info_samples))
+        .collect();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    eprintln!("querying: a warm-up round, then {rounds} rounds ...");
+    let mut runs: Vec<ServerRun> = names
+        .iter()
+        .zip(&servers)
+        .map(|(name, (server, load_seconds))| ServerRun {
+            name,
+            latencies: vec![Vec::new(); cases.len()],
+            totals: vec![0.0; rounds],
+            // The warm-up round keeps the answers.
+            answers: cases
+                .iter()
+                .map(|c| {
+                    client
+                        .get(case_url(&server.base, c, end_s))
+                        .send()
+                        .and_then(|r| r.bytes())
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| parse_answer(&b))
+                })
+                .collect(),
+            load_seconds: *load_seconds,
         })
         .collect();
-    let mut latencies = vec![Vec::new(); cases.len()];
-    let mut totals = Vec::new();
-    for _ in 0..rounds {
-        let mut total = 0.0;
+    for round in 0..rounds {
         for (i, c) in cases.iter().enumerate() {
-            let u = url(c);
-            let t = Instant::now();
-            let body = client.get(&u).send().and_then(|r| r.bytes());
-            let dt = t.elapsed().as_secs_f64();
-            assert!(body.is_ok(), "{name}: {u}: {:?}", body.err());
-            latencies[i].push(dt);
-            total += dt;
+            for k in 0..servers.len() {
+                let s = (k + round + i) % servers.len();
+                let url = case_url(&servers[s].0.base, c, end_s);
+                let t = Instant::now();
+                let body = client.get(&url).send().and_then(|r| r.bytes());
+                let dt = t.elapsed().as_secs_f64();
+                assert!(body.is_ok(), "{}: {url}: {:?}", names[s], body.err());
+                runs[s].latencies[i].push(dt);
+                runs[s].totals[round] += dt;
+            }
         }
-        totals.push(total);
     }
-    ServerRun {
-        name,
-        latencies,
-        totals,
-        answers,
-        load_seconds,
-    }
+    runs
 }
 
 fn main() {
@@ -584,10 +610,7 @@ fn main() {
         .flat_map(|q| [false, true].map(|range| Case { query: q, range }))
         .collect();
     let info_samples = (instances as i64 * SAMPLES) as f64;
-    let runs: Vec<ServerRun> = names
-        .iter()
-        .map(|name| run_server(name, &bodies, &cases, end_s, args.rounds, info_samples))
-        .collect();
+    let runs = run_all(&names, &bodies, &cases, end_s, args.rounds, info_samples);
 
     let reference = runs.iter().find(|r| r.name == "prometheus");
     // agrees[server][case]

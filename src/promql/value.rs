@@ -57,17 +57,7 @@ pub struct QueryResult {
 
 /// Formats a sample value as Prometheus does (`strconv.FormatFloat(v, 'f', -1, 64)`).
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        // Rust's `Display` for f64 is the shortest round-trip form without an exponent,
-        // like Go's 'f' with precision -1.
-        format!("{v}")
-    }
+    ValueStr(v).to_string()
 }
 
 /// A timestamp in seconds, serialized as an integer when whole (`1`), else as the
@@ -84,13 +74,54 @@ impl Serialize for Ts {
     }
 }
 
-struct Point(i64, String);
+/// A sample value as Prometheus writes it, formatted straight into the output (no
+/// `String` per point: a range query's answer can hold millions of points).
+pub(crate) struct ValueStr(pub(crate) f64);
+
+impl std::fmt::Display for ValueStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if v == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            // Rust's `Display` for f64 is the shortest round-trip form without an
+            // exponent, like Go's 'f' with precision -1.
+            write!(f, "{v}")
+        }
+    }
+}
+
+impl Serialize for ValueStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `[t, "v"]`.
+struct Point(i64, f64);
 
 impl Serialize for Point {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(2))?;
         seq.serialize_element(&Ts(self.0))?;
-        seq.serialize_element(&self.1)?;
+        seq.serialize_element(&ValueStr(self.1))?;
+        seq.end()
+    }
+}
+
+/// A series' points, serialized as they are read.
+struct Points<'a>(&'a [(i64, f64)]);
+
+impl Serialize for Points<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for &(t, v) in self.0 {
+            seq.serialize_element(&Point(t, v))?;
+        }
         seq.end()
     }
 }
@@ -113,7 +144,7 @@ impl Serialize for SampleJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("metric", &Metric(&self.0.labels))?;
-        m.serialize_entry("value", &Point(self.0.t, format_value(self.0.v)))?;
+        m.serialize_entry("value", &Point(self.0.t, self.0.v))?;
         m.end()
     }
 }
@@ -124,14 +155,21 @@ impl Serialize for SeriesJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("metric", &Metric(&self.0.labels))?;
-        let points: Vec<Point> = self
-            .0
-            .points
-            .iter()
-            .map(|&(t, v)| Point(t, format_value(v)))
-            .collect();
-        m.serialize_entry("values", &points)?;
+        m.serialize_entry("values", &Points(&self.0.points))?;
         m.end()
+    }
+}
+
+/// Serializes the items of a slice through a wrapper, without collecting them.
+struct Seq<'a, T, W>(&'a [T], fn(&'a T) -> W);
+
+impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&(self.1)(item))?;
+        }
+        seq.end()
     }
 }
 
@@ -141,16 +179,10 @@ impl Serialize for Value {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("resultType", self.result_type())?;
         match self {
-            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, format_value(*v)))?,
-            Value::String(t, v) => m.serialize_entry("result", &Point(*t, v.clone()))?,
-            Value::Vector(samples) => {
-                let v: Vec<SampleJson<'_>> = samples.iter().map(SampleJson).collect();
-                m.serialize_entry("result", &v)?
-            }
-            Value::Matrix(series) => {
-                let v: Vec<SeriesJson<'_>> = series.iter().map(SeriesJson).collect();
-                m.serialize_entry("result", &v)?
-            }
+            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, *v))?,
+            Value::String(t, v) => m.serialize_entry("result", &(Ts(*t), v))?,
+            Value::Vector(samples) => m.serialize_entry("result", &Seq(samples, SampleJson))?,
+            Value::Matrix(series) => m.serialize_entry("result", &Seq(series, SeriesJson))?,
         }
         m.end()
     }
