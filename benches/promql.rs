@@ -4,7 +4,8 @@
 //!
 //! Each case is one query through `Engine` (parse, select, evaluate; no HTTP, no JSON),
 //! as an instant query and as a range query over the last hour at 15 s steps:
-//! rate over a window, sum by, one-to-one matching and group_left matching.
+//! rate over a window, sum by, one-to-one matching and group_left matching; and the
+//! JSON encoding of a large range result.
 //!
 //! Run: `cargo bench --bench promql`
 //! Profile one case: `cargo bench --bench promql -- --profile-time 20 'rate/range'`
@@ -132,6 +133,16 @@ fn engine_benches(c: &mut Criterion) {
         });
         group.finish();
     }
+    // Encoding a large range result as the query API does (2,310 series × 241 points).
+    let result = engine
+        .range_query(&store, CASES[0].1, start, end, 15_000)
+        .unwrap();
+    let mut group = c.benchmark_group("json");
+    group.sample_size(20);
+    group.bench_function("rate_range_result", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&result.value).unwrap()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, engine_benches);
