@@ -395,7 +395,13 @@ fn parse_answer(body: &[u8]) -> Result<Answer, String> {
 /// `None` when `b` agrees with the reference `a`; else a short reason.
 fn disagreement(a: &Answer, b: &Answer) -> Option<String> {
     if a.len() != b.len() || a.keys().ne(b.keys()) {
-        return Some(format!("{} vs {} series", a.len(), b.len()));
+        let only_a = a.keys().find(|k| !b.contains_key(*k));
+        let only_b = b.keys().find(|k| !a.contains_key(*k));
+        return Some(format!(
+            "{} vs {} series; only in the reference: {only_a:?}; only here: {only_b:?}",
+            a.len(),
+            b.len()
+        ));
     }
     for (l, pa) in a {
         let pb = &b[l];

@@ -670,7 +670,11 @@ fn known_differences() -> BTreeMap<String, String> {
             continue;
         }
         if let Some(q) = line.strip_prefix("query:") {
-            assert!(pending.is_none(), "{path}:{}: query without a reason", n);
+            assert!(
+                pending.is_none(),
+                "{path}:{}: query without a reason",
+                n + 1
+            );
             pending = Some(q.trim().to_owned());
         } else if let Some(r) = line.strip_prefix("reason:") {
             let q = pending
