@@ -326,6 +326,8 @@ const QUERIES: &[&str] = &[
     "cpu_temp_celsius @ {A}",
     "cpu_temp_celsius @ {A} offset 2m",
     "rate(http_requests_total[5m] @ {A})",
+    "cpu_temp_celsius @ start()",
+    "sum by (job) (rate(http_requests_total[5m] @ end()))",
     "http_requests_total[5m]",
     "queue_depth[10m]",
     "cpu_temp_celsius[3m] offset 7m",
