@@ -6,19 +6,26 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use closedloop::anomaly::{parse_duration, Algorithm, Detector, DetectorSpec, Outputs};
+use closedloop::anomaly::{
+    parse_duration, Algorithm, Detector, DetectorSet, DetectorSpec, Outputs, SeriesBatch,
+};
+use closedloop::storage::{LabelSet, SeriesId, Store, StoreConfig};
 
 const SERIES: usize = 100_000;
 const BATCH: usize = 2_000;
 const STEP_MS: i64 = 15_000;
 
-fn spec(alg: Algorithm) -> DetectorSpec {
+fn spec(alg: Algorithm, short: bool) -> DetectorSpec {
     let mut s = DetectorSpec::new("bench", "up", alg);
     let d = |x: &str| parse_duration(x).ok();
     match alg {
         Algorithm::Zscore => s.window = d("30m"),
+        Algorithm::Iqr if short => {
+            s.window = d("5m"); // 20 samples at 15 s
+            s.capacity = Some(24);
+        }
         Algorithm::Iqr => {
-            s.window = d("30m");
+            s.window = d("30m"); // 120 samples at 15 s
             s.capacity = Some(128);
         }
         Algorithm::HoltWinters => {
@@ -50,8 +57,8 @@ impl Fixture {
     /// `shuffled`: series arrive in a random order unrelated to their slots (worst
     /// case for locality). Otherwise they arrive in the order they were first seen,
     /// as with Prometheus's remote-write shards, which keep each series' position.
-    fn new(alg: Algorithm, warm_rounds: i64, shuffled: bool) -> Self {
-        let mut det = Detector::from_spec(&spec(alg)).expect("valid bench spec");
+    fn new(alg: Algorithm, short: bool, warm_rounds: i64, shuffled: bool) -> Self {
+        let mut det = Detector::from_spec(&spec(alg, short)).expect("valid bench spec");
         let slots: Vec<u32> = (0..SERIES).map(|_| det.alloc_slot()).collect();
         let mut order = slots.clone();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -104,19 +111,20 @@ fn detectors(c: &mut Criterion) {
     let mut g = c.benchmark_group("detector_update");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.sample_size(20);
-    for (name, alg, warm) in [
-        ("zscore", Algorithm::Zscore, 130),
-        ("holt_winters", Algorithm::HoltWinters, 250),
-        ("iqr", Algorithm::Iqr, 130),
-        ("trend", Algorithm::Trend, 20),
-        ("threshold", Algorithm::Threshold, 5),
+    for (name, alg, short, warm) in [
+        ("zscore", Algorithm::Zscore, false, 130),
+        ("holt_winters", Algorithm::HoltWinters, false, 250),
+        ("iqr", Algorithm::Iqr, false, 130),
+        ("iqr_5m", Algorithm::Iqr, true, 30),
+        ("trend", Algorithm::Trend, false, 20),
+        ("threshold", Algorithm::Threshold, false, 5),
     ] {
         for shuffled in [false, true] {
             // built on first use, so a filtered run only warms what it measures
             let mut fixture = None;
             let order = if shuffled { "shuffled" } else { "arrival" };
             g.bench_function(format!("{name}/{order}"), |b| {
-                let f = fixture.get_or_insert_with(|| Fixture::new(alg, warm, shuffled));
+                let f = fixture.get_or_insert_with(|| Fixture::new(alg, short, warm, shuffled));
                 b.iter(|| f.round_all())
             });
         }
@@ -124,5 +132,80 @@ fn detectors(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, detectors);
+/// The runtime path ingest calls: 10 zscore detectors whose selectors match every
+/// series, fed one remote-write-shaped batch (2,000 series, one sample each) at a
+/// time. Counts samples appended, not detector updates (10 per sample).
+fn detector_set(c: &mut Criterion) {
+    let labels: Vec<LabelSet> = (0..SERIES)
+        .map(|i| {
+            LabelSet::from_pairs([
+                ("__name__", "http_requests_total"),
+                ("job", if i % 2 == 0 { "api" } else { "web" }),
+                ("instance", &format!("10.0.{}.{}:9090", i / 256, i % 256)),
+            ])
+        })
+        .collect();
+    let specs: Vec<DetectorSpec> = (0..10)
+        .map(|k| {
+            let mut s =
+                DetectorSpec::new(&format!("d{k}"), "http_requests_total", Algorithm::Zscore);
+            s.window = parse_duration("30m").ok();
+            s
+        })
+        .collect();
+    let mut g = c.benchmark_group("detector_set");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(10);
+    for (name, n_detectors, write) in [
+        ("10_zscore_all_series", 10, false),
+        ("1_zscore_all_series_with_writeback", 1, true),
+    ] {
+        let store = Store::new(StoreConfig::default());
+        let mut set = DetectorSet::new(&specs[..n_detectors]).expect("valid specs");
+        let mut run = one_round(&labels, write.then_some(&store));
+        for _ in 0..20 {
+            run(&mut set);
+        }
+        g.bench_function(name, |b| b.iter(|| run(&mut set)));
+    }
+    g.finish();
+}
+
+/// A closure feeding one sample of every series through `set` (and writing the
+/// outputs to `store` when given).
+fn one_round<'a>(
+    labels: &'a [LabelSet],
+    store: Option<&'a Store>,
+) -> impl FnMut(&mut DetectorSet) -> usize + 'a {
+    let mut samples: Vec<[(i64, f64); 1]> = vec![[(0, 0.0)]; labels.len()];
+    let mut round = 0i64;
+    move |set: &mut DetectorSet| {
+        round += 1;
+        for (i, s) in samples.iter_mut().enumerate() {
+            s[0] = (round * STEP_MS, ((i as i64 * 7919 + round) % 1000) as f64);
+        }
+        let mut events = 0;
+        for (b, chunk) in labels.chunks(BATCH).enumerate() {
+            let batch: Vec<SeriesBatch<'_>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, l)| {
+                    let k = b * BATCH + j;
+                    SeriesBatch {
+                        id: SeriesId(k as u64),
+                        labels: l,
+                        samples: &samples[k],
+                    }
+                })
+                .collect();
+            events += set.process(&batch).len();
+            if let Some(store) = store {
+                set.write_outputs(store, &batch);
+            }
+        }
+        black_box(events)
+    }
+}
+
+criterion_group!(benches, detectors, detector_set);
 criterion_main!(benches);

@@ -64,6 +64,7 @@ fn populated() -> Store {
     for first in (0..SERIES).step_by(PER_REQUEST) {
         ingest::write(
             &store,
+            None,
             Protocol::V1,
             request(first, PER_REQUEST, 0),
             SampleBounds::unbounded(),
@@ -87,15 +88,14 @@ fn bench_ingest(c: &mut Criterion) {
                 t += 1000;
                 request(0, PER_REQUEST, t)
             },
-            |body| ingest::write(&store, Protocol::V1, body, SampleBounds::unbounded()).unwrap(),
+            |body| {
+                ingest::write(&store, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap()
+            },
             BatchSize::SmallInput,
         )
     });
     g.bench_function("snappy_decompress", |b| {
         b.iter(|| ingest::decompress(black_box(&compressed), 1 << 30).unwrap())
-    });
-    g.bench_function("protobuf_decode", |b| {
-        b.iter(|| v1::WriteRequest::decode(black_box(body.clone())).unwrap())
     });
     g.finish();
 }
@@ -155,5 +155,100 @@ fn bench_index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_ingest, bench_index);
+/// The ingest path with 10 detectors watching every series (the issue's throughput
+/// check): without detectors, then with them, outputs written back to the store.
+fn bench_ingest_with_detectors(c: &mut Criterion) {
+    use closedloop::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig, OutputKind};
+    let mut g = c.benchmark_group("ingest_detectors");
+    g.throughput(Throughput::Elements(PER_REQUEST as u64));
+    g.sample_size(20);
+    let algorithms = [
+        Algorithm::Zscore,
+        Algorithm::Iqr,
+        Algorithm::HoltWinters,
+        Algorithm::Trend,
+        Algorithm::Zscore,
+        Algorithm::Iqr,
+        Algorithm::HoltWinters,
+        Algorithm::Trend,
+        Algorithm::Zscore,
+        Algorithm::Trend,
+    ];
+    // (label, detectors, outputs written: None = all that apply)
+    let runs: [(&str, usize, Option<Vec<OutputKind>>); 4] = [
+        ("0_detectors", 0, None),
+        ("10_detectors_no_outputs", 10, Some(vec![])),
+        ("10_detectors_score_only", 10, Some(vec![OutputKind::Score])),
+        ("10_detectors_all_outputs", 10, None),
+    ];
+    for (label, detectors, outputs) in runs {
+        let store = Store::new(StoreConfig {
+            retention_ms: 3_600_000,
+            max_series: SERIES * 50,
+            shards: 64,
+        });
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("d", "d"),
+            &["detector", "severity"],
+        )
+        .unwrap();
+        let analyzer = Analyzer::new(counter, IncidentConfig::default());
+        let specs: Vec<DetectorSpec> = algorithms[..detectors]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                let mut s = DetectorSpec::new(&format!("d{i}"), r#"{cluster="prod-eu-1"}"#, a);
+                if a == Algorithm::HoltWinters {
+                    s.season_samples = Some(24);
+                }
+                s.outputs = outputs.clone();
+                s
+            })
+            .collect();
+        analyzer.reload(&specs).unwrap();
+        // 10k series in flight: 5 requests per 15 s round, as one Prometheus sends.
+        // Warm up past every detector's warm-up (Holt-Winters: two seasons), so the
+        // measurement sees the steady state: every output series exists.
+        let mut k = 0usize;
+        while k < 5 * 60 {
+            k += 1;
+            let body = request((k % 5) * PER_REQUEST, PER_REQUEST, (k / 5) as i64 * 15_000);
+            ingest::write(
+                &store,
+                Some(&analyzer),
+                Protocol::V1,
+                body,
+                SampleBounds::unbounded(),
+            )
+            .unwrap();
+        }
+        g.bench_function(label, |b| {
+            b.iter_batched(
+                || {
+                    k += 1;
+                    request((k % 5) * PER_REQUEST, PER_REQUEST, (k / 5) as i64 * 15_000)
+                },
+                |body| {
+                    ingest::write(
+                        &store,
+                        Some(&analyzer),
+                        Protocol::V1,
+                        body,
+                        SampleBounds::unbounded(),
+                    )
+                    .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_ingest,
+    bench_index,
+    bench_ingest_with_detectors
+);
 criterion_main!(benches);

@@ -60,6 +60,12 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Who may write samples and who may change the service's state.
     pub auth: AuthConfig,
+    /// Settings shared by rule groups: evaluation interval, external labels and URL.
+    pub global: crate::rules::config::GlobalConfig,
+    /// Where alerts are sent (Alertmanager API v2).
+    pub alerting: crate::rules::config::AlertingConfig,
+    /// The rules engine: state file, watching rule files.
+    pub rules: crate::rules::config::RulesConfig,
 }
 
 impl Default for Config {
@@ -73,6 +79,9 @@ impl Default for Config {
             rule_files: Vec::new(),
             tls: None,
             auth: AuthConfig::default(),
+            global: Default::default(),
+            alerting: Default::default(),
+            rules: Default::default(),
         }
     }
 }
@@ -311,6 +320,13 @@ impl Config {
                 return Err(invalid(&format!("rule_files[{i}]"), "empty pattern".into()));
             }
         }
+        if let Err((key, reason)) = self
+            .global
+            .validate()
+            .and_then(|_| self.alerting.validate())
+        {
+            return Err(invalid(&key, reason));
+        }
         for (key, creds) in [
             ("auth.write", &self.auth.write),
             ("auth.admin", &self.auth.admin),
@@ -343,6 +359,7 @@ impl Config {
                 join(p);
             }
         }
+        self.rules.resolve_paths(base);
         for pattern in &mut self.rule_files {
             if Path::new(pattern.as_str()).is_relative() {
                 *pattern = base.join(&*pattern).to_string_lossy().into_owned();

@@ -8,5 +8,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod promql;
+pub mod rules;
 pub mod service;
 pub mod storage;

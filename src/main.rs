@@ -35,6 +35,33 @@ enum Command {
         #[command(subcommand)]
         what: CheckCommand,
     },
+    /// Score an anomaly detector on the Numenta Anomaly Benchmark: streams each NAB
+    /// file through the service's detector code, scores the detections with NAB's
+    /// profiles and ends with `nab: standard=S reward_low_fp=F reward_low_fn=N files=K`.
+    Nab {
+        /// A NAB `data` directory, or any subset of its category directories.
+        #[arg(long)]
+        data: PathBuf,
+        /// NAB's `combined_windows.json`.
+        #[arg(long)]
+        labels: PathBuf,
+        /// NAB's `profiles.json` (default: beside the labels file).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// Detector algorithm as in a rule file: zscore, iqr, holt_winters, threshold,
+        /// trend, ensemble; or a NAB detector name with --results.
+        #[arg(long)]
+        detector: String,
+        /// Detector fields as key=value (`window=2d`, `threshold=15`, `spec=FILE.yml`).
+        #[arg(long = "param", value_parser = parse_key_value)]
+        params: Vec<(String, String)>,
+        /// Write per-file detections (NAB results CSVs) under this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Score existing NAB results files of --detector from this directory instead.
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
     /// Run test scripts against the engines.
     Test {
         #[command(subcommand)]
@@ -44,6 +71,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TestCommand {
+    /// Run rule unit tests in `promtool test rules` format; exits 1 when one fails.
+    Rules {
+        /// Only run test groups whose name matches this regex (repeatable; OR-ed).
+        #[arg(long)]
+        run: Vec<String>,
+        /// Ignore unknown keys in rule files.
+        #[arg(long)]
+        ignore_unknown_fields: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run Prometheus PromQL test scripts (`.test` files, promqltest format)
     /// against closedloop's engine; exits non-zero when a case fails.
     Promql {
@@ -62,6 +100,24 @@ enum TestCommand {
 enum CheckCommand {
     /// Validate a service configuration file.
     Config { file: PathBuf },
+    /// Validate rule files like `promtool check rules`: exit 0 when all are valid,
+    /// 1 when one is not (one line per problem), 3 on a fatal lint.
+    Rules {
+        /// Report duplicate rules (`duplicate-rules`, the default) or not (`none`).
+        #[arg(long, default_value = "duplicate-rules")]
+        lint: String,
+        /// Make lint findings fatal (exit 3).
+        #[arg(long)]
+        lint_fatal: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -117,6 +173,96 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             Config::load(&file)?;
             println!("{}: valid", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            what:
+                CheckCommand::Rules {
+                    lint,
+                    lint_fatal,
+                    files,
+                },
+        } => {
+            if lint != "none" && lint != "duplicate-rules" && lint != "all" {
+                anyhow::bail!("--lint: unknown value {lint:?} (use none, duplicate-rules or all)");
+            }
+            let mut failed = false;
+            let mut lint_found = false;
+            for (file, r) in closedloop::rules::manager::check_files(&files) {
+                println!("Checking {}", file.display());
+                match r {
+                    Ok((n, dups)) => {
+                        if lint != "none" && !dups.is_empty() {
+                            lint_found = true;
+                            println!("{} duplicate rule(s) found.", dups.len());
+                            for d in dups {
+                                println!("{d}");
+                            }
+                            println!("Might cause inconsistency while recording expressions");
+                        }
+                        println!("  SUCCESS: {n} rules found\n");
+                    }
+                    Err(problems) => {
+                        failed = true;
+                        println!("  FAILED:");
+                        for p in problems {
+                            println!("{p}");
+                        }
+                        println!();
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else if lint_found && lint_fatal {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Test {
+            what:
+                TestCommand::Rules {
+                    run,
+                    ignore_unknown_fields,
+                    files,
+                },
+        } => {
+            let opts = closedloop::rules::unittest::TestOptions {
+                run,
+                ignore_unknown_fields,
+            };
+            let ok = closedloop::rules::unittest::run_files(
+                &files,
+                &opts,
+                &mut std::io::stdout().lock(),
+            );
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Nab {
+            data,
+            labels,
+            profiles,
+            detector,
+            params,
+            out,
+            results,
+        } => {
+            use closedloop::anomaly::nab::{run_nab, NabArgs};
+            let args = NabArgs {
+                data_dir: data,
+                labels_file: labels,
+                profiles_file: profiles,
+                detector,
+                params,
+                output_dir: out,
+                results_dir: results,
+            };
+            run_nab(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub config_last_reload_successful: IntGauge,
+    /// `closed_loop_detections_total{detector,severity}`: anomaly threshold crossings.
+    pub detections: IntCounterVec,
     pub config_last_reload_success_timestamp: IntGauge,
 }
 
@@ -193,6 +195,14 @@ impl Metrics {
                 IntGauge::new(
                     "closedloop_config_last_reload_success_timestamp_seconds",
                     "Time of the last successful configuration reload.",
+                )?,
+            )?,
+            detections: reg(
+                &r,
+                counter_vec(
+                    "closed_loop_detections_total",
+                    "Anomaly detections (threshold crossings) by detector and severity.",
+                    &["detector", "severity"],
                 )?,
             )?,
             registry: r,

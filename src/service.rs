@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
 use crate::http::{self, App, Settings};
 use crate::metrics::{Metrics, MetricsError};
@@ -34,6 +35,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The rule files could not be loaded.
+    #[error("rules: {0}")]
+    Rules(String),
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
@@ -49,13 +53,28 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .config_last_reload_success_timestamp
         .set(chrono::Utc::now().timestamp());
     let engine = Engine::new(config.engine_options());
+    let analyzer = Arc::new(Analyzer::new(
+        metrics.detections.clone(),
+        IncidentConfig::default(),
+    ));
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),
-        engine,
+        engine.clone(),
+        analyzer.clone(),
         settings,
         config_path,
     ));
+    let rules = crate::rules::RuleManager::start(&config, store.clone(), engine, metrics.clone())
+        .map_err(ServiceError::Rules)?;
+    app.set_rules(rules.clone());
+    // The rule files' `detectors:` run in the analyzer (on every rule reload too).
+    let detectors = analyzer.clone();
+    rules.set_detector_sink(Box::new(move |specs| {
+        if let Err(e) = detectors.reload(specs) {
+            tracing::error!(error = %e, "loading the rule files' detectors failed; keeping the running ones");
+        }
+    }));
 
     let listener = std::net::TcpListener::bind(&config.listen_address).map_err(|source| {
         ServiceError::Bind {
@@ -72,6 +91,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     tokio::spawn(watch_signals(handle.clone(), app.clone()));
     tokio::spawn(collect_garbage(
         store,
+        analyzer,
         metrics,
         config.storage.retention.as_millis(),
     ));
@@ -104,6 +124,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         }
     }
     .map_err(ServiceError::Serve)?;
+    // Keep `for` state for the next start.
+    if let Err(e) = tokio::task::spawn_blocking(move || rules.save_state()).await {
+        tracing::warn!(error = %e, "saving rule state failed");
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -133,15 +157,25 @@ async fn watch_signals(handle: axum_server::Handle, app: Arc<App>) {
 
 /// Drops expired samples and idle series, at a tenth of the retention (at most a
 /// minute apart).
-async fn collect_garbage(store: Arc<Store>, metrics: Arc<Metrics>, retention_ms: i64) {
+async fn collect_garbage(
+    store: Arc<Store>,
+    analyzer: Arc<Analyzer>,
+    metrics: Arc<Metrics>,
+    retention_ms: i64,
+) {
     let period = Duration::from_millis((retention_ms / 10).clamp(1_000, 60_000) as u64);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let store = store.clone();
+        let (store, analyzer) = (store.clone(), analyzer.clone());
         let now = chrono::Utc::now().timestamp_millis();
-        if let Ok(removed) = tokio::task::spawn_blocking(move || store.gc(now)).await {
+        let removed = tokio::task::spawn_blocking(move || {
+            let removed = store.gc(now);
+            analyzer.forget(&removed);
+            removed.len()
+        });
+        if let Ok(removed) = removed.await {
             metrics.store_series_removed.inc_by(removed as u64);
         }
     }

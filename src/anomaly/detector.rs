@@ -48,6 +48,7 @@ impl Kernel {
             Algorithm::Zscore => Kernel::ZScore(ZScore::new(ZScoreConfig {
                 window_ms,
                 buckets: spec.buckets.unwrap_or(8),
+                season_ms: spec.season.map(|d| d.0),
                 threshold: thr,
                 warmup,
                 direction: spec.direction,
@@ -327,5 +328,107 @@ mod tests {
             out.score,
             vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
         );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::anomaly::PromDuration;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -1e3f64..1e3,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => Just(f64::from_bits(crate::storage::STALE_NAN_BITS)),
+            1 => Just(1e300),
+            1 => Just(0.0),
+        ]
+    }
+
+    fn specs() -> Vec<DetectorSpec> {
+        let mut out = Vec::new();
+        for alg in [
+            Algorithm::Zscore,
+            Algorithm::Iqr,
+            Algorithm::HoltWinters,
+            Algorithm::Threshold,
+            Algorithm::Trend,
+        ] {
+            let mut s = DetectorSpec::new("p", "up", alg);
+            match alg {
+                Algorithm::Zscore | Algorithm::Trend => s.window = Some(PromDuration(50)),
+                Algorithm::Iqr => {
+                    s.window = Some(PromDuration(50));
+                    s.capacity = Some(8);
+                }
+                Algorithm::HoltWinters => {
+                    s.season_samples = Some(3);
+                    s.max_gap = Some(PromDuration(40));
+                    s.warmup = Some(7);
+                }
+                Algorithm::Threshold => {
+                    s.upper = Some(10.0);
+                    s.for_ = Some(PromDuration(5));
+                }
+                Algorithm::Ensemble => {}
+            }
+            s.holdoff = Some(PromDuration(3));
+            out.push(s);
+        }
+        let mut e = DetectorSpec::new("e", "up", Algorithm::Ensemble);
+        e.members = Some(
+            out.iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.name.clear();
+                    m.selector.clear();
+                    m.holdoff = None;
+                    m
+                })
+                .collect(),
+        );
+        out.push(e);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_never_panics_and_outputs_are_finite_or_absent(
+            items in proptest::collection::vec((0u32..4, -100i64..100, value()), 0..300),
+            frees in proptest::collection::vec(0u32..6, 0..3),
+        ) {
+            for spec in specs() {
+                let mut d = Detector::from_spec(&spec).unwrap();
+                for _ in 0..4 {
+                    d.alloc_slot();
+                }
+                // times roughly increasing, with jitter, repeats and gaps
+                let slots: Vec<u32> = items.iter().map(|x| x.0).collect();
+                let ts: Vec<i64> = items.iter().enumerate().map(|(i, x)| i as i64 * 10 + x.1).collect();
+                let vs: Vec<f64> = items.iter().map(|x| x.2).collect();
+                let mut out = Outputs::default();
+                for chunk in 0..3 {
+                    let a = items.len() * chunk / 3;
+                    let b = items.len() * (chunk + 1) / 3;
+                    d.update(&slots[a..b], &ts[a..b], &vs[a..b], &mut out);
+                    for col in [&out.score, &out.upper, &out.lower, &out.forecast] {
+                        prop_assert!(col.iter().all(|v| v.is_nan() || v.is_finite()));
+                    }
+                    prop_assert!(out.score.iter().all(|v| v.is_nan() || *v >= 0.0));
+                    for &f in &frees {
+                        d.free_slot(f);
+                    }
+                    for _ in &frees {
+                        d.alloc_slot();
+                    }
+                }
+                // a slot never allocated is ignored, not a panic
+                d.update(&[1000], &[0], &[1.0], &mut out);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::AnomalyEvent;
+use crate::storage::SeriesId;
 
 /// Grouping settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,9 @@ impl Default for IncidentConfig {
 /// One series taking part in an incident.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IncidentMember {
+    /// The series' identity in the store (members are matched by it, not by labels).
+    #[serde(skip)]
+    pub series: SeriesId,
     /// The series' labels.
     pub labels: BTreeMap<String, String>,
     /// The detector that flagged it.
@@ -119,11 +123,12 @@ impl Incidents {
                 BTreeMap::new(),
             ),
         };
-        let labels: BTreeMap<String, String> = ev
-            .labels
-            .iter()
-            .map(|l| (l.name.to_string(), l.value.to_string()))
-            .collect();
+        let labels = || -> BTreeMap<String, String> {
+            ev.labels
+                .iter()
+                .map(|l| (l.name.to_string(), l.value.to_string()))
+                .collect()
+        };
         let window = self.cfg.window_ms;
         let max_members = self.cfg.max_members;
         if let Some((_, inc)) = self
@@ -141,7 +146,7 @@ impl Incidents {
             match inc
                 .members
                 .iter_mut()
-                .find(|m| m.labels == labels && m.detector == ev.detector)
+                .find(|m| m.series == ev.series && m.detector == ev.detector)
             {
                 Some(m) => {
                     m.score = ev.score;
@@ -149,7 +154,8 @@ impl Incidents {
                     m.last_ms = m.last_ms.max(ev.t);
                 }
                 None if n_members < max_members => inc.members.push(IncidentMember {
-                    labels,
+                    series: ev.series,
+                    labels: labels(),
                     detector: ev.detector.clone(),
                     score: ev.score,
                     max_score: ev.score,
@@ -175,7 +181,8 @@ impl Incidents {
                 last_update_ms: ev.t,
                 events: 1,
                 members: vec![IncidentMember {
-                    labels,
+                    series: ev.series,
+                    labels: labels(),
                     detector: ev.detector.clone(),
                     score: ev.score,
                     max_score: ev.score,
@@ -212,11 +219,12 @@ mod tests {
     use crate::storage::{LabelSet, SeriesId};
 
     fn ev(job: &str, inst: &str, t: i64, sev: &str) -> AnomalyEvent {
+        let labels = LabelSet::from_pairs([("__name__", "x"), ("job", job), ("instance", inst)]);
         AnomalyEvent {
             detector: "d".into(),
             severity: sev.into(),
-            series: SeriesId(0),
-            labels: LabelSet::from_pairs([("__name__", "x"), ("job", job), ("instance", inst)]),
+            series: SeriesId(labels.series_hash()),
+            labels,
             t,
             value: 1.0,
             score: 4.0,

@@ -17,6 +17,7 @@
 //! Nothing here locks, blocks or does I/O except writing outputs to the store; the
 //! caller serialises access (one `Mutex` around a `DetectorSet`).
 
+mod analyzer;
 mod detector;
 mod holt_winters;
 mod incident;
@@ -29,11 +30,14 @@ mod threshold;
 mod trend;
 mod zscore;
 
+pub use analyzer::Analyzer;
 pub use detector::Detector;
 pub use incident::{Incident, IncidentConfig, IncidentMember, Incidents};
 pub use kernel::{unit_score, Direction, Outputs};
 pub use set::{output_labels, AnomalyEvent, DetectorSet, SeriesBatch, OUTPUT_NAMES};
-pub use spec::{parse_duration, selector_matchers, Algorithm, DetectorSpec, PromDuration};
+pub use spec::{
+    parse_duration, selector_matchers, Algorithm, DetectorSpec, OutputKind, PromDuration,
+};
 
 /// A detector declaration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

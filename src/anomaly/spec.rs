@@ -200,7 +200,9 @@ pub struct DetectorSpec {
     /// iqr: most samples kept per series (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u32>,
-    /// holt_winters: season length as a duration (needs `interval`).
+    /// holt_winters: season length as a duration (needs `interval`). zscore: a
+    /// seasonal baseline, made of the window's buckets at the same phase of earlier
+    /// seasons (needs `window` ≥ 2 seasons, and `window / buckets` dividing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub season: Option<PromDuration>,
     /// holt_winters: the series' sample interval, to turn `season` into samples.
@@ -237,6 +239,37 @@ pub struct DetectorSpec {
     /// report per incident instead of one per sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdoff: Option<PromDuration>,
+    /// Which output series to write back (default: all four). Each written output
+    /// costs one stored sample per input sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<OutputKind>>,
+}
+
+/// An output series of a detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum OutputKind {
+    /// `anomaly_score`.
+    #[serde(rename = "anomaly_score")]
+    Score,
+    /// `anomaly_upper`.
+    #[serde(rename = "anomaly_upper")]
+    Upper,
+    /// `anomaly_lower`.
+    #[serde(rename = "anomaly_lower")]
+    Lower,
+    /// `anomaly_forecast`.
+    #[serde(rename = "anomaly_forecast")]
+    Forecast,
+}
+
+impl OutputKind {
+    /// The four outputs, in column order.
+    pub const ALL: [OutputKind; 4] = [
+        OutputKind::Score,
+        OutputKind::Upper,
+        OutputKind::Lower,
+        OutputKind::Forecast,
+    ];
 }
 
 impl DetectorSpec {
@@ -266,7 +299,13 @@ impl DetectorSpec {
             for_: None,
             members: None,
             holdoff: None,
+            outputs: None,
         }
+    }
+
+    /// Whether output column `kind` is written back.
+    pub fn writes(&self, kind: OutputKind) -> bool {
+        self.outputs.as_ref().is_none_or(|o| o.contains(&kind))
     }
 
     /// The effective threshold.
@@ -365,7 +404,7 @@ impl DetectorSpec {
         only(self.buckets.is_some(), "buckets", &[Zscore])?;
         only(self.k.is_some(), "k", &[Iqr, Trend])?;
         only(self.capacity.is_some(), "capacity", &[Iqr])?;
-        only(self.season.is_some(), "season", &[HoltWinters])?;
+        only(self.season.is_some(), "season", &[HoltWinters, Zscore])?;
         only(self.interval.is_some(), "interval", &[HoltWinters])?;
         only(
             self.season_samples.is_some(),
@@ -435,6 +474,27 @@ impl DetectorSpec {
                 ));
             }
         }
+        if let (Zscore, Some(season)) = (alg, self.season) {
+            let Some(w) = self.window else {
+                return Err(self.err(
+                    &f("season"),
+                    "a seasonal zscore needs a window of at least two seasons",
+                ));
+            };
+            let b = i64::from(self.buckets.unwrap_or(8));
+            if w.0 < 2 * season.0 {
+                return Err(self.err(
+                    &f("window"),
+                    format!("{w} is shorter than two seasons ({season} each)"),
+                ));
+            }
+            if w.0 % b != 0 || season.0 % (w.0 / b) != 0 {
+                return Err(self.err(
+                    &f("season"),
+                    format!("{season} is not a whole number of buckets ({w} / {b} buckets)"),
+                ));
+            }
+        }
         if alg == Threshold {
             if self.upper.is_none() && self.lower.is_none() {
                 return Err(self.err(
@@ -463,6 +523,9 @@ impl DetectorSpec {
                 }
                 if m.holdoff.is_some() {
                     return Err(self.err(&format!("{p}holdoff"), "set holdoff on the ensemble"));
+                }
+                if m.outputs.is_some() {
+                    return Err(self.err(&format!("{p}outputs"), "set outputs on the ensemble"));
                 }
                 m.validate_params(&p).map_err(|mut e| {
                     e.detector = self.name.clone();
@@ -538,6 +601,30 @@ threshold: 3
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].name, "__name__");
         assert_eq!(s.severity, "warning");
+    }
+
+    #[test]
+    fn outputs_select_written_series() {
+        let y = "name: a\nselector: up\nalgorithm: zscore\noutputs: [anomaly_score]\n";
+        let s: DetectorSpec = serde_yaml::from_str(y).unwrap();
+        assert!(s.writes(OutputKind::Score) && !s.writes(OutputKind::Upper));
+        let y = "name: a\nselector: up\nalgorithm: zscore\noutputs: [score]\n";
+        assert!(serde_yaml::from_str::<DetectorSpec>(y).is_err());
+        assert!(DetectorSpec::new("a", "up", Algorithm::Iqr).writes(OutputKind::Forecast));
+    }
+
+    #[test]
+    fn seasonal_zscore_checks_window_and_buckets() {
+        let mut s = DetectorSpec::new("d", "up", Algorithm::Zscore);
+        s.season = Some(parse_duration("1d").unwrap());
+        assert_eq!(s.validate().unwrap_err().field, "season");
+        s.window = Some(parse_duration("1d").unwrap());
+        assert_eq!(s.validate().unwrap_err().field, "window");
+        s.window = Some(parse_duration("4d").unwrap());
+        s.buckets = Some(64); // 1.5h buckets: 16 per day
+        s.validate().unwrap();
+        s.buckets = Some(50); // 1h55m12s buckets do not divide a day
+        assert_eq!(s.validate().unwrap_err().field, "season");
     }
 
     #[test]

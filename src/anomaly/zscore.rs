@@ -9,7 +9,9 @@
 //! cancellation drift however long a series runs; a bucket older than the window is
 //! simply not merged, which also handles gaps. Without a window the baseline grows
 //! over all history (plain Welford). The effective window is between
-//! (buckets−1)/buckets·window and window.
+//! (buckets−1)/buckets·window and window. With a season, only the buckets at the same
+//! phase of earlier seasons (same hour of previous days, say) are merged, so a daily
+//! pattern is not an anomaly; the current bucket always counts.
 //!
 //! Invariants: all state arrays are per slot (`slot * buckets` for the bucket ring);
 //! NaN/±Inf inputs are skipped, a staleness marker resets the slot; outputs are finite.
@@ -24,6 +26,9 @@ pub(crate) struct ZScoreConfig {
     pub(crate) window_ms: Option<i64>,
     /// Buckets per window (≥ 2).
     pub(crate) buckets: u32,
+    /// Season length in ms: when set, only buckets at the same phase of earlier
+    /// seasons form the baseline (a multiple of the bucket length).
+    pub(crate) season_ms: Option<i64>,
     /// Band half-width in standard deviations (for `anomaly_upper`/`lower`).
     pub(crate) threshold: f64,
     /// Samples seen before scores are emitted.
@@ -36,6 +41,8 @@ pub(crate) struct ZScoreConfig {
 pub(crate) struct ZScore {
     cfg: ZScoreConfig,
     bucket_ms: i64,
+    /// Buckets per season, when seasonal.
+    season_buckets: Option<i64>,
     k: usize,
     slots: Slots,
     // current bucket
@@ -56,15 +63,20 @@ pub(crate) struct ZScore {
     cur_end: Vec<i64>,
 }
 
-/// Chan et al.'s pairwise merge of (n, mean, M2) statistics.
+/// Chan et al.'s pairwise merge of (n, mean, M2) statistics, one division. An empty
+/// side returns the other exactly.
 #[inline]
 fn merge(na: f64, ma: f64, qa: f64, nb: f64, mb: f64, qb: f64) -> (f64, f64, f64) {
-    let n = na + nb;
-    if n <= 0.0 {
-        return (0.0, 0.0, 0.0);
+    if na <= 0.0 {
+        return (nb, mb, qb);
     }
+    if nb <= 0.0 {
+        return (na, ma, qa);
+    }
+    let n = na + nb;
+    let inv = 1.0 / n;
     let d = mb - ma;
-    (n, ma + d * (nb / n), qa + qb + d * d * (na * nb / n))
+    (n, ma + d * (nb * inv), qa + qb + d * d * (na * nb * inv))
 }
 
 impl ZScore {
@@ -74,9 +86,14 @@ impl ZScore {
             Some(w) if w > 0 => (w / k as i64).max(1),
             _ => i64::MAX,
         };
+        let season_buckets = cfg
+            .season_ms
+            .filter(|&s| s > 0 && bucket_ms != i64::MAX)
+            .map(|s| (s / bucket_ms).max(1));
         ZScore {
             cfg,
             bucket_ms,
+            season_buckets,
             k,
             slots: Slots::default(),
             cur_id: Vec::new(),
@@ -162,7 +179,13 @@ impl ZScore {
         let (mut n, mut m, mut q) = (0.0, 0.0, 0.0);
         for p in s * self.k..(s + 1) * self.k {
             let bid = self.ring_id[p];
-            if bid != i64::MIN && bid > id.saturating_sub(k) && bid < id {
+            let in_window = bid != i64::MIN && bid > id.saturating_sub(k) && bid < id;
+            // (id - bid cannot overflow once in_window holds)
+            let same_phase = || {
+                self.season_buckets
+                    .is_none_or(|sb| (id - bid).rem_euclid(sb) == 0)
+            };
+            if in_window && same_phase() {
                 (n, m, q) = merge(n, m, q, self.ring_n[p], self.ring_mean[p], self.ring_m2[p]);
             }
         }
@@ -239,6 +262,7 @@ mod tests {
         ZScoreConfig {
             window_ms,
             buckets: 8,
+            season_ms: None,
             threshold: 3.0,
             warmup: 10,
             direction: Direction::Both,
@@ -329,5 +353,37 @@ mod tests {
         let out = run(&mut z, s, &[(30_000, -50.0), (31_000, 50.0)]);
         assert_eq!(out[0], 0.0);
         assert!(out[1] > 3.0);
+    }
+
+    #[test]
+    fn seasonal_baseline_compares_with_the_same_phase() {
+        // a square wave: 2 buckets high, 2 low; season = 4 buckets, window = 4 seasons.
+        // A high value in a low phase is within the window's overall range (plain
+        // z ≈ 1) but far from what that phase looked like in earlier seasons.
+        let bucket = 1000;
+        let wave = |t: i64, i: i64| {
+            let high = (t / bucket) % 4 < 2;
+            (if high { 100.0 } else { 0.0 }) + (i % 3) as f64
+        };
+        let xs: Vec<(i64, f64)> = (0..400).map(|i| (i * 100, wave(i * 100, i))).collect();
+        let mut c = cfg(Some(16 * bucket));
+        c.buckets = 16;
+        c.warmup = 0;
+        let mut plain = ZScore::new(c);
+        c.season_ms = Some(4 * bucket);
+        let mut seasonal = ZScore::new(c);
+        let (sp, ss) = (plain.alloc(), seasonal.alloc());
+        run(&mut plain, sp, &xs);
+        run(&mut seasonal, ss, &xs);
+        // t = 42_000 is in bucket 42, a low phase (42 % 4 == 2)
+        let t = 42_000;
+        assert!(wave(t, 0) < 50.0);
+        let p = run(&mut plain, sp, &[(t, 100.0)])[0];
+        let q = run(&mut seasonal, ss, &[(t, 100.0)])[0];
+        assert!(p < 3.0, "plain {p}");
+        assert!(q > 10.0, "seasonal {q}");
+        // and the normal low value scores low with the seasonal baseline
+        let q = run(&mut seasonal, ss, &[(t + 100, 1.0)])[0];
+        assert!(q < 3.0, "seasonal normal {q}");
     }
 }

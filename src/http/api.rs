@@ -13,7 +13,6 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::params::Params;
-use super::selector::parse_selector;
 use super::App;
 use crate::storage::{LabelSet, Matcher};
 
@@ -25,7 +24,9 @@ fn success(data: Value) -> Response {
 fn matcher_sets(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut sets = Vec::new();
     for m in params.all("match[]") {
-        sets.extend(parse_selector(m).map_err(ApiError::bad_data)?);
+        sets.extend(
+            crate::promql::parse_selector(m).map_err(|e| ApiError::bad_data(e.to_string()))?,
+        );
     }
     Ok(sets)
 }
@@ -171,6 +172,14 @@ pub(crate) async fn buildinfo() -> Response {
 /// object, as Prometheus returns when it knows no metadata.
 pub(crate) async fn metadata() -> Response {
     success(json!({}))
+}
+
+/// Current anomaly incidents: one per fault, with member series and scores.
+pub(crate) async fn anomalies(State(app): State<Arc<App>>) -> Response {
+    let incidents = app
+        .analyzer
+        .incidents(chrono::Utc::now().timestamp_millis());
+    success(json!({ "incidents": incidents }))
 }
 
 pub(crate) async fn healthy() -> &'static str {

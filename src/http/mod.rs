@@ -8,7 +8,7 @@ mod auth;
 mod error;
 mod params;
 mod query;
-mod selector;
+mod rules;
 mod write;
 
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::RwLock;
 
+use crate::anomaly::Analyzer;
 use crate::config::{Config, Credentials};
 use crate::metrics::Metrics;
 use crate::promql::Engine;
@@ -65,9 +66,12 @@ pub struct App {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub engine: Engine,
+    pub analyzer: Arc<Analyzer>,
     settings: RwLock<Arc<Settings>>,
     /// The file `/-/reload` re-reads; `None` when running on defaults.
     config_path: Option<PathBuf>,
+    /// The rules engine, once the service has started it.
+    rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
 }
 
 impl App {
@@ -75,6 +79,7 @@ impl App {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         engine: Engine,
+        analyzer: Arc<Analyzer>,
         settings: Settings,
         config_path: Option<PathBuf>,
     ) -> Self {
@@ -82,9 +87,21 @@ impl App {
             store,
             metrics,
             engine,
+            analyzer,
             settings: RwLock::new(Arc::new(settings)),
             config_path,
+            rules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the rules engine (once, at start); reloads then include rule files.
+    pub fn set_rules(&self, rules: Arc<crate::rules::RuleManager>) {
+        let _ = self.rules.set(rules);
+    }
+
+    /// The rules engine, if running.
+    pub fn rules(&self) -> Option<&Arc<crate::rules::RuleManager>> {
+        self.rules.get()
     }
 
     /// The current settings (a cheap `Arc` clone).
@@ -99,9 +116,14 @@ impl App {
             None => Ok(()),
             Some(path) => Config::load(path)
                 .map_err(|e| e.to_string())
-                .and_then(|c| Settings::from_config(&c))
-                .map(|settings| {
+                .and_then(|c| Ok((Settings::from_config(&c)?, c)))
+                .and_then(|(settings, c)| {
+                    // Rule files are validated whole before anything changes.
+                    if let Some(rules) = self.rules.get() {
+                        rules.reload(&c).map_err(|e| e.to_string())?;
+                    }
                     *self.settings.write() = Arc::new(settings);
+                    Ok(())
                 }),
         };
         match &result {
@@ -140,10 +162,13 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/anomalies", get(api::anomalies))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
         .route("/metrics", get(api::metrics));

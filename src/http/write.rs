@@ -45,8 +45,9 @@ pub(crate) async fn remote_write(
         min_t: now.saturating_sub(settings.retention_ms),
         max_t: now.saturating_add(settings.max_future_ms),
     };
-    let result = ingest::decompress(&body, settings.max_decoded_bytes)
-        .and_then(|decoded| ingest::write(&app.store, protocol, decoded, bounds));
+    let result = ingest::decompress(&body, settings.max_decoded_bytes).and_then(|decoded| {
+        ingest::write(&app.store, Some(&app.analyzer), protocol, decoded, bounds)
+    });
     app.metrics
         .remote_write_request_duration
         .with_label_values(&[protocol.as_str()])

@@ -15,7 +15,10 @@ use std::ops::Range;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::storage::{is_valid_label_name, AppendStats, SeriesWrite, Store, METRIC_NAME};
+use crate::anomaly::{Analyzer, SeriesBatch};
+use crate::storage::{
+    is_valid_label_name, AppendStats, LabelSet, SeriesId, SeriesWrite, Store, METRIC_NAME,
+};
 
 /// The two remote-write protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +280,9 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn append_to(&self, store: &Store) -> AppendStats {
+    /// Appends the batch; when detectors are loaded, hands them each stored series'
+    /// samples right after.
+    fn append_to(&self, store: &Store, analyzer: Option<&Analyzer>) -> AppendStats {
         let writes: Vec<SeriesWrite<'_>> = self
             .series
             .iter()
@@ -286,7 +291,23 @@ impl<'a> Batch<'a> {
                 samples: &self.samples[s.clone()],
             })
             .collect();
-        store.append_batch(&writes)
+        let Some(analyzer) = analyzer.filter(|a| a.is_active()) else {
+            return store.append_batch(&writes);
+        };
+        let mut stored: Vec<(usize, SeriesId, LabelSet)> = Vec::with_capacity(writes.len());
+        let stats = store.append_batch_observed(&writes, &mut |i, id, labels| {
+            stored.push((i, id.id(), labels.clone()))
+        });
+        let batch: Vec<SeriesBatch<'_>> = stored
+            .iter()
+            .map(|(i, id, labels)| SeriesBatch {
+                id: *id,
+                labels,
+                samples: writes[*i].samples,
+            })
+            .collect();
+        analyzer.observe(store, &batch);
+        stats
     }
 }
 
@@ -294,26 +315,33 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> std::result::Result<&'a str, String>
     std::str::from_utf8(bytes).map_err(|_| format!("invalid UTF-8 in {what}"))
 }
 
-/// Decodes a decompressed remote-write body and appends its samples.
+/// Decodes a decompressed remote-write body, appends its samples, and (when given
+/// and loaded) runs the detectors over them.
 pub fn write(
     store: &Store,
+    analyzer: Option<&Analyzer>,
     protocol: Protocol,
     body: Bytes,
     bounds: SampleBounds,
 ) -> Result<WriteOutcome> {
     match protocol {
-        Protocol::V1 => write_v1(store, &body, bounds),
+        Protocol::V1 => write_v1(store, analyzer, &body, bounds),
         Protocol::V2 => {
             let req = proto::v2::Request::decode(body)
                 .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-            write_v2(store, req, bounds)
+            write_v2(store, analyzer, req, bounds)
         }
     }
 }
 
 /// Remote write 1.0 through the zero-allocation wire reader: label strings stay
 /// slices of `body`.
-fn write_v1(store: &Store, body: &[u8], bounds: SampleBounds) -> Result<WriteOutcome> {
+fn write_v1(
+    store: &Store,
+    analyzer: Option<&Analyzer>,
+    body: &[u8],
+    bounds: SampleBounds,
+) -> Result<WriteOutcome> {
     let mut outcome = WriteOutcome::default();
     let mut batch = Batch::default();
     wire::for_each_series(body, |series| {
@@ -349,11 +377,16 @@ fn write_v1(store: &Store, body: &[u8], bounds: SampleBounds) -> Result<WriteOut
         Ok(())
     })
     .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-    outcome.append = batch.append_to(store);
+    outcome.append = batch.append_to(store, analyzer);
     Ok(outcome)
 }
 
-fn write_v2(store: &Store, req: proto::v2::Request, bounds: SampleBounds) -> Result<WriteOutcome> {
+fn write_v2(
+    store: &Store,
+    analyzer: Option<&Analyzer>,
+    req: proto::v2::Request,
+    bounds: SampleBounds,
+) -> Result<WriteOutcome> {
     // Every symbol is checked for UTF-8 once; series then borrow them by index.
     let symbols: Vec<&str> = req
         .symbols
@@ -408,7 +441,7 @@ fn write_v2(store: &Store, req: proto::v2::Request, bounds: SampleBounds) -> Res
             .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
         batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
     }
-    outcome.append = batch.append_to(store);
+    outcome.append = batch.append_to(store, analyzer);
     Ok(outcome)
 }
 

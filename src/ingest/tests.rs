@@ -113,7 +113,7 @@ fn v1_round_trip_with_unsorted_labels_and_empty_values() {
         &[("job", "a"), ("__name__", "up"), ("zone", "")],
         &[(1, 1.0), (2, 0.0)],
     )]);
-    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    let out = write(&s, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
     assert!(out.is_complete(), "{out:?}");
     assert_eq!(out.samples_written(), 2);
     assert_eq!(stored(&s, "up"), vec![(1, 1.0), (2, 0.0)]);
@@ -146,7 +146,7 @@ fn invalid_series_are_refused_and_the_rest_stored() {
         series(&[("__name__", "")], &[(1, 1.0)]),
         bad_utf8,
     ]);
-    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    let out = write(&s, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
     assert_eq!(out.invalid_series, 5);
     assert_eq!(out.samples_written(), 1);
     assert!(out.first_invalid.as_deref().unwrap().contains("1bad"));
@@ -159,6 +159,7 @@ fn out_of_order_and_series_limit_are_partial_writes() {
     let s = store();
     write(
         &s,
+        None,
         Protocol::V1,
         v1_body(vec![series(&[("__name__", "a")], &[(10, 1.0)])]),
         SampleBounds::unbounded(),
@@ -170,7 +171,7 @@ fn out_of_order_and_series_limit_are_partial_writes() {
         series(&[("__name__", "c")], &[(1, 1.0)]),
         series(&[("__name__", "d")], &[(1, 1.0)]),
     ]);
-    let out = write(&s, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    let out = write(&s, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
     assert_eq!(out.append.out_of_order, 1);
     assert_eq!(out.append.series_limit, 1);
     assert_eq!(out.samples_written(), 3);
@@ -187,6 +188,7 @@ fn bounds_reject_old_and_future_samples() {
     )]);
     let out = write(
         &s,
+        None,
         Protocol::V1,
         body,
         SampleBounds {
@@ -216,6 +218,7 @@ fn histograms_and_exemplars_are_counted_and_dropped() {
     });
     let out = write(
         &s,
+        None,
         Protocol::V1,
         v1_body(vec![ts]),
         SampleBounds::unbounded(),
@@ -273,7 +276,7 @@ fn v2_symbols_resolve_and_errors_are_per_series() {
             v2_series(&[1, 5], &[]),
         ],
     );
-    let out = write(&s, Protocol::V2, body, SampleBounds::unbounded()).unwrap();
+    let out = write(&s, None, Protocol::V2, body, SampleBounds::unbounded()).unwrap();
     assert_eq!(out.samples_written(), 1);
     assert_eq!(out.invalid_series, 3);
     assert_eq!(stored(&s, "up"), vec![(1, 1.0)]);
@@ -283,7 +286,13 @@ fn v2_symbols_resolve_and_errors_are_per_series() {
 fn v2_requires_empty_first_symbol() {
     let body = v2_request(&["x"], vec![]);
     assert!(matches!(
-        write(&store(), Protocol::V2, body, SampleBounds::unbounded()),
+        write(
+            &store(),
+            None,
+            Protocol::V2,
+            body,
+            SampleBounds::unbounded()
+        ),
         Err(IngestError::Invalid(_))
     ));
 }
@@ -295,7 +304,14 @@ fn v2_body_read_as_v1_is_empty_not_an_error() {
         &["", "__name__", "up"],
         vec![v2_series(&[1, 2], &[(1, 1.0)])],
     );
-    let out = write(&store(), Protocol::V1, body, SampleBounds::unbounded()).unwrap();
+    let out = write(
+        &store(),
+        None,
+        Protocol::V1,
+        body,
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
     assert_eq!(out.series_received, 0);
 }
 
@@ -303,6 +319,7 @@ fn v2_body_read_as_v1_is_empty_not_an_error() {
 fn garbage_protobuf_is_an_error() {
     let out = write(
         &store(),
+        None,
         Protocol::V1,
         Bytes::from_static(b"\x0a\xff\xff\xff\xff\x0f"),
         SampleBounds::unbounded(),
@@ -316,6 +333,7 @@ fn staleness_markers_survive_decoding() {
     let stale = f64::from_bits(crate::storage::STALE_NAN_BITS);
     write(
         &s,
+        None,
         Protocol::V1,
         v1_body(vec![series(&[("__name__", "a")], &[(1, stale)])]),
         SampleBounds::unbounded(),
@@ -331,8 +349,75 @@ proptest::proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
         let s = store();
-        let _ = write(&s, Protocol::V1, Bytes::from(body.clone()), SampleBounds::unbounded());
-        let _ = write(&s, Protocol::V2, Bytes::from(body.clone()), SampleBounds::unbounded());
+        let _ = write(&s, None, Protocol::V1, Bytes::from(body.clone()), SampleBounds::unbounded());
+        let _ = write(&s, None, Protocol::V2, Bytes::from(body.clone()), SampleBounds::unbounded());
         let _ = decompress(&body, 1 << 16);
     }
+}
+
+#[test]
+fn detectors_score_samples_as_they_are_ingested() {
+    use crate::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig};
+    let s = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 100,
+        shards: 4,
+    });
+    let detections =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])
+            .unwrap();
+    let analyzer = Analyzer::new(detections.clone(), IncidentConfig::default());
+    let mut spec = DetectorSpec::new("latency_z", r#"latency{job="api"}"#, Algorithm::Zscore);
+    spec.warmup = Some(20);
+    analyzer.reload(&[spec]).unwrap();
+    let mut events = analyzer.subscribe();
+    let send = |t: i64, v: f64| {
+        let body = v1_body(vec![
+            series(
+                &[("__name__", "latency"), ("job", "api"), ("instance", "a")],
+                &[(t, v)],
+            ),
+            series(&[("__name__", "latency"), ("job", "web")], &[(t, v)]),
+        ]);
+        write(
+            &s,
+            Some(&analyzer),
+            Protocol::V1,
+            body,
+            SampleBounds::unbounded(),
+        )
+        .unwrap()
+    };
+    for i in 0..200 {
+        send(i * 15_000, 1.0 + 0.01 * ((i % 7) as f64));
+    }
+    assert_eq!(
+        detections
+            .with_label_values(&["latency_z", "warning"])
+            .get(),
+        0
+    );
+    send(200 * 15_000, 50.0);
+    assert_eq!(
+        detections
+            .with_label_values(&["latency_z", "warning"])
+            .get(),
+        1
+    );
+    let ev = events.try_recv().unwrap();
+    assert_eq!((ev.detector.as_str(), ev.value), ("latency_z", 50.0));
+    // Scores are ordinary series with the source labels and the detector's name.
+    let scores = s.select(
+        &[
+            Matcher::equal("__name__", "anomaly_score"),
+            Matcher::equal("detector", "latency_z"),
+        ],
+        i64::MIN,
+        i64::MAX,
+    );
+    assert_eq!(scores.len(), 1, "only the matched series is scored");
+    assert_eq!(scores[0].labels.get("instance"), Some("a"));
+    assert!(*scores[0].values.last().unwrap() > 3.0);
+    let incidents = analyzer.incidents(200 * 15_000);
+    assert_eq!(incidents.len(), 1);
 }

@@ -220,6 +220,28 @@ fn check_time(t_ms: i64) -> Result<()> {
     Ok(())
 }
 
+/// Parses a series selector (`up{job="api"}`, or `{a="1" or b="2"}`) into store
+/// matcher sets, one per `or` alternative: what `match[]` parameters and detector
+/// selectors use. Refuses anything but a plain vector selector, and a set whose
+/// matchers all match the empty string (it would select every series).
+pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
+    use promql_parser::parser::Expr;
+    let invalid = |why: &str| QueryError::BadData(format!("invalid selector {input:?}: {why}"));
+    let Expr::VectorSelector(vs) = parse(input)? else {
+        return Err(invalid("not a series selector"));
+    };
+    if vs.offset.is_some() || vs.at.is_some() {
+        return Err(invalid("offset and @ are not allowed here"));
+    }
+    let sets = eval::selector_matchers(&vs)?;
+    if sets.iter().any(|set| set.iter().all(|m| m.matches(""))) {
+        return Err(invalid(
+            "needs at least one matcher that does not match the empty string",
+        ));
+    }
+    Ok(sets)
+}
+
 /// Parses a query, wrapping the parser's string error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
     register_functions();

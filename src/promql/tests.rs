@@ -352,3 +352,22 @@ fn rate_over_a_non_counter_name_adds_an_info() {
         .unwrap();
     assert!(r.infos.is_empty());
 }
+
+#[test]
+fn selectors_parse_into_matcher_sets() {
+    let sets = crate::promql::parse_selector(r#"up{job=~"a.*",x!="y"}"#).unwrap();
+    let text: Vec<String> = sets[0].iter().map(|m| m.to_string()).collect();
+    assert_eq!(text, vec![r#"__name__="up""#, r#"job=~"a.*""#, r#"x!="y""#]);
+    assert_eq!(
+        crate::promql::parse_selector(r#"{a="1" or b="2"}"#)
+            .unwrap()
+            .len(),
+        2
+    );
+    for bad in ["sum(up)", "up{", r#"{job=""}"#, "up offset 5m"] {
+        assert!(
+            crate::promql::parse_selector(bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+}

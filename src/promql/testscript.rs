@@ -934,7 +934,7 @@ fn split_series_line(line: &str) -> Result<(&str, &str), String> {
 }
 
 /// Parses series notation labels (`name{a="b"}`, `{__name__="x"}`, `{}`).
-fn parse_labels(text: &str) -> Result<LabelSet, String> {
+pub(crate) fn parse_labels(text: &str) -> Result<LabelSet, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("missing labels".into());
@@ -994,7 +994,7 @@ fn value_tokens(s: &str) -> Vec<String> {
 }
 
 /// Expands a value sequence. Returns the slots and whether any was a histogram.
-fn parse_values(s: &str, loading: bool) -> Result<(Vec<Option<f64>>, bool), String> {
+pub(crate) fn parse_values(s: &str, loading: bool) -> Result<(Vec<Option<f64>>, bool), String> {
     let stale = f64::from_bits(STALE_NAN_BITS);
     let mut out = Vec::new();
     let mut hist = false;

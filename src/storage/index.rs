@@ -100,12 +100,32 @@ impl Postings {
         labels_of: impl Fn(u32) -> Option<&'a LabelSet>,
     ) -> Vec<u32> {
         let (driver, mut slots) = self.driver(matchers);
-        let rest: Vec<&Matcher> = matchers
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| Some(i) != driver)
-            .map(|(_, m)| m)
-            .collect();
+        let mut rest: Vec<&Matcher> = Vec::new();
+        for (i, m) in matchers.iter().enumerate() {
+            if Some(i) == driver || slots.is_empty() {
+                continue;
+            }
+            // A label with few values against many candidates: answer from postings
+            // (one matcher test per value) instead of testing every candidate.
+            let values = self.by_name.get(m.name.as_str());
+            if values.map_or(0, |v| v.len()) > slots.len() / 8 {
+                rest.push(m);
+                continue;
+            }
+            let lists = |keep: bool| {
+                values.into_iter().flat_map(move |vals| {
+                    vals.iter()
+                        .filter(move |(v, _)| m.matches(v) == keep)
+                        .map(|(_, l)| l)
+                })
+            };
+            slots = if m.matches("") {
+                // Series lacking the label match too: drop those whose value fails.
+                difference(&slots, &union(lists(false)))
+            } else {
+                intersection(&slots, &union(lists(true)))
+            };
+        }
         if !rest.is_empty() {
             slots.retain(|&slot| {
                 labels_of(slot).is_some_and(|ls| {
@@ -147,6 +167,39 @@ impl Postings {
             None => (None, self.all.to_vec()),
         }
     }
+}
+
+/// Elements of sorted `a` that are not in sorted `b`.
+fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut j = 0;
+    for &x in a {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        if j == b.len() || b[j] != x {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Elements in both sorted `a` and sorted `b`.
+fn intersection(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Union of disjoint sorted lists (the postings of distinct values of one name).

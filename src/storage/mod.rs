@@ -75,6 +75,24 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesId(pub u64);
 
+/// A direct handle to a live series, for writers that append to the same series
+/// over and over (detector outputs): appending through it skips hashing and the
+/// label comparison. A handle is checked on use: once its series is removed (and the
+/// slot perhaps reused), appends through it are refused as stale, never misrouted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesRef {
+    shard: u32,
+    slot: u32,
+    id: SeriesId,
+}
+
+impl SeriesRef {
+    /// The series' identity.
+    pub fn id(&self) -> SeriesId {
+        self.id
+    }
+}
+
 /// One series of a batch append: labels sorted by name with unique names and no empty
 /// values (ingest guarantees this), and samples oldest first.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +124,17 @@ impl AppendStats {
             AppendError::DuplicateTimestamp => self.duplicate_timestamp += n,
             AppendError::SeriesLimit => self.series_limit += n,
         }
+    }
+}
+
+impl std::ops::AddAssign for AppendStats {
+    fn add_assign(&mut self, o: AppendStats) {
+        self.samples_stored += o.samples_stored;
+        self.samples_duplicate += o.samples_duplicate;
+        self.series_created += o.series_created;
+        self.out_of_order += o.out_of_order;
+        self.duplicate_timestamp += o.duplicate_timestamp;
+        self.series_limit += o.series_limit;
     }
 }
 
@@ -216,6 +245,61 @@ impl Store {
     /// Appends a batch, taking each shard's lock once. Valid series are stored even
     /// when others are rejected; the returned counts say what happened.
     pub fn append_batch(&self, batch: &[SeriesWrite<'_>]) -> AppendStats {
+        self.append_batch_observed(batch, &mut |_, _, _| {})
+    }
+
+    /// Appends `(handle, t, v)` samples, each shard locked once. Samples whose handle
+    /// is stale (series removed) are not stored; their indices go to `stale` so the
+    /// caller can write them by labels instead.
+    pub fn append_refs(
+        &self,
+        samples: &[(SeriesRef, i64, f64)],
+        stale: &mut Vec<usize>,
+    ) -> AppendStats {
+        let mut stats = AppendStats::default();
+        let mut order: Vec<u32> = (0..samples.len() as u32).collect();
+        // Stable: samples of one series keep their order.
+        order.sort_by_key(|&i| samples[i as usize].0.shard);
+        let mut grown = 0isize;
+        for run in
+            order.chunk_by(|&a, &b| samples[a as usize].0.shard == samples[b as usize].0.shard)
+        {
+            let mut shard = self.shards[samples[run[0] as usize].0.shard as usize].write();
+            for &i in run {
+                let (r, t, v) = samples[i as usize];
+                let Some(series) = shard
+                    .slots
+                    .get_mut(r.slot as usize)
+                    .and_then(Option::as_mut)
+                    .filter(|s| s.id == r.id)
+                else {
+                    stale.push(i as usize);
+                    continue;
+                };
+                match series.ring.push(t, v, self.config.retention_ms) {
+                    Ok((Appended::Stored, g)) => {
+                        stats.samples_stored += 1;
+                        grown += g;
+                    }
+                    Ok((Appended::Duplicate, _)) => stats.samples_duplicate += 1,
+                    Err(e) => stats.count(e, 1),
+                }
+            }
+        }
+        if grown != 0 {
+            self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+        }
+        stats
+    }
+
+    /// [`Store::append_batch`], calling `observe(index in batch, id, labels)` for each
+    /// series that stored at least one sample. `observe` runs under a shard lock: it
+    /// must be quick (the detectors' path clones the `LabelSet`, a refcount bump).
+    pub fn append_batch_observed(
+        &self,
+        batch: &[SeriesWrite<'_>],
+        observe: &mut dyn FnMut(usize, SeriesRef, &LabelSet),
+    ) -> AppendStats {
         let mut stats = AppendStats::default();
         if batch.is_empty() {
             return stats;
@@ -249,7 +333,19 @@ impl Store {
             let mut shard = self.shards[s].write();
             for &i in members {
                 let w = &batch[i as usize];
-                self.append_series(&mut shard, hashes[i as usize].0, w, &mut stats);
+                let stored = stats.samples_stored;
+                let slot = self.append_series(&mut shard, hashes[i as usize].0, w, &mut stats);
+                if let Some(series) = slot
+                    .filter(|_| stats.samples_stored > stored)
+                    .and_then(|slot| shard.slots[slot as usize].as_ref())
+                {
+                    let handle = SeriesRef {
+                        shard: s as u32,
+                        slot: slot.unwrap_or_default(),
+                        id: series.id,
+                    };
+                    observe(i as usize, handle, &series.labels);
+                }
             }
         }
         stats
@@ -284,9 +380,9 @@ impl Store {
         hash: u64,
         w: &SeriesWrite<'_>,
         stats: &mut AppendStats,
-    ) {
+    ) -> Option<u32> {
         if w.samples.is_empty() {
-            return; // Never create a series without a sample.
+            return None; // Never create a series without a sample.
         }
         let slot = match find_slot(shard, hash, w.labels) {
             Some(slot) => slot,
@@ -297,7 +393,7 @@ impl Store {
                 }
                 Err(e) => {
                     stats.count(e, w.samples.len() as u64);
-                    return;
+                    return None;
                 }
             },
         };
@@ -318,6 +414,7 @@ impl Store {
         if grown != 0 {
             self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
         }
+        Some(slot)
     }
 
     fn create_series(
@@ -481,10 +578,11 @@ impl Store {
     }
 
     /// Drops samples older than `now_ms - retention` and removes series left empty
-    /// (idle for longer than the retention). Returns the number of series removed.
-    pub fn gc(&self, now_ms: i64) -> usize {
+    /// (idle for longer than the retention). Returns the removed series' ids, so
+    /// state kept about them elsewhere (detectors) can be dropped too.
+    pub fn gc(&self, now_ms: i64) -> Vec<SeriesId> {
         let min_t = now_ms.saturating_sub(self.config.retention_ms);
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.write();
             let mut freed_bytes = 0isize;
@@ -500,14 +598,16 @@ impl Store {
                 }
             }
             for slot in dead {
-                freed_bytes -= remove_series(&mut shard, slot) as isize;
-                removed += 1;
+                if let Some(series) = remove_series(&mut shard, slot) {
+                    freed_bytes -= series.ring.heap_bytes() as isize;
+                    removed.push(series.id);
+                }
             }
             self.ring_bytes
                 .fetch_add(freed_bytes as i64, Ordering::Relaxed);
         }
-        if removed > 0 {
-            self.series_count.fetch_sub(removed, Ordering::AcqRel);
+        if !removed.is_empty() {
+            self.series_count.fetch_sub(removed.len(), Ordering::AcqRel);
             self.interner.purge_unused();
         }
         removed
@@ -556,11 +656,9 @@ fn find_slot(shard: &Shard, hash: u64, pairs: &[(&str, &str)]) -> Option<u32> {
         .find(|&slot| is_match(slot))
 }
 
-/// Unlinks a series from its shard; returns the ring bytes it held.
-fn remove_series(shard: &mut Shard, slot: u32) -> usize {
-    let Some(series) = shard.slots[slot as usize].take() else {
-        return 0;
-    };
+/// Unlinks a series from its shard and returns it.
+fn remove_series(shard: &mut Shard, slot: u32) -> Option<Series> {
+    let series = shard.slots[slot as usize].take()?;
     shard.postings.remove(slot, &series.labels);
     let hash = series.hash;
     if shard.by_hash.get(&hash) == Some(&slot) {
@@ -581,7 +679,7 @@ fn remove_series(shard: &mut Shard, slot: u32) -> usize {
         shard.collisions.remove(&hash);
     }
     shard.free.push(slot);
-    series.ring.heap_bytes()
+    Some(series)
 }
 
 #[cfg(test)]

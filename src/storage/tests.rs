@@ -174,7 +174,7 @@ fn gc_drops_idle_series_and_frees_their_slots() {
         .unwrap();
     s.append(&ls(&[("__name__", "new")]), 3_000_000, 1.0)
         .unwrap();
-    assert_eq!(s.gc(3_700_000), 1);
+    assert_eq!(s.gc(3_700_000).len(), 1);
     assert_eq!(s.series_count(), 1);
     let all = [Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap()];
     assert_eq!(names(&s, &all), vec!["new{}"]);
@@ -352,4 +352,104 @@ fn colliding_hashes_keep_series_apart() {
     assert!(find_slot(&shard, 42, &a).is_none());
     assert!(find_slot(&shard, 42, &b).is_some());
     assert!(shard.collisions.is_empty());
+}
+
+#[test]
+fn handles_append_directly_and_go_stale_when_the_series_is_removed() {
+    let s = store();
+    let pairs = [("__name__", "out"), ("detector", "z")];
+    let mut handle = None;
+    s.append_batch_observed(
+        &[SeriesWrite {
+            labels: &pairs,
+            samples: &[(1_000, 1.0)],
+        }],
+        &mut |_, r, _| handle = Some(r),
+    );
+    let handle = handle.unwrap();
+    let mut stale = Vec::new();
+    let stats = s.append_refs(&[(handle, 2_000, 2.0), (handle, 1_500, 9.0)], &mut stale);
+    assert_eq!((stats.samples_stored, stats.out_of_order), (1, 1));
+    assert!(stale.is_empty());
+    assert_eq!(
+        s.select(&[Matcher::equal("__name__", "out")], 0, i64::MAX)[0].values,
+        vec![1.0, 2.0]
+    );
+    // Removed by GC, its slot reused by another series: the handle is stale.
+    assert_eq!(s.gc(10_000_000).len(), 1);
+    s.append(&ls(&[("__name__", "other")]), 10_000_000, 1.0)
+        .unwrap();
+    let stats = s.append_refs(&[(handle, 10_000_001, 3.0)], &mut stale);
+    assert_eq!((stats.samples_stored, stale), (0, vec![0]));
+    assert_eq!(
+        s.select(&[Matcher::equal("__name__", "other")], 0, i64::MAX)[0].values,
+        vec![1.0]
+    );
+}
+
+/// Every selection path (postings difference/intersection and per-series checks)
+/// agrees with a brute-force evaluation of the matchers.
+#[test]
+fn selection_agrees_with_brute_force() {
+    let s = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 10_000,
+        shards: 2,
+    });
+    let mut all = Vec::new();
+    for i in 0..600 {
+        let mut pairs = vec![
+            ("__name__", format!("m{}", i % 3)),
+            ("job", format!("j{}", i % 5)),
+        ];
+        if i % 7 != 0 {
+            pairs.push(("zone", format!("z{}", i % 4)));
+        }
+        pairs.push(("inst", format!("i{i}")));
+        let labels = LabelSet::from_pairs(pairs.iter().map(|(n, v)| (*n, v.as_str())));
+        s.append(&labels, 1, 1.0).unwrap();
+        all.push(labels);
+    }
+    let cases: Vec<Vec<Matcher>> = vec![
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::NotEqual, "job", "j1").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::NotRegex, "zone", "z1|z2").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m1"),
+            Matcher::new(MatchOp::Regex, "zone", "z[01]").unwrap(),
+        ],
+        vec![Matcher::equal("__name__", "m2"), Matcher::equal("zone", "")],
+        vec![
+            Matcher::equal("__name__", "m2"),
+            Matcher::new(MatchOp::Regex, "zone", "|z3").unwrap(),
+        ],
+        vec![
+            Matcher::equal("__name__", "m0"),
+            Matcher::new(MatchOp::Regex, "inst", "i1.*").unwrap(),
+        ],
+        vec![
+            Matcher::new(MatchOp::Regex, "job", "j[0-3]").unwrap(),
+            Matcher::new(MatchOp::NotEqual, "zone", "z0").unwrap(),
+        ],
+    ];
+    for matchers in cases {
+        let mut want: Vec<String> = all
+            .iter()
+            .filter(|l| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+            })
+            .map(|l| l.to_string())
+            .collect();
+        want.sort();
+        let mut got = names(&s, &matchers);
+        got.sort();
+        assert_eq!(got, want, "{matchers:?}");
+    }
 }

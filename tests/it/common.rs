@@ -304,3 +304,73 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A running Alertmanager (Debian `prometheus-alertmanager`), killed on drop.
+pub struct Alertmanager {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager on a loopback port with a route to a receiver that
+    /// sends nowhere, clustering off, storage in a temp dir; waits for `/-/ready`.
+    pub fn start() -> Self {
+        let bin = require_binary("prometheus-alertmanager", "prometheus-alertmanager");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting alertmanager");
+        let am = Alertmanager { child, port, dir };
+        let ready = am.url("/-/ready");
+        wait_until("alertmanager to be ready", Duration::from_secs(30), || {
+            http()
+                .get(&ready)
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        });
+        am
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// `GET /api/v2/alerts` (active alerts, as Alertmanager lists them).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        http()
+            .get(self.url("/api/v2/alerts"))
+            .send()
+            .and_then(|r| r.json::<Vec<serde_json::Value>>())
+            .unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("alertmanager.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

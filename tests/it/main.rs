@@ -1,8 +1,10 @@
 //! Integration tests: the real closedloop binary against real peers on loopback.
 //! One test binary (ripgrep-style) so the test build stays fast.
 
+mod anomaly;
 mod bad_input;
 mod common;
 mod prometheus;
 mod promql_diff;
+mod rules;
 mod service;

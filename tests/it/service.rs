@@ -170,3 +170,49 @@ fn test_promql_runs_scripts_and_fails_on_failures() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 passed, 1 failed"));
 }
+
+#[test]
+fn nab_subcommand_scores_a_detector_on_the_shared_benchmark() {
+    let nab = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nab");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args([
+            "nab",
+            "--data",
+            &format!("{nab}/data"),
+            "--labels",
+            &format!("{nab}/combined_windows.json"),
+        ])
+        .args([
+            "--detector",
+            "trend",
+            "--param",
+            "window=2d",
+            "--param",
+            "k=0.5",
+            "--param",
+            "threshold=15",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with("nab: standard=") && last.ends_with(" files=35"),
+        "{last}"
+    );
+    let standard: f64 = last["nab: standard=".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        standard >= 37.0,
+        "standard score {standard} below the 37 target"
+    );
+}

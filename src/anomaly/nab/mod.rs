@@ -291,6 +291,16 @@ pub fn label_file(
         .iter()
         .map(|(a, b)| Ok((row(a)?, row(b)?)))
         .collect::<Result<Vec<_>, NabError>>()?;
+    if let Some((a, b)) = windows.iter().find(|(a, b)| a > b) {
+        return Err(NabError::Labels(format!(
+            "{key}: window rows {a}..{b} end before they start"
+        )));
+    }
+    if windows.windows(2).any(|w| w[1].0 <= w[0].1) {
+        return Err(NabError::Labels(format!(
+            "{key}: windows overlap or are not sorted"
+        )));
+    }
     Ok(LabelledFile {
         rows: timestamps.len(),
         windows,

@@ -52,7 +52,8 @@ pub fn probationary_period(n: usize) -> usize {
 pub struct LabelledFile {
     /// Number of rows.
     pub rows: usize,
-    /// Windows as inclusive `[start, end]` row indices, sorted, not overlapping.
+    /// Windows as inclusive `[start, end]` row indices, sorted, not overlapping
+    /// (windows that break this are ignored, never a panic).
     pub windows: Vec<(usize, usize)>,
 }
 
@@ -95,13 +96,14 @@ impl LabelledFile {
                 let (s, e) = self.windows[next];
                 let width = (e - s + 1) as f64;
                 let y = -((e - i + 1) as f64) / width;
+                // (s <= i <= e here, so no subtraction can underflow)
                 out.push((cost.tp * scaled_sigmoid(y) / sig_m1, Some(next as u32)));
             } else if next == 0 {
                 out.push((-cost.fp, None));
             } else {
                 let (s, e) = self.windows[next - 1];
-                let width = (e - s + 1) as f64;
-                let y = (i - e) as f64 / (width - 1.0).max(1.0);
+                let width = (e.saturating_sub(s) + 1) as f64;
+                let y = i.saturating_sub(e) as f64 / (width - 1.0).max(1.0);
                 out.push((cost.fp * scaled_sigmoid(y), None));
             }
         }
