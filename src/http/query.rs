@@ -7,16 +7,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::duration::parse_duration;
-use crate::promql::{QueryError, QueryResult};
+use crate::promql::{QueryError, QueryResult, Value};
 
 /// The status Prometheus answers for each error class.
 fn query_error(e: QueryError) -> ApiError {
@@ -34,20 +32,26 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
-fn respond(result: Result<QueryResult, ApiError>) -> Response {
-    match result {
-        Err(e) => e.into_response(),
-        Ok(r) => {
-            let mut body = json!({"status": "success", "data": r.value});
-            if !r.warnings.is_empty() {
-                body["warnings"] = json!(r.warnings);
-            }
-            if !r.infos.is_empty() {
-                body["infos"] = json!(r.infos);
-            }
-            Json(body).into_response()
-        }
-    }
+/// The success envelope, serialized straight from the result: building a JSON tree
+/// first would allocate a map per series and a string per point.
+#[derive(serde::Serialize)]
+struct Success<'a> {
+    status: &'static str,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    infos: &'a [String],
+}
+
+fn encode(r: &QueryResult) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(&Success {
+        status: "success",
+        data: &r.value,
+        warnings: &r.warnings,
+        infos: &r.infos,
+    })
+    .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
 }
 
 /// A step or timeout: a Prometheus duration (`15s`) or a float of seconds (`15`).
@@ -73,13 +77,18 @@ fn query_text(params: &Params) -> Result<String, ApiError> {
     }
 }
 
+/// Runs a query and encodes its answer off the async workers (both are heavy for a
+/// large range query).
 async fn run_blocking(
     f: impl FnOnce() -> Result<QueryResult, ApiError> + Send + 'static,
 ) -> Response {
-    let result = tokio::task::spawn_blocking(f)
+    let result = tokio::task::spawn_blocking(move || f().and_then(|r| encode(&r)))
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("query task failed: {e}"))));
-    respond(result)
+    match result {
+        Err(e) => e.into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    }
 }
 
 pub(crate) async fn instant(

@@ -262,23 +262,30 @@ fn select_k(
                         continue;
                     }
                     let k = usize::try_from(k).unwrap_or(usize::MAX);
-                    let mut c = present.clone();
+                    let mut c = present;
                     let top = op == token::T_TOPK;
-                    c.sort_by(|&a, &b| {
+                    // By value (NaN always last), ties in input order: a total order, so
+                    // selecting the k best and sorting only those gives exactly what a
+                    // stable sort of all would.
+                    let rank = |&a: &usize, &b: &usize| {
                         let (x, y) = (
                             input[a].vals[i].unwrap_or(f64::NAN),
                             input[b].vals[i].unwrap_or(f64::NAN),
                         );
-                        // NaN always ranks last.
-                        match (x.is_nan(), y.is_nan()) {
+                        let by_value = match (x.is_nan(), y.is_nan()) {
                             (true, true) => std::cmp::Ordering::Equal,
                             (true, false) => std::cmp::Ordering::Greater,
                             (false, true) => std::cmp::Ordering::Less,
                             _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
                             _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                        }
-                    });
-                    c.truncate(k);
+                        };
+                        by_value.then(a.cmp(&b))
+                    };
+                    if k < c.len() {
+                        c.select_nth_unstable_by(k - 1, rank);
+                        c.truncate(k);
+                    }
+                    c.sort_unstable_by(rank);
                     c
                 }
                 token::T_LIMITK => {

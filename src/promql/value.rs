@@ -55,19 +55,116 @@ pub struct QueryResult {
     pub infos: Vec<String>,
 }
 
-/// Formats a sample value as Prometheus does (`strconv.FormatFloat(v, 'f', -1, 64)`).
+/// Formats a value as Prometheus formats label values (`count_values`):
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, with `NaN`, `+Inf` and `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_go_float(v, false, &mut |b| out.push_str(b));
+    out
+}
+
+/// Writes `v` as Go formats floats: the shortest digits that read back as `v` (ties
+/// broken to even, as Go and ryu do), positional (`'f'`), or — with `sci_outside`,
+/// as Prometheus's JSON does — in Go's `'e'` form (`1e+21`, `1.5e-07`) when
+/// `|v| < 1e-6` or `|v| >= 1e21`. Non-finite values are `NaN`, `+Inf`, `-Inf`.
+fn write_go_float(v: f64, sci_outside: bool, out: &mut dyn FnMut(&str)) {
     if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        // Rust's `Display` for f64 is the shortest round-trip form without an exponent,
-        // like Go's 'f' with precision -1.
-        format!("{v}")
+        return out("NaN");
     }
+    if v.is_infinite() {
+        return out(if v > 0.0 { "+Inf" } else { "-Inf" });
+    }
+    if v == 0.0 {
+        return out(if v.is_sign_negative() { "-0" } else { "0" });
+    }
+    // ryu's text is `d.ddd`, `ddd.d`, `0.000ddd` or `d.ddde±x`: read the digits and
+    // the decimal point's position back out of it (v = 0.DIGITS × 10^point).
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v);
+    if !text.contains('e') {
+        // ryu writes positional text in [1e-5, 1e16), Go's 'f' form but for the
+        // `.0` it gives whole numbers: the common case, taken as is.
+        return out(text.strip_suffix(".0").unwrap_or(text));
+    }
+    let text = text.trim_start_matches('-');
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    let mut point = int_part.len() as i32 + exp;
+    for &d in int_part.as_bytes().iter().chain(frac_part.as_bytes()) {
+        if n == 0 && d == b'0' {
+            point -= 1; // a leading zero
+            continue;
+        }
+        if n < digits.len() {
+            digits[n] = d;
+            n += 1;
+        }
+    }
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    let digits = std::str::from_utf8(&digits[..n]).unwrap_or("0");
+    if v < 0.0 {
+        out("-");
+    }
+    let abs = v.abs();
+    if sci_outside && !(1e-6..1e21).contains(&abs) {
+        // Go 'e': d[.ddd]e±dd (at least two exponent digits).
+        out(&digits[..1]);
+        if n > 1 {
+            out(".");
+            out(&digits[1..]);
+        }
+        let e = point - 1;
+        out(if e < 0 { "e-" } else { "e+" });
+        let mut num = [0u8; 8];
+        let text = format_exponent(e.unsigned_abs(), &mut num);
+        return out(text);
+    }
+    const ZEROS: &str = "0000000000000000000000000000000000000000";
+    let zeros = |mut k: usize, out: &mut dyn FnMut(&str)| {
+        while k > 0 {
+            let m = k.min(ZEROS.len());
+            out(&ZEROS[..m]);
+            k -= m;
+        }
+    };
+    if point <= 0 {
+        out("0.");
+        zeros((-point) as usize, out);
+        out(digits);
+    } else if point as usize >= n {
+        out(digits);
+        zeros(point as usize - n, out);
+    } else {
+        out(&digits[..point as usize]);
+        out(".");
+        out(&digits[point as usize..]);
+    }
+}
+
+/// An exponent with at least two digits, as Go writes it.
+fn format_exponent(e: u32, buf: &mut [u8; 8]) -> &str {
+    let mut i = buf.len();
+    let mut e = e;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (e % 10) as u8;
+        e /= 10;
+        if e == 0 {
+            break;
+        }
+    }
+    if buf.len() - i < 2 {
+        i -= 1;
+        buf[i] = b'0';
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("00")
 }
 
 /// A timestamp in seconds, serialized as an integer when whole (`1`), else as the
@@ -84,13 +181,46 @@ impl Serialize for Ts {
     }
 }
 
-struct Point(i64, String);
+/// A sample value as Prometheus's JSON writes it (`jsonutil.MarshalFloat`): Go's
+/// shortest `'f'` form, or `'e'` below 1e-6 and from 1e21 up. Built on the stack and
+/// written straight into the output: a range query's answer can hold millions of
+/// points, so no `String` per point.
+pub(crate) struct ValueStr(pub(crate) f64);
+
+impl Serialize for ValueStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 48];
+        let mut len = 0;
+        write_go_float(self.0, true, &mut |part| {
+            let end = (len + part.len()).min(buf.len());
+            buf[len..end].copy_from_slice(&part.as_bytes()[..end - len]);
+            len = end;
+        });
+        s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or("NaN"))
+    }
+}
+
+/// `[t, "v"]`.
+struct Point(i64, f64);
 
 impl Serialize for Point {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(2))?;
         seq.serialize_element(&Ts(self.0))?;
-        seq.serialize_element(&self.1)?;
+        seq.serialize_element(&ValueStr(self.1))?;
+        seq.end()
+    }
+}
+
+/// A series' points, serialized as they are read.
+struct Points<'a>(&'a [(i64, f64)]);
+
+impl Serialize for Points<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for &(t, v) in self.0 {
+            seq.serialize_element(&Point(t, v))?;
+        }
         seq.end()
     }
 }
@@ -113,7 +243,7 @@ impl Serialize for SampleJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("metric", &Metric(&self.0.labels))?;
-        m.serialize_entry("value", &Point(self.0.t, format_value(self.0.v)))?;
+        m.serialize_entry("value", &Point(self.0.t, self.0.v))?;
         m.end()
     }
 }
@@ -124,14 +254,21 @@ impl Serialize for SeriesJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("metric", &Metric(&self.0.labels))?;
-        let points: Vec<Point> = self
-            .0
-            .points
-            .iter()
-            .map(|&(t, v)| Point(t, format_value(v)))
-            .collect();
-        m.serialize_entry("values", &points)?;
+        m.serialize_entry("values", &Points(&self.0.points))?;
         m.end()
+    }
+}
+
+/// Serializes the items of a slice through a wrapper, without collecting them.
+struct Seq<'a, T, W>(&'a [T], fn(&'a T) -> W);
+
+impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&(self.1)(item))?;
+        }
+        seq.end()
     }
 }
 
@@ -141,16 +278,10 @@ impl Serialize for Value {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("resultType", self.result_type())?;
         match self {
-            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, format_value(*v)))?,
-            Value::String(t, v) => m.serialize_entry("result", &Point(*t, v.clone()))?,
-            Value::Vector(samples) => {
-                let v: Vec<SampleJson<'_>> = samples.iter().map(SampleJson).collect();
-                m.serialize_entry("result", &v)?
-            }
-            Value::Matrix(series) => {
-                let v: Vec<SeriesJson<'_>> = series.iter().map(SeriesJson).collect();
-                m.serialize_entry("result", &v)?
-            }
+            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, *v))?,
+            Value::String(t, v) => m.serialize_entry("result", &(Ts(*t), v))?,
+            Value::Vector(samples) => m.serialize_entry("result", &Seq(samples, SampleJson))?,
+            Value::Matrix(series) => m.serialize_entry("result", &Seq(series, SeriesJson))?,
         }
         m.end()
     }
@@ -197,5 +328,82 @@ mod tests {
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(json(1e21), "\"1e+21\"");
+    }
+
+    /// The JSON text of a value.
+    fn json(v: f64) -> String {
+        serde_json::to_string(&ValueStr(v)).unwrap()
+    }
+
+    #[test]
+    fn values_format_as_prometheus_2_42_writes_them() {
+        // Each pair was read from a real Prometheus 2.42 (`vector(<v>)` queries).
+        for (v, want) in [
+            (1_658_206_780_088_562.2, "1658206780088562.2"), // .25, a tie
+            (1_658_206_780_088_562.8, "1658206780088562.8"), // .75, a tie
+            (0.3, "0.3"),
+            (9007199254740993.0, "9007199254740992"),
+            (123456789012345.67, "123456789012345.67"),
+            (5e-324, "5e-324"),
+            (1e16, "10000000000000000"),
+            (1.5e17, "150000000000000000"),
+            (1e21, "1e+21"),
+            (-1e21, "-1e+21"),
+            (1e-7, "1e-07"),
+            (1.5e-7, "1.5e-07"),
+            (1e-6, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (1e100, "1e+100"),
+            (1.2345e-300, "1.2345e-300"),
+            (-0.000001234, "-0.000001234"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (4e9, "4000000000"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(json(v), format!("\"{want}\""), "{v:e}");
+        }
+        // count_values labels always use 'f' (read from Prometheus 2.42 as well).
+        assert_eq!(format_value(1e22), "10000000000000000000000");
+        assert_eq!(format_value(1_658_206_780_088_562.2), "1658206780088562.2");
+    }
+
+    #[test]
+    fn formatted_values_read_back_exactly() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            let text = json(v);
+            let text = text.trim_matches('"');
+            let back: f64 = match text {
+                "NaN" => f64::NAN,
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                t => t.parse().unwrap(),
+            };
+            assert!(
+                back.to_bits() == v.to_bits() || (v.is_nan() && back.is_nan()),
+                "{v:e} -> {text}"
+            );
+            let f: f64 = format_value(v).replace("Inf", "inf").parse().unwrap();
+            assert!(f.to_bits() == v.to_bits() || v.is_nan(), "{v:e}");
+            // Positional text never has an exponent; JSON uses one only outside
+            // [1e-6, 1e21).
+            assert!(!format_value(v).contains('e'));
+            let abs = v.abs();
+            if v.is_finite() && v != 0.0 {
+                assert_eq!(
+                    text.contains('e'),
+                    !(1e-6..1e21).contains(&abs),
+                    "{v:e} -> {text}"
+                );
+            }
+        }
     }
 }

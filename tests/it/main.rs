@@ -5,5 +5,6 @@ mod anomaly;
 mod bad_input;
 mod common;
 mod prometheus;
+mod promql_diff;
 mod rules;
 mod service;

@@ -1,7 +1,8 @@
 //! A real Prometheus (Debian's 2.42) scrapes itself and remote-writes to closedloop,
-//! plain, with basic auth, and with a bearer token over TLS.
+//! plain, with basic auth, and with a bearer token over TLS; closedloop then reports
+//! the same series, labels and latest values (through `/api/v1/query`) as Prometheus.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::common::*;
@@ -26,6 +27,46 @@ fn series_set(data: &serde_json::Value) -> BTreeSet<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+/// An instant query's vector as label set (JSON text) → (timestamp, value text).
+fn latest_values(data: &serde_json::Value) -> BTreeMap<String, (f64, String)> {
+    assert_eq!(data["resultType"], "vector", "{data}");
+    data["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["metric"].to_string(),
+                (
+                    s["value"][0].as_f64().unwrap(),
+                    s["value"][1].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// What differs between Prometheus's and closedloop's answer; empty when they agree.
+/// Values are the same stored floats, so their text is compared exactly.
+fn diff_values(
+    theirs: &BTreeMap<String, (f64, String)>,
+    ours: &BTreeMap<String, (f64, String)>,
+) -> String {
+    let mut out = Vec::new();
+    for (labels, v) in theirs {
+        match ours.get(labels) {
+            None => out.push(format!("missing in closedloop: {labels}")),
+            Some(o) if o != v => out.push(format!("{labels}: Prometheus {v:?}, closedloop {o:?}")),
+            Some(_) => {}
+        }
+    }
+    for labels in ours.keys().filter(|l| !theirs.contains_key(*l)) {
+        out.push(format!("extra in closedloop: {labels}"));
+    }
+    out.truncate(10);
+    out.join("\n")
 }
 
 fn wait_for_samples(cl: &Closedloop, prom: &Prometheus) {
@@ -72,6 +113,29 @@ fn series_match_what_prometheus_reports() {
         "/api/v1/label/__name__/values?match[]={{job=\"prometheus\"}}&start={start}&end={end}"
     );
     assert_eq!(api_get(&prom.url(&values_q)), cl.api(&values_q));
+
+    // The latest values agree too: both engines evaluate the same instant query at
+    // the same time. Remote write trails the scrapes by up to a batch deadline, so a
+    // mismatch is retried at a later time a few times before it counts.
+    let mut last_diff = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let t = (now_ms() - 3_000) as f64 / 1000.0;
+        let query = format!("/api/v1/query?query={{job=\"prometheus\"}}&time={t}");
+        let theirs = latest_values(&api_get(&prom.url(&query)));
+        let ours = latest_values(&cl.api(&query));
+        assert!(theirs.len() > 100, "Prometheus returned {}", theirs.len());
+        last_diff = diff_values(&theirs, &ours);
+        if last_diff.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        last_diff.is_empty(),
+        "latest values differ from Prometheus's /api/v1/query:\n{last_diff}"
+    );
 
     assert_eq!(
         cl.metric("closedloop_remote_write_requests_total", "code=\"400\""),

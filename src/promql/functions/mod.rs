@@ -35,6 +35,22 @@ pub(crate) struct Window<'a> {
     /// With `anchored`/`smoothed`, `ts`/`vs` also hold the samples within the
     /// lookback before `start` (and, smoothed, after `end`).
     pub(crate) mode: RangeMode,
+    /// Where the value drops inside the window (`vs[j] < vs[j - 1]`), ascending, as
+    /// positions `first + j` in the series: counter resets, found once per series
+    /// instead of once per step.
+    pub(crate) drops: &'a [u32],
+    /// Position of `ts[0]` in the series.
+    pub(crate) first: u32,
+}
+
+/// Positions where a series' value drops (`vs[j] < vs[j - 1]`), ascending.
+pub(super) fn drop_positions(vs: &[f64], out: &mut Vec<u32>) {
+    out.clear();
+    for (j, pair) in vs.windows(2).enumerate() {
+        if pair[1] < pair[0] {
+            out.push(j as u32 + 1);
+        }
+    }
 }
 
 pub(crate) type RangeKernel = fn(&Window<'_>) -> Result<Option<f64>>;
@@ -91,17 +107,47 @@ pub(crate) fn apply_range(
         RangeMode::Anchored => (lookback, 0),
         RangeMode::Smoothed => (lookback, lookback),
     };
+    let mut drops = Vec::new();
     for s in &m.series {
         ev.check_deadline()?;
+        drop_positions(&s.vs, &mut drops);
         let mut vals = vec![None; steps.n];
         let mut any = false;
+        // Window bounds slide forward with the steps: `lo` is the first sample after
+        // the window's start, `hi` one past the last sample at or before its end.
+        // Steps' window ends never decrease, so each bound only moves forward (a
+        // binary search restarts them if they ever did).
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let (mut d_lo, mut d_hi) = (0usize, 0usize);
+        let mut prev_end = i64::MIN;
         for (i, slot) in vals.iter_mut().enumerate() {
             let end = m.ends[i];
             let start = end.saturating_sub(m.range);
-            let lo = s.ts.partition_point(|&t| t <= start - before);
-            let hi = s.ts.partition_point(|&t| t <= end + after);
+            let (from, to) = (start - before, end + after);
+            if end < prev_end {
+                lo = s.ts.partition_point(|&t| t <= from);
+                hi = s.ts.partition_point(|&t| t <= to);
+                d_lo = 0;
+                d_hi = 0;
+            }
+            prev_end = end;
+            while lo < s.ts.len() && s.ts[lo] <= from {
+                lo += 1;
+            }
+            hi = hi.max(lo);
+            while hi < s.ts.len() && s.ts[hi] <= to {
+                hi += 1;
+            }
             if lo >= hi {
                 continue;
+            }
+            // Drops strictly inside the window: positions in (lo, hi).
+            while d_lo < drops.len() && drops[d_lo] as usize <= lo {
+                d_lo += 1;
+            }
+            d_hi = d_hi.max(d_lo);
+            while d_hi < drops.len() && (drops[d_hi] as usize) < hi {
+                d_hi += 1;
             }
             per_step[i] += hi - lo;
             for (a, v) in args.iter_mut().zip(scalar_args) {
@@ -116,6 +162,8 @@ pub(crate) fn apply_range(
                 eval_t: steps.t(i),
                 args: &args,
                 mode: m.mode,
+                drops: &drops[d_lo..d_hi],
+                first: lo as u32,
             };
             *slot = kernel(&w)?;
             any |= slot.is_some();

@@ -66,12 +66,9 @@ pub(crate) fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool)
     let (first_t, last_t) = (ts[0], ts[n - 1]);
     let mut result = vs[n - 1] - vs[0];
     if is_counter {
-        let mut prev = vs[0];
-        for &v in &vs[1..] {
-            if v < prev {
-                result += prev;
-            }
-            prev = v;
+        // Each reset adds back the value before it, in order, as a scan would.
+        for &j in w.drops {
+            result += vs[(j - w.first) as usize - 1];
         }
     }
     let range_start = w.start;
@@ -244,6 +241,13 @@ pub(crate) fn instant_delta(ts: &[i64], vs: &[f64], is_rate: bool) -> Option<f64
 mod tests {
     use super::*;
 
+    /// The window's drop positions, leaked: tests build few windows.
+    fn drops_of(vs: &[f64]) -> &'static [u32] {
+        let mut out = Vec::new();
+        super::super::drop_positions(vs, &mut out);
+        Box::leak(out.into_boxed_slice())
+    }
+
     fn window<'a>(ts: &'a [i64], vs: &'a [f64], end: i64, range: i64) -> Window<'a> {
         Window {
             ts,
@@ -254,6 +258,8 @@ mod tests {
             eval_t: end,
             args: &[],
             mode: RangeMode::Plain,
+            drops: drops_of(vs),
+            first: 0,
         }
     }
 
