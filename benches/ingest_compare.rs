@@ -11,7 +11,6 @@
 //! Set CLOSEDLOOP_BENCH_CONFIG to a YAML file to run closedloop with that config.
 //! Bounded: it stops after R rounds; every server is killed when its run ends.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use closedloop::ingest::proto::v1;
+use peers::{cpu_seconds, free_port, memory_kib, require};
 use prost::Message;
+
+mod peers;
 
 const PER_REQUEST: usize = 2_000;
 
@@ -118,14 +120,6 @@ fn payloads(args: &Args) -> Vec<Vec<u8>> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     name: &'static str,
     child: Child,
@@ -138,14 +132,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn require(bin: &str, package: &str) -> String {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} not found: apt-get install {package}"
-    );
-    bin.to_owned()
 }
 
 fn start(name: &'static str) -> Server {
@@ -210,25 +196,6 @@ fn start(name: &'static str) -> Server {
         write_url: format!("http://{addr}{write}"),
         _dir: dir,
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may contain spaces) start at ")".
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // CLK_TCK is 100 on Linux
-}
-
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Result {

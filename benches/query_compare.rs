@@ -23,13 +23,15 @@
 //! when the run ends (or the benchmark panics).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use closedloop::ingest::proto::v1;
 use prost::Message;
+
+mod peers;
+use peers::{free_port, require};
 
 const INTERVAL_MS: i64 = 15_000;
 /// 70 minutes: the range queries' first windows reach back before the hour.
@@ -270,14 +272,6 @@ fn payloads(series: &[GenSeries], origin: i64) -> Vec<Vec<u8>> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     child: Child,
     base: String,
@@ -289,14 +283,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn require(bin: &str, package: &str) -> String {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} not found: install the Debian package `{package}` (apt-get install -y {package})"
-    );
-    bin.to_owned()
 }
 
 fn start(name: &'static str) -> Server {

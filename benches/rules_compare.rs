@@ -20,25 +20,21 @@
 //! its run ends. Loopback only.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use closedloop::ingest::proto::v1;
 use prost::Message;
 
+mod peers;
+use peers::{free_port, now_ms, require, wait_ready, Proc};
+
 const SERIES: usize = 10_000;
 const SHARDS: usize = 500;
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 41;
 const PER_REQUEST: usize = 2_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn rule_file() -> String {
     let mut s = String::from("groups:\n  - name: bench\n    interval: 5s\n    rules:\n");
@@ -99,56 +95,6 @@ fn payloads(end: i64) -> Vec<Vec<u8>> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(bin: &str, package: &str) -> String {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} not found: apt-get install {package}"
-    );
-    bin.to_owned()
-}
-
-fn spawn(mut c: Command) -> Proc {
-    Proc(
-        c.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning"),
-    )
-}
-
-fn wait_ready(url: &str) {
-    let client = reqwest::blocking::Client::new();
-    let start = Instant::now();
-    while !client
-        .get(url)
-        .send()
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{url} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn write_all(url: &str, bodies: &[Vec<u8>]) {
@@ -234,7 +180,7 @@ fn run_closedloop(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f6
         "--config",
     ])
     .arg(dir.join("closedloop.yml"));
-    let _p = spawn(c);
+    let _p = Proc::spawn(c);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready"));
     write_all(&format!("{base}/api/v1/write"), bodies);
@@ -264,7 +210,7 @@ fn run_prometheus(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f6
     ))
     .arg(format!("--web.listen-address=127.0.0.1:{port}"))
     .arg("--web.enable-remote-write-receiver");
-    let _p = spawn(c);
+    let _p = Proc::spawn(c);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/ready"));
     write_all(&format!("{base}/api/v1/write"), bodies);
@@ -285,7 +231,7 @@ fn run_vmalert(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f64>)
             dir.join("vm-data").display()
         ))
         .arg("-retentionPeriod=1");
-    let _vm = spawn(c);
+    let _vm = Proc::spawn(c);
     let vm = format!("http://127.0.0.1:{vm_port}");
     wait_ready(&format!("{vm}/health"));
     write_all(&format!("{vm}/api/v1/write"), bodies);
@@ -301,7 +247,7 @@ fn run_vmalert(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f64>)
         .arg(format!("-notifier.url=http://127.0.0.1:{}", free_port()))
         .arg("-evaluationInterval=5s")
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"));
-    let _p = spawn(c);
+    let _p = Proc::spawn(c);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/-/healthy"));
     measure(

@@ -276,14 +276,7 @@ impl Store {
                     stale.push(i as usize);
                     continue;
                 };
-                match series.ring.push(t, v, self.config.retention_ms) {
-                    Ok((Appended::Stored, g)) => {
-                        stats.samples_stored += 1;
-                        grown += g;
-                    }
-                    Ok((Appended::Duplicate, _)) => stats.samples_duplicate += 1,
-                    Err(e) => stats.count(e, 1),
-                }
+                grown += push_counted(&mut series.ring, t, v, self.config.retention_ms, &mut stats);
             }
         }
         if grown != 0 {
@@ -402,14 +395,7 @@ impl Store {
             .expect("slot from index is live");
         let mut grown = 0isize;
         for &(t, v) in w.samples {
-            match series.ring.push(t, v, self.config.retention_ms) {
-                Ok((Appended::Stored, g)) => {
-                    stats.samples_stored += 1;
-                    grown += g;
-                }
-                Ok((Appended::Duplicate, _)) => stats.samples_duplicate += 1,
-                Err(e) => stats.count(e, 1),
-            }
+            grown += push_counted(&mut series.ring, t, v, self.config.retention_ms, stats);
         }
         if grown != 0 {
             self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
@@ -635,6 +621,30 @@ impl Store {
             + label_bytes
             + self.interner.heap_bytes();
         stats
+    }
+}
+
+/// Pushes one sample, counting the outcome; returns the ring's growth in bytes.
+fn push_counted(
+    ring: &mut RingBuffer,
+    t: i64,
+    v: f64,
+    retention_ms: i64,
+    stats: &mut AppendStats,
+) -> isize {
+    match ring.push(t, v, retention_ms) {
+        Ok((Appended::Stored, grown)) => {
+            stats.samples_stored += 1;
+            grown
+        }
+        Ok((Appended::Duplicate, _)) => {
+            stats.samples_duplicate += 1;
+            0
+        }
+        Err(e) => {
+            stats.count(e, 1);
+            0
+        }
     }
 }
 
