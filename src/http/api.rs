@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::params::Params;
 use super::App;
-use crate::storage::{LabelSet, Matcher};
+use crate::storage::{LabelSet, Matcher, Store};
 
 fn success(data: Value) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
@@ -59,6 +59,46 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("query task failed: {e}")))
 }
 
+/// The shape every read endpoint shares: parse `match[]`, `start` and `end`, run
+/// `read` off the async workers, answer its values as a JSON array.
+async fn read_endpoint(
+    app: Arc<App>,
+    params: Params,
+    require_match: bool,
+    read: impl FnOnce(&Store, &[Vec<Matcher>], i64, i64) -> Vec<Value> + Send + 'static,
+) -> Response {
+    let result = async {
+        let sets = matcher_sets(&params)?;
+        if require_match && sets.is_empty() {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let (start, end) = time_range(&params)?;
+        blocking(move || read(&app.store, &sets, start, end)).await
+    }
+    .await;
+    match result {
+        Ok(values) => success(Value::Array(values)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The union of `f` over the matcher sets, or `f(None)` (no filter) when none is given.
+fn union_over<T: Ord>(
+    sets: &[Vec<Matcher>],
+    f: impl Fn(Option<&[Matcher]>) -> BTreeSet<T>,
+) -> BTreeSet<T> {
+    if sets.is_empty() {
+        return f(None);
+    }
+    sets.iter().flat_map(|set| f(Some(set))).collect()
+}
+
+fn strings(set: BTreeSet<Arc<str>>) -> Vec<Value> {
+    set.into_iter()
+        .map(|v| Value::String(v.to_string()))
+        .collect()
+}
+
 pub(crate) async fn series(
     State(app): State<Arc<App>>,
     uri: Uri,
@@ -66,26 +106,14 @@ pub(crate) async fn series(
     body: Bytes,
 ) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
-    let result = async {
-        let sets = matcher_sets(&params)?;
-        if sets.is_empty() {
-            return Err(ApiError::bad_data("no match[] parameter provided"));
-        }
-        let (start, end) = time_range(&params)?;
-        blocking(move || {
-            let mut all: BTreeSet<LabelSet> = BTreeSet::new();
-            for set in &sets {
-                all.extend(app.store.series(set, start, end));
-            }
-            all.iter().map(labels_json).collect::<Vec<_>>()
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(series) => success(Value::Array(series)),
-        Err(e) => e.into_response(),
-    }
+    read_endpoint(app, params, true, |store, sets, start, end| {
+        let all: BTreeSet<LabelSet> = sets
+            .iter()
+            .flat_map(|set| store.series(set, start, end))
+            .collect();
+        all.iter().map(labels_json).collect()
+    })
+    .await
 }
 
 pub(crate) async fn labels(
@@ -95,29 +123,10 @@ pub(crate) async fn labels(
     body: Bytes,
 ) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
-    let result = async {
-        let sets = matcher_sets(&params)?;
-        let (start, end) = time_range(&params)?;
-        blocking(move || {
-            let mut names = BTreeSet::new();
-            if sets.is_empty() {
-                names = app.store.label_names(None, start, end);
-            }
-            for set in &sets {
-                names.extend(app.store.label_names(Some(set), start, end));
-            }
-            names
-                .into_iter()
-                .map(|n| Value::String(n.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(names) => success(Value::Array(names)),
-        Err(e) => e.into_response(),
-    }
+    read_endpoint(app, params, false, |store, sets, start, end| {
+        strings(union_over(sets, |set| store.label_names(set, start, end)))
+    })
+    .await
 }
 
 pub(crate) async fn label_values(
@@ -126,33 +135,16 @@ pub(crate) async fn label_values(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    if name.is_empty() {
+        return ApiError::bad_data("invalid label name: empty").into_response();
+    }
     let params = Params::from_request(&uri, &headers, &Bytes::new());
-    let result = async {
-        if name.is_empty() {
-            return Err(ApiError::bad_data("invalid label name: empty"));
-        }
-        let sets = matcher_sets(&params)?;
-        let (start, end) = time_range(&params)?;
-        blocking(move || {
-            let mut values = BTreeSet::new();
-            if sets.is_empty() {
-                values = app.store.label_values(&name, None, start, end);
-            }
-            for set in &sets {
-                values.extend(app.store.label_values(&name, Some(set), start, end));
-            }
-            values
-                .into_iter()
-                .map(|v| Value::String(v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(values) => success(Value::Array(values)),
-        Err(e) => e.into_response(),
-    }
+    read_endpoint(app, params, false, move |store, sets, start, end| {
+        strings(union_over(sets, |set| {
+            store.label_values(&name, set, start, end)
+        }))
+    })
+    .await
 }
 
 /// What Grafana reads to learn the server's flavour and version.
