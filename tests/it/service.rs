@@ -216,3 +216,69 @@ fn nab_subcommand_scores_a_detector_on_the_shared_benchmark() {
         "standard score {standard} below the 37 target"
     );
 }
+
+/// What Grafana's Prometheus data source calls on "Save & test" and when building
+/// queries, answered in Prometheus's shapes (Grafana itself is not packaged here).
+#[test]
+fn grafana_datasource_endpoints_answer_in_prometheus_shapes() {
+    let cl = Closedloop::start("");
+    let now = now_ms();
+    let samples = [(now - 30_000, 1.0), (now - 15_000, 2.0)];
+    let body = v1_body(&[(&[("__name__", "up"), ("job", "api")], &samples)]);
+    assert_eq!(post_write(&cl, body, "application/x-protobuf").0, 204);
+    let t = (now - 15_000) as f64 / 1000.0;
+
+    let info = cl.api("/api/v1/status/buildinfo");
+    assert!(info["version"].is_string(), "{info}");
+    let health = cl.api(&format!("/api/v1/query?query=1%2B1&time={t}"));
+    assert_eq!(health["resultType"], "scalar");
+    assert_eq!(health["result"][1], "2");
+    // Grafana sends queries as form POSTs by default.
+    let form = |path: &str, body: String| -> serde_json::Value {
+        let resp = http()
+            .post(cl.url(path))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        let v: serde_json::Value = resp.json().unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+        v["data"].clone()
+    };
+    let instant = form("/api/v1/query", format!("query=up&time={t}"));
+    assert_eq!(instant["resultType"], "vector");
+    assert_eq!(
+        instant["result"][0]["metric"],
+        serde_json::json!({"__name__": "up", "job": "api"})
+    );
+    assert_eq!(instant["result"][0]["value"][1], "2");
+    let range = form(
+        "/api/v1/query_range",
+        format!("query=up&start={}&end={t}&step=15", t - 15.0),
+    );
+    assert_eq!(range["resultType"], "matrix");
+    assert_eq!(range["result"][0]["values"].as_array().unwrap().len(), 2);
+    assert!(cl
+        .api("/api/v1/labels")
+        .as_array()
+        .unwrap()
+        .contains(&"job".into()));
+    assert_eq!(
+        cl.api("/api/v1/label/__name__/values"),
+        serde_json::json!(["up"])
+    );
+    assert_eq!(cl.api("/api/v1/series?match[]=up")[0]["job"], "api");
+    assert_eq!(cl.api("/api/v1/metadata"), serde_json::json!({}));
+    // Errors in Prometheus's shape.
+    let resp = http()
+        .get(cl.url("/api/v1/query?query=sum("))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: serde_json::Value = resp.json().unwrap();
+    assert_eq!(
+        (err["status"].as_str(), err["errorType"].as_str()),
+        (Some("error"), Some("bad_data"))
+    );
+}
