@@ -192,7 +192,8 @@ fn bench_ingest_with_detectors(c: &mut Criterion) {
             &["detector", "severity"],
         )
         .unwrap();
-        let analyzer = Analyzer::new(counter, IncidentConfig::default());
+        let dropped = prometheus::IntCounter::new("o", "o").unwrap();
+        let analyzer = Analyzer::new(counter, dropped, IncidentConfig::default());
         let specs: Vec<DetectorSpec> = algorithms[..detectors]
             .iter()
             .enumerate()

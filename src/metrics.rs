@@ -34,6 +34,8 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     /// `closed_loop_detections_total{detector,severity}`: anomaly threshold crossings.
     pub detections: IntCounterVec,
+    /// Detector output samples not written because the store is near its series limit.
+    pub anomaly_outputs_dropped: IntCounter,
     pub config_last_reload_success_timestamp: IntGauge,
 }
 
@@ -203,6 +205,13 @@ impl Metrics {
                     "closed_loop_detections_total",
                     "Anomaly detections (threshold crossings) by detector and severity.",
                     &["detector", "severity"],
+                )?,
+            )?,
+            anomaly_outputs_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "closed_loop_anomaly_outputs_dropped_total",
+                    "Detector output samples not written: the store is at 90% of its series limit (headroom kept for ingested series).",
                 )?,
             )?,
             registry: r,

@@ -55,6 +55,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let engine = Engine::new(config.engine_options());
     let analyzer = Arc::new(Analyzer::new(
         metrics.detections.clone(),
+        metrics.anomaly_outputs_dropped.clone(),
         IncidentConfig::default(),
     ));
     let app = Arc::new(App::new(

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use tokio::sync::broadcast;
 
 use super::{
@@ -30,18 +30,29 @@ pub struct Analyzer {
     active: AtomicBool,
     events: broadcast::Sender<AnomalyEvent>,
     detections: IntCounterVec,
+    outputs_dropped: IntCounter,
 }
+
+/// Detector outputs create new series only while the store is below this share of
+/// its series limit; the rest is headroom for ingested series.
+const OUTPUT_SERIES_SHARE: f64 = 0.9;
 
 impl Analyzer {
     /// An analyzer with no detectors; `detections` is the
-    /// `closed_loop_detections_total{detector,severity}` counter.
-    pub fn new(detections: IntCounterVec, incidents: IncidentConfig) -> Self {
+    /// `closed_loop_detections_total{detector,severity}` counter and `outputs_dropped`
+    /// counts output samples not written (store at its series limit or headroom).
+    pub fn new(
+        detections: IntCounterVec,
+        outputs_dropped: IntCounter,
+        incidents: IncidentConfig,
+    ) -> Self {
         Analyzer {
             set: Mutex::new(DetectorSet::default()),
             incidents: Mutex::new(Incidents::new(incidents)),
             active: AtomicBool::new(false),
             events: broadcast::channel(EVENT_BUFFER).0,
             detections,
+            outputs_dropped,
         }
     }
 
@@ -68,7 +79,11 @@ impl Analyzer {
         let events: Vec<AnomalyEvent> = {
             let mut set = self.set.lock();
             let events = set.process(batch).to_vec();
-            set.write_outputs(store, batch);
+            let cap = (store.config().max_series as f64 * OUTPUT_SERIES_SHARE) as usize;
+            let written = set.write_outputs_within(store, batch, cap);
+            if written.series_limit > 0 {
+                self.outputs_dropped.inc_by(written.series_limit);
+            }
             events
         };
         if !events.is_empty() {

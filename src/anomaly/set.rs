@@ -410,6 +410,19 @@ impl DetectorSet {
     /// `append_batch` call); its handle is then cached per slot, and later samples
     /// are appended through it without building or hashing labels.
     pub fn write_outputs(&mut self, store: &Store, batch: &[SeriesBatch<'_>]) -> AppendStats {
+        self.write_outputs_within(store, batch, usize::MAX)
+    }
+
+    /// [`DetectorSet::write_outputs`] creating output series only while the store
+    /// holds fewer than `cap` series; outputs that would need a new series beyond it
+    /// are not written (counted as `series_limit`), so detector outputs cannot crowd
+    /// ingested series out of the store's series limit.
+    pub fn write_outputs_within(
+        &mut self,
+        store: &Store,
+        batch: &[SeriesBatch<'_>],
+        cap: usize,
+    ) -> AppendStats {
         // Samples whose output series has a handle.
         let mut direct: Vec<(SeriesRef, i64, f64)> = Vec::new();
         // (entry, slot, column, output row) of each direct sample, and of those to
@@ -474,7 +487,7 @@ impl DetectorSet {
             })
             .collect();
         let mut learned: Vec<(usize, SeriesRef)> = Vec::new();
-        stats += store.append_batch_observed(&writes, &mut |k, r, _| learned.push((k, r)));
+        stats += store.append_batch_capped(&writes, &mut |k, r, _| learned.push((k, r)), cap);
         drop(writes);
         for (k, r) in learned {
             let (e_idx, slot, c, _) = by_labels[k];

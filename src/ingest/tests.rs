@@ -366,7 +366,8 @@ fn detectors_score_samples_as_they_are_ingested() {
     let detections =
         prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])
             .unwrap();
-    let analyzer = Analyzer::new(detections.clone(), IncidentConfig::default());
+    let dropped = prometheus::IntCounter::new("o", "o").unwrap();
+    let analyzer = Analyzer::new(detections.clone(), dropped, IncidentConfig::default());
     let mut spec = DetectorSpec::new("latency_z", r#"latency{job="api"}"#, Algorithm::Zscore);
     spec.warmup = Some(20);
     analyzer.reload(&[spec]).unwrap();
@@ -420,4 +421,49 @@ fn detectors_score_samples_as_they_are_ingested() {
     assert!(*scores[0].values.last().unwrap() > 3.0);
     let incidents = analyzer.incidents(200 * 15_000);
     assert_eq!(incidents.len(), 1);
+}
+
+#[test]
+fn detector_outputs_leave_headroom_for_ingested_series() {
+    use crate::anomaly::{Algorithm, Analyzer, DetectorSpec, IncidentConfig};
+    let s = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 20,
+        shards: 2,
+    });
+    let detections =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])
+            .unwrap();
+    let dropped = prometheus::IntCounter::new("o", "o").unwrap();
+    let analyzer = Analyzer::new(detections, dropped.clone(), IncidentConfig::default());
+    let mut spec = DetectorSpec::new("t", "m", Algorithm::Threshold);
+    spec.upper = Some(100.0);
+    analyzer.reload(&[spec]).unwrap();
+    // 10 input series, each wanting an output series: 20 in all, over the 18 allowed.
+    let body = v1_body(
+        (0..10)
+            .map(|i| series(&[("__name__", "m"), ("i", &i.to_string())], &[(1, 1.0)]))
+            .collect(),
+    );
+    write(
+        &s,
+        Some(&analyzer),
+        Protocol::V1,
+        body,
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
+    assert!(s.series_count() <= 18, "{} series", s.series_count());
+    assert!(dropped.get() > 0);
+    // An ingested series still fits.
+    let body = v1_body(vec![series(&[("__name__", "other")], &[(1, 1.0)])]);
+    let out = write(
+        &s,
+        Some(&analyzer),
+        Protocol::V1,
+        body,
+        SampleBounds::unbounded(),
+    )
+    .unwrap();
+    assert!(out.is_complete(), "{out:?}");
 }

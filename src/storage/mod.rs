@@ -293,6 +293,19 @@ impl Store {
         batch: &[SeriesWrite<'_>],
         observe: &mut dyn FnMut(usize, SeriesRef, &LabelSet),
     ) -> AppendStats {
+        self.append_batch_capped(batch, observe, self.config.max_series)
+    }
+
+    /// [`Store::append_batch_observed`] creating new series only while the store
+    /// holds fewer than `cap` (at most the configured limit): derived writers (detector
+    /// outputs) use a lower cap so they leave headroom for ingested series.
+    pub fn append_batch_capped(
+        &self,
+        batch: &[SeriesWrite<'_>],
+        observe: &mut dyn FnMut(usize, SeriesRef, &LabelSet),
+        cap: usize,
+    ) -> AppendStats {
+        let cap = cap.min(self.config.max_series);
         let mut stats = AppendStats::default();
         if batch.is_empty() {
             return stats;
@@ -327,7 +340,7 @@ impl Store {
             for &i in members {
                 let w = &batch[i as usize];
                 let stored = stats.samples_stored;
-                let slot = self.append_series(&mut shard, hashes[i as usize].0, w, &mut stats);
+                let slot = self.append_series(&mut shard, hashes[i as usize].0, w, cap, &mut stats);
                 if let Some(series) = slot
                     .filter(|_| stats.samples_stored > stored)
                     .and_then(|slot| shard.slots[slot as usize].as_ref())
@@ -372,6 +385,7 @@ impl Store {
         shard: &mut Shard,
         hash: u64,
         w: &SeriesWrite<'_>,
+        cap: usize,
         stats: &mut AppendStats,
     ) -> Option<u32> {
         if w.samples.is_empty() {
@@ -379,7 +393,7 @@ impl Store {
         }
         let slot = match find_slot(shard, hash, w.labels) {
             Some(slot) => slot,
-            None => match self.create_series(shard, hash, w.labels) {
+            None => match self.create_series(shard, hash, w.labels, cap) {
                 Ok(slot) => {
                     stats.series_created += 1;
                     slot
@@ -408,12 +422,13 @@ impl Store {
         shard: &mut Shard,
         hash: u64,
         pairs: &[(&str, &str)],
+        cap: usize,
     ) -> Result<u32, AppendError> {
         // Reserve a place under the limit first, so concurrent creators cannot overshoot.
         let reserved = self
             .series_count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.config.max_series).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             });
         if reserved.is_err() {
             return Err(AppendError::SeriesLimit);

@@ -321,6 +321,7 @@ fn colliding_hashes_keep_series_apart() {
             labels: &a,
             samples: &[(1, 1.0)],
         },
+        100,
         &mut stats,
     );
     s.append_series(
@@ -330,6 +331,7 @@ fn colliding_hashes_keep_series_apart() {
             labels: &b,
             samples: &[(1, 2.0)],
         },
+        100,
         &mut stats,
     );
     s.append_series(
@@ -339,6 +341,7 @@ fn colliding_hashes_keep_series_apart() {
             labels: &b,
             samples: &[(2, 3.0)],
         },
+        100,
         &mut stats,
     );
     assert_eq!(stats.series_created, 2);
