@@ -195,45 +195,52 @@ pub fn api_get(url: &str) -> serde_json::Value {
     body["data"].clone()
 }
 
-/// A running Prometheus, killed on drop.
-pub struct Prometheus {
+/// A running peer server (Prometheus, Alertmanager) on a loopback port, its log in
+/// its temp dir, killed on drop.
+pub struct Peer {
     child: Child,
+    name: &'static str,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
 
-impl Prometheus {
-    /// Starts Prometheus with the config `config(port)` returns (YAML; the port is
-    /// Prometheus's own) and extra flags; waits for `/-/ready`.
-    pub fn start(config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
-        let bin = require_binary("prometheus", "prometheus");
+impl Peer {
+    /// Starts `bin` (from Debian `package`) with the flags `args(port, dir)` gives and
+    /// waits for its `/-/ready`.
+    fn start(
+        name: &'static str,
+        package: &str,
+        args: impl FnOnce(u16, &std::path::Path) -> Vec<String>,
+    ) -> Self {
+        let bin = require_binary(name, package);
         let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("prometheus.yml");
         let port = free_port();
-        std::fs::write(&config_path, config(port)).unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(extra_flags)
+            .args(args(port, dir.path()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting prometheus");
-        let p = Prometheus { child, port, dir };
-        let ready = p.url("/-/ready");
-        wait_until("prometheus to be ready", Duration::from_secs(30), || {
-            http()
-                .get(&ready)
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        });
-        p
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let peer = Peer {
+            child,
+            name,
+            port,
+            dir,
+        };
+        let ready = peer.url("/-/ready");
+        wait_until(
+            &format!("{name} to be ready"),
+            Duration::from_secs(30),
+            || {
+                http()
+                    .get(&ready)
+                    .send()
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            },
+        );
+        peer
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -241,14 +248,43 @@ impl Prometheus {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name)))
+            .unwrap_or_default()
     }
 }
 
-impl Drop for Prometheus {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running Prometheus (Debian `prometheus`).
+pub struct Prometheus(Peer);
+
+impl Prometheus {
+    /// Starts Prometheus with the config `config(port)` returns (YAML; the port is
+    /// Prometheus's own) and extra flags.
+    pub fn start(config: impl FnOnce(u16) -> String, extra_flags: &[&str]) -> Self {
+        Prometheus(Peer::start("prometheus", "prometheus", |port, dir| {
+            let config_path = dir.join("prometheus.yml");
+            std::fs::write(&config_path, config(port)).unwrap();
+            let mut args = vec![
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ];
+            args.extend(extra_flags.iter().map(|f| f.to_string()));
+            args
+        }))
+    }
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.0
     }
 }
 
@@ -305,53 +341,31 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A running Alertmanager (Debian `prometheus-alertmanager`), killed on drop.
-pub struct Alertmanager {
-    child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-}
+/// A running Alertmanager (Debian `prometheus-alertmanager`).
+pub struct Alertmanager(Peer);
 
 impl Alertmanager {
-    /// Starts Alertmanager on a loopback port with a route to a receiver that
-    /// sends nowhere, clustering off, storage in a temp dir; waits for `/-/ready`.
+    /// Starts Alertmanager with a route to a receiver that sends nowhere, clustering
+    /// off, storage in its temp dir.
     pub fn start() -> Self {
-        let bin = require_binary("prometheus-alertmanager", "prometheus-alertmanager");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: blackhole\n",
-        )
-        .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting alertmanager");
-        let am = Alertmanager { child, port, dir };
-        let ready = am.url("/-/ready");
-        wait_until("alertmanager to be ready", Duration::from_secs(30), || {
-            http()
-                .get(&ready)
-                .send()
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        });
-        am
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        Alertmanager(Peer::start(
+            "prometheus-alertmanager",
+            "prometheus-alertmanager",
+            |port, dir| {
+                let config = dir.join("alertmanager.yml");
+                std::fs::write(
+                &config,
+                "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: blackhole\n",
+            )
+            .unwrap();
+                vec![
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.path={}", dir.join("data").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    "--cluster.listen-address=".to_owned(),
+                ]
+            },
+        ))
     }
 
     /// `GET /api/v2/alerts` (active alerts, as Alertmanager lists them).
@@ -362,15 +376,11 @@ impl Alertmanager {
             .and_then(|r| r.json::<Vec<serde_json::Value>>())
             .unwrap_or_default()
     }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("alertmanager.log")).unwrap_or_default()
-    }
 }
 
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Alertmanager {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.0
     }
 }
