@@ -29,33 +29,14 @@ struct Args {
     series: usize,
     rounds: usize,
     connections: usize,
-    only: Vec<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        series: 100_000,
-        rounds: 20,
-        connections: 4,
-        only: vec![],
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let val = || argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--series" => a.series = val().parse().expect("--series N"),
-            "--rounds" => a.rounds = val().parse().expect("--rounds N"),
-            "--connections" => a.connections = val().parse().expect("--connections N"),
-            "--only" => a.only = val().split(',').map(str::to_owned).collect(),
-            _ => {
-                i += 1; // cargo bench passes --bench; ignore what is not ours
-                continue;
-            }
-        }
-        i += 2;
+    Args {
+        series: peers::flag("--series", 100_000),
+        rounds: peers::flag("--rounds", 20),
+        connections: peers::flag("--connections", 4),
     }
-    a
 }
 
 fn label_pairs(i: usize) -> [(String, String); 8] {
@@ -269,10 +250,7 @@ fn run(
 
 fn main() {
     let args = parse_args();
-    let names: Vec<&'static str> = ["closedloop", "prometheus", "victoriametrics"]
-        .into_iter()
-        .filter(|n| args.only.is_empty() || args.only.iter().any(|o| o == n))
-        .collect();
+    let names = peers::only(&["closedloop", "prometheus", "victoriametrics"]);
     eprintln!(
         "encoding {} rounds x {} series ...",
         args.rounds, args.series

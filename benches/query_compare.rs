@@ -64,31 +64,13 @@ const QUERIES: &[&str] = &[
 struct Args {
     series: usize,
     rounds: usize,
-    only: Vec<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        series: 10_000,
-        rounds: 7,
-        only: vec![],
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let val = || argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--series" => a.series = val().parse().expect("--series N"),
-            "--rounds" => a.rounds = val().parse().expect("--rounds N"),
-            "--only" => a.only = val().split(',').map(str::to_owned).collect(),
-            _ => {
-                i += 1; // cargo bench passes --bench; ignore what is not ours
-                continue;
-            }
-        }
-        i += 2;
+    Args {
+        series: peers::flag("--series", 10_000),
+        rounds: peers::flag("--rounds", 7),
     }
-    a
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -581,10 +563,7 @@ fn run_all(
 
 fn main() {
     let args = parse_args();
-    let names: Vec<&'static str> = ["closedloop", "prometheus", "victoriametrics"]
-        .into_iter()
-        .filter(|n| args.only.is_empty() || args.only.iter().any(|o| o == n))
-        .collect();
+    let names = peers::only(&["closedloop", "prometheus", "victoriametrics"]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -88,6 +88,30 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The value of `--name V` among the benchmark's arguments, or `default`.
+/// Arguments that are not ours (cargo passes `--bench`) are ignored.
+pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.iter().position(|a| a == name) {
+        Some(i) => argv
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} needs a value of the right type")),
+        None => default,
+    }
+}
+
+/// `--only a,b`: the servers to run, all of `names` when absent.
+pub fn only<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    let only: String = flag("--only", String::new());
+    let wanted: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+    names
+        .iter()
+        .copied()
+        .filter(|n| wanted.is_empty() || wanted.contains(n))
+        .collect()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
