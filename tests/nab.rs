@@ -1,5 +1,5 @@
 //! NAB scorer checked against NAB's published windowed-Gaussian outputs and scores
-//! (shared split: 35 files, 55 windows). Reads `../shared/nab` in place.
+//! (shared split: 35 files, 55 windows), vendored in `testdata/nab`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,13 @@ use closedloop::anomaly::nab::score::{self, LabelledFile};
 use closedloop::anomaly::nab::{self, NabArgs};
 
 fn nab_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nab"))
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/nab"));
+    assert!(
+        dir.is_dir(),
+        "NAB files not found at {} (they are part of the repository: restore testdata/)",
+        dir.display()
+    );
+    dir
 }
 
 /// Per-file published raw scores: profile -> file key -> score.
@@ -51,10 +57,6 @@ fn reference_outputs(dir: &Path) -> Vec<(String, LabelledFile, Vec<f64>)> {
 #[test]
 fn windowed_gaussian_reference_per_file_and_total_scores() {
     let dir = nab_dir();
-    if !dir.exists() {
-        eprintln!("skipping: {} not found", dir.display());
-        return;
-    }
     let profiles = nab::load_profiles(&dir.join("profiles.json")).unwrap();
     let published = published_scores(&dir);
     let files = reference_outputs(&dir);
@@ -98,9 +100,6 @@ fn windowed_gaussian_reference_per_file_and_total_scores() {
 #[test]
 fn run_nab_reports_one_summary_line() {
     let dir = nab_dir();
-    if !dir.exists() {
-        return;
-    }
     let args = NabArgs {
         data_dir: dir.join("data/artificialWithAnomaly"),
         labels_file: dir.join("combined_windows.json"),
@@ -121,9 +120,6 @@ fn run_nab_reports_one_summary_line() {
 #[test]
 fn best_configuration_meets_the_target_on_the_shared_split() {
     let dir = nab_dir();
-    if !dir.exists() {
-        return;
-    }
     let args = NabArgs {
         data_dir: dir.join("data"),
         labels_file: dir.join("combined_windows.json"),

@@ -1,5 +1,4 @@
-//! Runs every promtool fixture of `../shared/conformance/promtool/` (read in place,
-//! never copied) through `closedloop test rules` / `check rules` and checks each
+//! Runs every promtool fixture of `testdata/prometheus/promtool/` (vendored, unmodified) through `closedloop test rules` / `check rules` and checks each
 //! outcome its README names, with the options the real `promtool` CLI uses (the @
 //! modifier and negative offsets on).
 //!
@@ -15,11 +14,11 @@ use closedloop::rules::unittest::{run_file, TestOptions};
 fn dir() -> PathBuf {
     let d = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/conformance/promtool"
+        "/testdata/prometheus/promtool"
     ));
     assert!(
         d.is_dir(),
-        "promtool fixtures not found at {} (the shared folder sits beside the repository)",
+        "promtool fixtures not found at {} (they are part of the repository: restore testdata/)",
         d.display()
     );
     d

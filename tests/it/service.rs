@@ -173,7 +173,7 @@ fn test_promql_runs_scripts_and_fails_on_failures() {
 
 #[test]
 fn nab_subcommand_scores_a_detector_on_the_shared_benchmark() {
-    let nab = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/nab");
+    let nab = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/nab");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
         .args([
             "nab",

@@ -1,4 +1,4 @@
-//! NAB's scoring rules, reimplemented from the description in `shared/nab/README.md`:
+//! NAB's scoring rules, reimplemented from the description in `testdata/nab/NOTES.md`:
 //! probationary period, window-relative scaled-sigmoid weights, one window term per
 //! window (its best detection, or −A_FN), a summed false-positive term, an exhaustive
 //! threshold sweep shared by all files, and normalisation between the null and the
