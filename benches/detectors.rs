@@ -39,8 +39,15 @@ fn spec(alg: Algorithm, short: bool) -> DetectorSpec {
             s.for_ = d("1m");
         }
         Algorithm::Trend => s.window = d("1h"),
-        Algorithm::Ensemble => {}
+        Algorithm::Sequence | Algorithm::Auto | Algorithm::Ensemble => {}
     }
+    s
+}
+
+/// `spec(alg, short)` read through the anomaly likelihood.
+fn with_likelihood(alg: Algorithm, short: bool) -> DetectorSpec {
+    let mut s = spec(alg, short);
+    s.likelihood = Some(true);
     s
 }
 
@@ -57,8 +64,8 @@ impl Fixture {
     /// `shuffled`: series arrive in a random order unrelated to their slots (worst
     /// case for locality). Otherwise they arrive in the order they were first seen,
     /// as with Prometheus's remote-write shards, which keep each series' position.
-    fn new(alg: Algorithm, short: bool, warm_rounds: i64, shuffled: bool) -> Self {
-        let mut det = Detector::from_spec(&spec(alg, short)).expect("valid bench spec");
+    fn new(spec: &DetectorSpec, warm_rounds: i64, shuffled: bool) -> Self {
+        let mut det = Detector::from_spec(spec).expect("valid bench spec");
         let slots: Vec<u32> = (0..SERIES).map(|_| det.alloc_slot()).collect();
         let mut order = slots.clone();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -111,20 +118,40 @@ fn detectors(c: &mut Criterion) {
     let mut g = c.benchmark_group("detector_update");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.sample_size(20);
-    for (name, alg, short, warm) in [
-        ("zscore", Algorithm::Zscore, false, 130),
-        ("holt_winters", Algorithm::HoltWinters, false, 250),
-        ("iqr", Algorithm::Iqr, false, 130),
-        ("iqr_5m", Algorithm::Iqr, true, 30),
-        ("trend", Algorithm::Trend, false, 20),
-        ("threshold", Algorithm::Threshold, false, 5),
+    // the likelihood variants warm past its learning + estimation (388 scores), the
+    // sequence ones past their 600-sample warm-up, so the steady-state path is timed
+    let plain = |alg| spec(alg, false);
+    for (name, spec, warm) in [
+        ("zscore", plain(Algorithm::Zscore), 130),
+        ("holt_winters", plain(Algorithm::HoltWinters), 250),
+        ("iqr", plain(Algorithm::Iqr), 130),
+        ("iqr_5m", spec(Algorithm::Iqr, true), 30),
+        ("trend", plain(Algorithm::Trend), 20),
+        ("threshold", plain(Algorithm::Threshold), 5),
+        ("sequence", plain(Algorithm::Sequence), 650),
+        ("auto", plain(Algorithm::Auto), 650),
+        (
+            "zscore+likelihood",
+            with_likelihood(Algorithm::Zscore, false),
+            400,
+        ),
+        (
+            "trend+likelihood",
+            with_likelihood(Algorithm::Trend, false),
+            400,
+        ),
+        (
+            "sequence+likelihood",
+            with_likelihood(Algorithm::Sequence, false),
+            650,
+        ),
     ] {
         for shuffled in [false, true] {
             // built on first use, so a filtered run only warms what it measures
             let mut fixture = None;
             let order = if shuffled { "shuffled" } else { "arrival" };
             g.bench_function(format!("{name}/{order}"), |b| {
-                let f = fixture.get_or_insert_with(|| Fixture::new(alg, short, warm, shuffled));
+                let f = fixture.get_or_insert_with(|| Fixture::new(&spec, warm, shuffled));
                 b.iter(|| f.round_all())
             });
         }

@@ -64,10 +64,10 @@ enum Command {
         /// Score existing NAB results files of --detector from this directory instead.
         #[arg(long)]
         results: Option<PathBuf>,
-        /// Hold out a category (e.g. realKnownCause): sweep thresholds on the other
-        /// files, then score the held-out files at those thresholds.
-        #[arg(long)]
-        holdout: Option<String>,
+        /// Hold out categories (e.g. realKnownCause, or a comma-separated list): sweep
+        /// thresholds on the other files, then score the held-out files at them.
+        #[arg(long, value_delimiter = ',')]
+        holdout: Vec<String>,
     },
     /// Run test scripts against the engines.
     Test {

@@ -25,6 +25,10 @@ use super::{Detector, DetectorSpec, Outputs, SpecError};
 /// The detector `closedloop nab` scores when none is named: the documented default.
 pub const DEFAULT_DETECTOR: &str = "auto";
 
+/// Unit-score thresholds at which operational figures are also reported (0.5 is
+/// the likelihood's default threshold and a raw detector's own threshold).
+pub const OPERATING_POINTS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.99];
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct NabArgs {
@@ -49,9 +53,9 @@ pub struct NabArgs {
     /// `anomaly_score` column of `<results_dir>/<category>/<detector>_<file>.csv`
     /// (e.g. NAB's `results/windowedGaussian` with `detector = "windowedGaussian"`).
     pub results_dir: Option<PathBuf>,
-    /// A category (data subdirectory) to hold out: thresholds are swept on the other
-    /// files only, and the held-out files are scored at them.
-    pub holdout: Option<String>,
+    /// Categories (data subdirectories) to hold out: thresholds are swept on the
+    /// other files only, and the held-out files are scored at them.
+    pub holdout: Vec<String>,
 }
 
 /// One profile's result.
@@ -81,9 +85,12 @@ pub struct NabSummary {
     /// Per category, each profile's normalised score at the corpus thresholds
     /// (`None` for a category without windows).
     pub categories: Vec<(String, Vec<Option<f64>>)>,
-    /// With a held-out category: each profile's normalised score of the held-out
+    /// With held-out categories: each profile's normalised score of the held-out
     /// files at thresholds swept on the others, and those thresholds.
     pub holdout: Vec<ProfileScore>,
+    /// Operational figures and the standard score at fixed unit-score thresholds
+    /// ([`OPERATING_POINTS`]), for choosing a service threshold.
+    pub operating_points: Vec<(f64, Operational, f64)>,
 }
 
 impl NabSummary {
@@ -499,6 +506,7 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
         operational: Vec::new(),
         categories: Vec::new(),
         holdout: Vec::new(),
+        operating_points: Vec::new(),
     };
     let category = |k: usize| files[k].0.split_once('/').map_or("", |c| c.0);
     let views: Vec<FileView<'_>> = (0..files.len())
@@ -590,13 +598,47 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
         )?;
         summary.categories.push((cat.to_string(), per));
     }
-    if let Some(held) = &args.holdout {
-        let (test, train): (Vec<usize>, Vec<usize>) =
-            (0..files.len()).partition(|&k| category(k) == held.as_str());
-        if test.is_empty() || train.is_empty() {
+    let standard = profiles.first().map(|p| p.1);
+    for t in OPERATING_POINTS {
+        let o = ops::operational(&views, t);
+        let std_score = standard.map_or(0.0, |cost| {
+            score::normalise(
+                score::score_corpus(&labelled, &scores, &cost, t),
+                &labelled,
+                &cost,
+            )
+        });
+        w(
+            out,
+            format!(
+                "operating point {t}: standard={std_score:.2} alerts={} false={} ({:.1}%) \
+                 quiet false alerts/series/day={:.3} windows detected {}/{} median delay {}",
+                o.alerts,
+                o.false_alerts,
+                100.0 * o.false_share(),
+                o.quiet_rate(),
+                o.detected,
+                o.windows,
+                o.median_delay()
+                    .map_or_else(|| "-".to_string(), |d| format!("{d:.0}")),
+            ),
+        )?;
+        summary.operating_points.push((t, o, std_score));
+    }
+    if !args.holdout.is_empty() {
+        let held = args.holdout.join(",");
+        if let Some(c) = args.holdout.iter().find(|c| !cats.contains(&c.as_str())) {
             return Err(NabError::Labels(format!(
-                "holdout {held:?}: the category must exist and not be the only one"
+                "holdout: no category {c:?} under {}",
+                args.data_dir.display()
             )));
+        }
+        let (test, train): (Vec<usize>, Vec<usize>) =
+            (0..files.len()).partition(|&k| args.holdout.iter().any(|c| c == category(k)));
+        if train.is_empty() {
+            return Err(NabError::Labels(
+                "holdout: nothing left to sweep the thresholds on".into(),
+            ));
         }
         let pick = |ix: &[usize]| -> (Vec<LabelledFile>, Vec<Vec<f64>>) {
             (
