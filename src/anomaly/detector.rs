@@ -52,16 +52,14 @@ fn scale_of(threshold: f64) -> f64 {
 fn raw_scale(spec: &DetectorSpec) -> RawScale {
     if spec.algorithm.raw_is_unit() {
         RawScale::Unit
-    } else if spec.uses_likelihood() {
-        RawScale::Ratio(scale_of(spec.algorithm.default_threshold()))
     } else {
-        RawScale::Ratio(scale_of(spec.threshold_or_default()))
+        RawScale::Ratio(scale_of(spec.raw_threshold()))
     }
 }
 
 impl Kernel {
     fn build(spec: &DetectorSpec) -> Kernel {
-        let thr = spec.threshold_or_default();
+        let thr = spec.raw_threshold();
         let warmup = spec.warmup.unwrap_or(0);
         let window_ms = spec.window.map(|w| w.0);
         match spec.algorithm {
@@ -214,7 +212,8 @@ pub struct Detector {
     kernel: Kernel,
     threshold: f64,
     likelihood: Option<Likelihood>,
-    /// `auto`: values outside the band score 1, on the sides `direction` allows.
+    /// Values outside the band score 1, on the sides `direction` allows (`auto`,
+    /// `band_alarm: true`).
     band_alarm: Option<(f64, f64)>,
     holdoff_ms: i64,
     holdoff_until: Vec<i64>,
@@ -230,7 +229,7 @@ impl Detector {
             likelihood: spec
                 .uses_likelihood()
                 .then(|| Likelihood::new(raw_scale(spec))),
-            band_alarm: (spec.algorithm == Algorithm::Auto).then(|| spec.direction.weights()),
+            band_alarm: spec.uses_band_alarm().then(|| spec.direction.weights()),
             holdoff_ms: spec.holdoff.map_or(0, |h| h.0),
             holdoff_until: Vec::new(),
             spec: spec.clone(),
@@ -473,6 +472,24 @@ mod tests {
         // a threshold at or above 1 cannot fire: rejected
         spec.threshold = Some(1.0);
         assert_eq!(Detector::from_spec(&spec).unwrap_err().field, "threshold");
+    }
+
+    #[test]
+    fn auto_is_sequence_with_likelihood_and_band_alarm() {
+        let mut seq = DetectorSpec::new("s", "up", Algorithm::Sequence);
+        seq.likelihood = Some(true);
+        seq.band_alarm = Some(true);
+        let mut a = Detector::from_spec(&DetectorSpec::new("a", "up", Algorithm::Auto)).unwrap();
+        let mut b = Detector::from_spec(&seq).unwrap();
+        let (sa, sb) = (a.alloc_slot(), b.alloc_slot());
+        let mut vs = wave(2500, 5);
+        vs.extend([300.0, 50.0, -200.0]);
+        let ts: Vec<i64> = (0..vs.len() as i64).map(|i| i * 60_000).collect();
+        let (mut oa, mut ob) = (Outputs::default(), Outputs::default());
+        a.update(&vec![sa; vs.len()], &ts, &vs, &mut oa);
+        b.update(&vec![sb; vs.len()], &ts, &vs, &mut ob);
+        assert_eq!(oa.score, ob.score);
+        assert_eq!(a.threshold(), b.threshold());
     }
 
     #[test]

@@ -62,15 +62,15 @@ fn q(z: f64) -> f64 {
 }
 
 /// `z` beyond which the score is computed exactly instead of from the table.
-const TABLE_MAX_Z: f64 = 8.0;
+const TABLE_MAX_Z: f32 = 8.0;
 /// Table entries per unit of z.
-const TABLE_STEP: f64 = 256.0;
+const TABLE_STEP: f32 = 128.0;
 
 /// Precomputed score of |z| (linear interpolation between exact points, so the
 /// mapping stays monotone), and the z of the red tail.
 struct ScoreTable {
-    score: Vec<f64>,
-    red_z: f64,
+    score: Vec<f32>,
+    red_z: f32,
     yellow: f64,
     before: f64,
 }
@@ -78,10 +78,10 @@ struct ScoreTable {
 static TABLE: std::sync::LazyLock<ScoreTable> = std::sync::LazyLock::new(|| {
     let n = (TABLE_MAX_Z * TABLE_STEP) as usize + 2;
     let score = (0..n)
-        .map(|k| log_likelihood(q(k as f64 / TABLE_STEP)))
+        .map(|k| log_likelihood(q(k as f64 / f64::from(TABLE_STEP))) as f32)
         .collect();
     // bisection for Q(z) = RED_TAIL
-    let (mut lo, mut hi) = (0.0f64, TABLE_MAX_Z);
+    let (mut lo, mut hi) = (0.0f64, f64::from(TABLE_MAX_Z));
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
         if q(mid) > RED_TAIL {
@@ -92,7 +92,7 @@ static TABLE: std::sync::LazyLock<ScoreTable> = std::sync::LazyLock::new(|| {
     }
     ScoreTable {
         score,
-        red_z: hi,
+        red_z: hi as f32,
         yellow: log_likelihood(YELLOW_TAIL),
         before: log_likelihood(0.5),
     }
@@ -100,14 +100,14 @@ static TABLE: std::sync::LazyLock<ScoreTable> = std::sync::LazyLock::new(|| {
 
 /// The score of a two-sided deviation of `z` standard deviations (z ≥ 0).
 #[inline]
-fn score_of(table: &ScoreTable, z: f64) -> f64 {
+fn score_of(table: &ScoreTable, z: f32) -> f64 {
     if z < TABLE_MAX_Z {
         let f = z * TABLE_STEP;
         let k = f as usize;
         let (a, b) = (table.score[k], table.score[k + 1]);
-        a + (f - k as f64) * (b - a)
+        f64::from(a + (f - k as f32) * (b - a))
     } else {
-        log_likelihood(q(z))
+        log_likelihood(q(f64::from(z)))
     }
 }
 
@@ -130,25 +130,43 @@ impl RawScale {
     }
 }
 
-/// Likelihood state of every series of one detector (slots are the detector's).
+/// Unit scores are kept as 16-bit fractions of this, so sums are exact integers.
+const UNIT: f64 = 65535.0;
+/// The sum of a full ring of unit scores equals `SUM_UNIT` times their average.
+const SUM_UNIT: f64 = SHORT as f64 * UNIT;
+/// Scores seen before the likelihood is ready (the first estimate).
+const READY: u16 = (LEARNING + ESTIMATION) as u16;
+
+/// What one sample touches, in one cache line: the ring of recent unit scores and
+/// their sum, the distribution in ring-sum units, the current block's sums.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Recent {
+    /// Mean of the ring sum, and 1 / its standard deviation.
+    mean_sum: f32,
+    inv_std_sum: f32,
+    /// Σ ring sum and Σ ring sum² since the last estimate (exact integers).
+    block_sum: u64,
+    block_sq: u64,
+    /// Σ ring, and its value one score ago.
+    sum: u32,
+    prev_sum: u32,
+    ring: [u16; SHORT],
+    /// Scores seen, saturating at [`READY`].
+    seen: u16,
+    /// Scores until the next estimate, once ready.
+    until_estimate: u8,
+    pos: u8,
+}
+
+/// Likelihood state of every series of one detector (slots are the detector's):
+/// one [`Recent`] per slot, touched by every score, and the history (count, Σavg,
+/// Σavg²), touched once per estimate.
 #[derive(Debug, Clone)]
 pub(crate) struct Likelihood {
     scale: RawScale,
-    /// The last [`SHORT`] unit scores per slot (a ring).
-    ring: Vec<f32>,
-    ring_pos: Vec<u8>,
-    ring_sum: Vec<f64>,
-    /// Scores seen since the slot was reset.
-    seen: Vec<u32>,
-    /// `seen` at which the distribution is next (re-)estimated.
-    next_estimate: Vec<u32>,
-    /// Averages collected since the last estimate: count, sum, sum of squares.
-    block: Vec<[f64; 3]>,
-    /// The history: count, sum, sum of squares (forgetting, see the module docs).
+    recent: Vec<Recent>,
     history: Vec<[f64; 3]>,
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
-    prev_avg: Vec<f64>,
 }
 
 impl Likelihood {
@@ -157,47 +175,22 @@ impl Likelihood {
         std::sync::LazyLock::force(&TABLE);
         Likelihood {
             scale,
-            ring: Vec::new(),
-            ring_pos: Vec::new(),
-            ring_sum: Vec::new(),
-            seen: Vec::new(),
-            next_estimate: Vec::new(),
-            block: Vec::new(),
+            recent: Vec::new(),
             history: Vec::new(),
-            mean: Vec::new(),
-            inv_std: Vec::new(),
-            prev_avg: Vec::new(),
         }
     }
 
     /// Makes room for `slot` and clears it (a new series or a freed one).
     pub(crate) fn reset(&mut self, slot: u32) {
-        ensure(&mut self.ring, slot, SHORT, 0.0);
-        ensure(&mut self.ring_pos, slot, 1, 0);
-        ensure(&mut self.ring_sum, slot, 1, 0.0);
-        ensure(&mut self.seen, slot, 1, 0);
-        ensure(&mut self.next_estimate, slot, 1, 0);
-        ensure(&mut self.block, slot, 1, [0.0; 3]);
+        ensure(&mut self.recent, slot, 1, Recent::default());
         ensure(&mut self.history, slot, 1, [0.0; 3]);
-        ensure(&mut self.mean, slot, 1, 0.0);
-        ensure(&mut self.inv_std, slot, 1, 0.0);
-        ensure(&mut self.prev_avg, slot, 1, f64::NAN);
-        let s = slot as usize;
-        self.ring[s * SHORT..(s + 1) * SHORT].fill(0.0);
-        self.ring_pos[s] = 0;
-        self.ring_sum[s] = 0.0;
-        self.seen[s] = 0;
-        self.next_estimate[s] = LEARNING + ESTIMATION;
-        self.block[s] = [0.0; 3];
-        self.history[s] = [0.0; 3];
-        self.mean[s] = 0.0;
-        self.inv_std[s] = 0.0;
-        self.prev_avg[s] = f64::NAN;
+        self.recent[slot as usize] = Recent::default();
+        self.history[slot as usize] = [0.0; 3];
     }
 
     /// Clears `slot` if it exists.
     pub(crate) fn clear(&mut self, slot: u32) {
-        if (slot as usize) < self.seen.len() {
+        if (slot as usize) < self.recent.len() {
             self.reset(slot);
         }
     }
@@ -205,8 +198,11 @@ impl Likelihood {
     /// Folds the block into the history and re-estimates the distribution.
     #[cold]
     fn estimate(&mut self, s: usize) {
-        let [bn, bs, bq] = self.block[s];
+        let r = &mut self.recent[s];
         let [hn, hs, hq] = self.history[s];
+        let bn = f64::from(if hn == 0.0 { ESTIMATION } else { REESTIMATE });
+        let bs = r.block_sum as f64 / SUM_UNIT;
+        let bq = r.block_sq as f64 / (SUM_UNIT * SUM_UNIT);
         let keep = if hn + bn > HISTORY {
             (1.0 - bn / HISTORY).max(0.0)
         } else {
@@ -214,14 +210,13 @@ impl Likelihood {
         };
         let (n, sum, sq) = (hn * keep + bn, hs * keep + bs, hq * keep + bq);
         self.history[s] = [n, sum, sq];
-        self.block[s] = [0.0; 3];
-        if n > 0.0 {
-            let mean = sum / n;
-            let var = (sq / n - mean * mean).max(MIN_VARIANCE);
-            self.mean[s] = mean.max(MIN_MEAN);
-            self.inv_std[s] = 1.0 / var.sqrt();
-        }
-        self.next_estimate[s] = self.next_estimate[s].saturating_add(REESTIMATE);
+        r.block_sum = 0;
+        r.block_sq = 0;
+        let mean = sum / n;
+        let var = (sq / n - mean * mean).max(MIN_VARIANCE);
+        r.mean_sum = (mean.max(MIN_MEAN) * SUM_UNIT) as f32;
+        r.inv_std_sum = (1.0 / (var.sqrt() * SUM_UNIT)) as f32;
+        r.until_estimate = REESTIMATE as u8;
     }
 
     /// Replaces each score by its likelihood score. Entry `i` belongs to slot
@@ -231,7 +226,7 @@ impl Likelihood {
         let n = slots.len().min(vs.len()).min(score.len());
         for i in 0..n {
             let s = slots[i] as usize;
-            if s >= self.seen.len() {
+            if s >= self.recent.len() {
                 continue;
             }
             if is_stale_marker(vs[i]) {
@@ -242,49 +237,37 @@ impl Likelihood {
             if raw.is_nan() {
                 continue;
             }
-            let u = self.scale.apply(raw);
-            // the ring: recompute the sum exactly once per lap, so rounding never drifts
-            let pos = self.ring_pos[s] as usize;
-            let cell = &mut self.ring[s * SHORT + pos];
-            let old = f64::from(*cell);
-            *cell = u as f32;
-            let new = f64::from(*cell);
-            let it = self.seen[s];
-            let filled = (it as usize + 1).min(SHORT);
-            let next_pos = if pos + 1 == SHORT { 0 } else { pos + 1 };
-            self.ring_pos[s] = next_pos as u8;
-            let sum = if next_pos == 0 {
-                self.ring[s * SHORT..(s + 1) * SHORT]
-                    .iter()
-                    .map(|&x| f64::from(x))
-                    .sum()
+            let u = (self.scale.apply(raw) * UNIT + 0.5) as u16;
+            let r = &mut self.recent[s];
+            let pos = usize::from(r.pos);
+            let sum = r.sum - u32::from(r.ring[pos]) + u32::from(u);
+            r.ring[pos] = u;
+            r.pos = if pos + 1 == SHORT { 0 } else { pos as u8 + 1 };
+            let prev = r.prev_sum;
+            r.sum = sum;
+            r.prev_sum = sum;
+            let it = r.seen;
+            if it < READY {
+                r.seen = it + 1;
+                score[i] = table.before;
             } else {
-                self.ring_sum[s] + new - old
-            };
-            self.ring_sum[s] = sum;
-            let avg = sum / filled as f64;
-            self.seen[s] = it.saturating_add(1);
-            if it >= self.next_estimate[s] {
-                self.estimate(s);
-            }
-            score[i] = if it >= LEARNING + ESTIMATION {
-                let (m, k) = (self.mean[s], self.inv_std[s]);
-                let z = (avg - m).abs() * k;
-                let zp = (self.prev_avg[s] - m).abs() * k;
-                if z >= table.red_z && zp >= table.red_z {
+                if r.until_estimate == 0 {
+                    self.estimate(s);
+                }
+                let r = &mut self.recent[s];
+                r.until_estimate -= 1;
+                let z = (sum as f32 - r.mean_sum).abs() * r.inv_std_sum;
+                let zp = (prev as f32 - r.mean_sum).abs() * r.inv_std_sum;
+                score[i] = if z >= table.red_z && zp >= table.red_z {
                     table.yellow
                 } else {
                     score_of(table, z)
-                }
-            } else {
-                table.before
-            };
-            self.prev_avg[s] = avg;
-            if it >= LEARNING {
-                let b = &mut self.block[s];
-                b[0] += 1.0;
-                b[1] += avg;
-                b[2] += avg * avg;
+                };
+            }
+            if it >= LEARNING as u16 {
+                let r = &mut self.recent[s];
+                r.block_sum += u64::from(sum);
+                r.block_sq += u64::from(sum) * u64::from(sum);
             }
         }
     }
@@ -320,16 +303,16 @@ mod tests {
         assert!((log_likelihood(1e-5) - 0.5).abs() < 1e-6);
         assert!((log_likelihood(1e-3) - 0.3).abs() < 1e-6);
         assert!(
-            (TABLE.red_z - 4.264890793922825).abs() < 1e-9,
+            (f64::from(TABLE.red_z) - 4.264890793922825).abs() < 1e-6,
             "{}",
             TABLE.red_z
         );
         // interpolation stays close to the exact value and monotone
         let mut last = 0.0;
         for k in 0..2000 {
-            let z = k as f64 * 0.0041;
+            let z = k as f32 * 0.0041;
             let a = score_of(&TABLE, z);
-            assert!((a - log_likelihood(q(z))).abs() < 1e-5, "z={z}");
+            assert!((a - log_likelihood(q(f64::from(z)))).abs() < 1e-5, "z={z}");
             assert!(a >= last);
             last = a;
         }
@@ -367,15 +350,26 @@ mod tests {
         let mut s = vec![1.0, f64::NAN, 50.0];
         l.update(&[0, 0, 0], &[1.0, 1.0, 1.0], &mut s);
         assert!(s[1].is_nan());
-        assert_eq!(l.seen[0], 2);
+        assert_eq!(l.recent[0].seen, 2);
         let stale = f64::from_bits(crate::storage::STALE_NAN_BITS);
         let mut s = vec![f64::NAN];
         l.update(&[0], &[stale], &mut s);
-        assert_eq!(l.seen[0], 0);
+        assert_eq!(l.recent[0].seen, 0);
         // an unknown slot is ignored
         let mut s = vec![1.0];
         l.update(&[9], &[1.0], &mut s);
         assert_eq!(s[0], 1.0);
+    }
+
+    #[test]
+    fn one_cache_line_per_series_is_touched() {
+        assert_eq!(std::mem::size_of::<Recent>(), 64);
+        // the ring sum is exact: a long run of awkward values leaves no residue
+        let mut l = Likelihood::new(RawScale::Unit);
+        l.reset(0);
+        run(&mut l, &noise(100_003, 5));
+        run(&mut l, &[0.0; SHORT]);
+        assert_eq!(l.recent[0].sum, 0);
     }
 
     #[test]

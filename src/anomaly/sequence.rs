@@ -44,6 +44,9 @@ const CLASSES: usize = (2 * JUMP + 3) as usize;
 const CAP: u8 = 15;
 /// Marks "no previous level".
 const NONE: u8 = u8::MAX;
+/// Entries ahead whose count cells are loaded early, so their cache misses overlap
+/// with the work on this one (a safe stand-in for a prefetch instruction).
+const AHEAD: usize = 8;
 
 /// Novelty of a count at half weight: `0.5 / (1 + count)`.
 const HALF_NOVELTY: [f64; 16] = {
@@ -90,6 +93,12 @@ pub(crate) struct Sequence {
     slow: Vec<f64>,
     /// `cells` bytes per slot: fast count in the low nibble, slow in the high.
     counts: Vec<u8>,
+}
+
+/// The step class of a move from level `prev` to level `now`.
+#[inline]
+fn class(prev: u8, now: usize) -> usize {
+    ((now as i64 - i64::from(prev)).clamp(-JUMP - 1, JUMP + 1) + JUMP + 1) as usize
 }
 
 /// floor(log2(y)) for y ≥ 1 (the exponent of a normal float).
@@ -185,12 +194,34 @@ impl Sequence {
         (l.clamp(-EXTRA, bins + EXTRA - 1) + EXTRA) as usize
     }
 
+    /// Loads the two count cells sample `x` of slot `s` would touch, as the state is
+    /// now, so that they are in cache when the sample is scored.
+    #[inline]
+    fn touch(&self, s: usize, x: f64) {
+        if s >= self.seen.len() || !x.is_finite() {
+            return;
+        }
+        let (o, k) = (self.origin[s], self.inv_width[s]);
+        let [pf, ps] = self.prev[s];
+        let base = s * self.cells;
+        let fast = self.level((x - o) * k);
+        let slow = self.level((self.slow[s] - o) * k);
+        let at = |level: usize, prev: u8| {
+            (base + level * CLASSES + class(prev, level)).min(self.counts.len() - 1)
+        };
+        std::hint::black_box(self.counts[at(fast, pf)]);
+        std::hint::black_box(self.counts[at(slow, ps)]);
+    }
+
     /// Scores then learns one sample per entry, in order. `out` is pre-sized.
     pub(crate) fn update(&mut self, slots: &[u32], _ts: &[i64], vs: &[f64], out: &mut Outputs) {
         let cfg = self.cfg;
         let bins = f64::from(cfg.bins);
         let n_items = slots.len().min(vs.len()).min(out.len());
         for i in 0..n_items {
+            if i + AHEAD < n_items {
+                self.touch(slots[i + AHEAD] as usize, vs[i + AHEAD]);
+            }
             let s = slots[i] as usize;
             if s >= self.seen.len() {
                 continue;
@@ -245,9 +276,6 @@ impl Sequence {
                 continue;
             }
             let base = s * self.cells;
-            let class = |prev: u8, now: usize| {
-                ((now as i64 - i64::from(prev)).clamp(-JUMP - 1, JUMP + 1) + JUMP + 1) as usize
-            };
             let kf = base + fast * CLASSES + class(pf, fast);
             let b = self.counts[kf];
             let cf = b & 0x0f;

@@ -170,9 +170,15 @@ pub struct DetectorSpec {
     /// sequence: band margin as a share of the seen range (0..=10, default 0.05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
+    /// sequence: a value outside the band scores 1 (after the likelihood, if any);
+    /// `direction` says which side counts. `auto` always does this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band_alarm: Option<bool>,
     /// Read the scores through the anomaly likelihood: the score becomes how unusual
     /// the last 10 scores are for this series (a log-likelihood in [0, 1], 0.5 = a
-    /// one-in-100,000 event), reported once per episode. `auto` always uses it.
+    /// one-in-100,000 event), reported once per episode. `threshold` then applies to
+    /// that score (default 0.5) and the algorithm keeps its default raw threshold.
+    /// `auto` always uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub likelihood: Option<bool>,
     /// ensemble: the member detectors.
@@ -243,6 +249,7 @@ impl DetectorSpec {
             bins: None,
             block: None,
             tolerance: None,
+            band_alarm: None,
             likelihood: None,
             members: None,
             holdoff: None,
@@ -253,6 +260,11 @@ impl DetectorSpec {
     /// Whether scores go through the anomaly likelihood.
     pub fn uses_likelihood(&self) -> bool {
         self.algorithm == Algorithm::Auto || self.likelihood == Some(true)
+    }
+
+    /// Whether values outside the band score 1.
+    pub fn uses_band_alarm(&self) -> bool {
+        self.algorithm == Algorithm::Auto || self.band_alarm == Some(true)
     }
 
     /// Whether the final score lies in [0, 1] (so thresholds must be below 1).
@@ -274,6 +286,17 @@ impl DetectorSpec {
                 self.algorithm.default_threshold()
             }
         })
+    }
+
+    /// The threshold the algorithm's kernel works with (zscore and holt_winters band
+    /// width, trend's alarm level): `threshold`, except with the likelihood on,
+    /// where `threshold` is the likelihood's and the kernel keeps its default.
+    pub fn raw_threshold(&self) -> f64 {
+        if self.uses_likelihood() {
+            self.algorithm.default_threshold()
+        } else {
+            self.threshold_or_default()
+        }
     }
 
     /// Season length in samples (holt_winters), 0 when none.
@@ -391,6 +414,7 @@ impl DetectorSpec {
         only(self.bins.is_some(), "bins", &[Sequence])?;
         only(self.block.is_some(), "block", &[Sequence])?;
         only(self.tolerance.is_some(), "tolerance", &[Sequence])?;
+        only(self.band_alarm.is_some(), "band_alarm", &[Sequence])?;
         if alg == Auto && self.likelihood.is_some() {
             return Err(self.err(
                 &f("likelihood"),
