@@ -47,14 +47,14 @@ for b in $BINS; do for k in $BLOCKS; do for w in $WARMUPS; do
 done; done; done
 
 echo "== tuning on artificialNoAnomaly, artificialWithAnomaly, realAWSCloudwatch (standard)"
-sort -k4,4gr <(awk '$2 == "realKnownCause" && $3 == "standard"' "$TMP/all.txt") | head -5 |
+sort -k4,4gr <(awk '$2 == "realKnownCause" && $3 == "standard"' "$TMP/all.txt") | sed -n 1,5p |
   awk '{ printf "%-30s tuning=%s realKnownCause held-out=%s all files (swept)=%s\n", $1, $4, $6, $7 }'
 
 echo "== leave-one-category-out cross-validation of the choice"
 for p in standard reward_low_FP_rate reward_low_FN_rate; do
   total=0
   for c in $CATEGORIES; do
-    best=$(awk -v c="$c" -v p="$p" '$2 == c && $3 == p' "$TMP/all.txt" | sort -k4,4gr | head -1)
+    best=$(awk -v c="$c" -v p="$p" '$2 == c && $3 == p' "$TMP/all.txt" | sort -k4,4gr | sed -n 1p)
     echo "  $p: held out $c: chose $(echo "$best" | awk '{ print $1 " (tuning " $4 "), held-out raw " $5 }')"
     total=$(awk -v t="$total" -v r="$(echo "$best" | awk '{ print $5 }')" 'BEGIN { print t + r }')
   done

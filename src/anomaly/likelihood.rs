@@ -148,9 +148,8 @@ struct Recent {
     /// Σ ring sum and Σ ring sum² since the last estimate (exact integers).
     block_sum: u64,
     block_sq: u64,
-    /// Σ ring, and its value one score ago.
+    /// Σ ring.
     sum: u32,
-    prev_sum: u32,
     ring: [u16; SHORT],
     /// Scores seen, saturating at [`READY`].
     seen: u16,
@@ -195,66 +194,40 @@ impl Likelihood {
         }
     }
 
-    /// Folds the block into the history and re-estimates the distribution.
-    #[cold]
-    fn estimate(&mut self, s: usize) {
-        let r = &mut self.recent[s];
-        let [hn, hs, hq] = self.history[s];
-        let bn = f64::from(if hn == 0.0 { ESTIMATION } else { REESTIMATE });
-        let bs = r.block_sum as f64 / SUM_UNIT;
-        let bq = r.block_sq as f64 / (SUM_UNIT * SUM_UNIT);
-        let keep = if hn + bn > HISTORY {
-            (1.0 - bn / HISTORY).max(0.0)
-        } else {
-            1.0
-        };
-        let (n, sum, sq) = (hn * keep + bn, hs * keep + bs, hq * keep + bq);
-        self.history[s] = [n, sum, sq];
-        r.block_sum = 0;
-        r.block_sq = 0;
-        let mean = sum / n;
-        let var = (sq / n - mean * mean).max(MIN_VARIANCE);
-        r.mean_sum = (mean.max(MIN_MEAN) * SUM_UNIT) as f32;
-        r.inv_std_sum = (1.0 / (var.sqrt() * SUM_UNIT)) as f32;
-        r.until_estimate = REESTIMATE as u8;
-    }
-
     /// Replaces each score by its likelihood score. Entry `i` belongs to slot
     /// `slots[i]` and input value `vs[i]` (for staleness); NaN scores stay NaN.
     pub(crate) fn update(&mut self, slots: &[u32], vs: &[f64], score: &mut [f64]) {
         let table = &*TABLE;
+        let scale = self.scale;
         let n = slots.len().min(vs.len()).min(score.len());
         for i in 0..n {
             let s = slots[i] as usize;
-            if s >= self.recent.len() {
-                continue;
-            }
-            if is_stale_marker(vs[i]) {
-                self.reset(s as u32);
-                continue;
-            }
             let raw = score[i];
             if raw.is_nan() {
+                // kernels give no score for a staleness marker: the series ended
+                if is_stale_marker(vs[i]) && s < self.recent.len() {
+                    self.reset(s as u32);
+                }
                 continue;
             }
-            let u = (self.scale.apply(raw) * UNIT + 0.5) as u16;
-            let r = &mut self.recent[s];
-            let pos = usize::from(r.pos);
-            let sum = r.sum - u32::from(r.ring[pos]) + u32::from(u);
+            let (Some(r), Some(h)) = (self.recent.get_mut(s), self.history.get_mut(s)) else {
+                continue;
+            };
+            let u = (scale.apply(raw) * UNIT + 0.5) as u16;
+            let pos = usize::from(r.pos) % SHORT;
+            let prev = r.sum;
+            let sum = prev - u32::from(r.ring[pos]) + u32::from(u);
             r.ring[pos] = u;
             r.pos = if pos + 1 == SHORT { 0 } else { pos as u8 + 1 };
-            let prev = r.prev_sum;
             r.sum = sum;
-            r.prev_sum = sum;
             let it = r.seen;
             if it < READY {
                 r.seen = it + 1;
                 score[i] = table.before;
             } else {
                 if r.until_estimate == 0 {
-                    self.estimate(s);
+                    estimate(r, h);
                 }
-                let r = &mut self.recent[s];
                 r.until_estimate -= 1;
                 let z = (sum as f32 - r.mean_sum).abs() * r.inv_std_sum;
                 let zp = (prev as f32 - r.mean_sum).abs() * r.inv_std_sum;
@@ -265,12 +238,35 @@ impl Likelihood {
                 };
             }
             if it >= LEARNING as u16 {
-                let r = &mut self.recent[s];
-                r.block_sum += u64::from(sum);
-                r.block_sq += u64::from(sum) * u64::from(sum);
+                let sum = u64::from(sum);
+                r.block_sum += sum;
+                r.block_sq += sum * sum;
             }
         }
     }
+}
+
+/// Folds the block into the history and re-estimates the distribution.
+#[cold]
+fn estimate(r: &mut Recent, history: &mut [f64; 3]) {
+    let [hn, hs, hq] = *history;
+    let bn = f64::from(if hn == 0.0 { ESTIMATION } else { REESTIMATE });
+    let bs = r.block_sum as f64 / SUM_UNIT;
+    let bq = r.block_sq as f64 / (SUM_UNIT * SUM_UNIT);
+    let keep = if hn + bn > HISTORY {
+        (1.0 - bn / HISTORY).max(0.0)
+    } else {
+        1.0
+    };
+    let (n, sum, sq) = (hn * keep + bn, hs * keep + bs, hq * keep + bq);
+    *history = [n, sum, sq];
+    r.block_sum = 0;
+    r.block_sq = 0;
+    let mean = sum / n;
+    let var = (sq / n - mean * mean).max(MIN_VARIANCE);
+    r.mean_sum = (mean.max(MIN_MEAN) * SUM_UNIT) as f32;
+    r.inv_std_sum = (1.0 / (var.sqrt() * SUM_UNIT)) as f32;
+    r.until_estimate = REESTIMATE as u8;
 }
 
 #[cfg(test)]
