@@ -4,7 +4,10 @@
 mod anomaly;
 mod bad_input;
 mod common;
+mod dashboard;
+mod kubernetes;
 mod prometheus;
 mod promql_diff;
 mod rules;
 mod service;
+mod simulate;
