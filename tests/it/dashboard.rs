@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use promql_parser::parser::Expr;
 
-use crate::common::{http, Closedloop};
+use crate::common::{http, now_ms, post_write, v1_body, wait_until, Closedloop};
 
 /// Series closedloop writes into its store (detector outputs, alert state).
 const WRITTEN: &[&str] = &[
@@ -33,7 +33,15 @@ const DECIDE_FAMILIES: &[&str] = &[
     "closed_loop_approvals_pending",
 ];
 
-const RULES: &str = "groups:\n- name: g\n  interval: 1s\n  detectors:\n  - {name: d, selector: up, algorithm: zscore}\n  rules:\n  - record: r\n    expr: vector(1)\n  - alert: A\n    expr: vector(1)\n";
+/// A detector that fires on any `up` sample above 0.5, an alert, and a group over its
+/// limit (so the failure counter has a child).
+/// Families that get their first series only when their event first happens (a
+/// missed rule-group iteration cannot be caused reliably in a test): checked to be
+/// registered under this name in the source instead.
+const ON_FIRST_EVENT: &[(&str, &str)] =
+    &[("closedloop_rule_group_iterations_missed_total", "src/rules")];
+
+const RULES: &str = "groups:\n- name: g\n  interval: 1s\n  detectors:\n  - {name: d, selector: up, algorithm: threshold, upper: 0.5}\n  rules:\n  - record: r\n    expr: vector(1)\n  - alert: A\n    expr: vector(1)\n- name: over_limit\n  interval: 1s\n  limit: 1\n  rules:\n  - record: two\n    expr: vector(1) or label_replace(vector(1), \"a\", \"b\", \"\", \"\")\n";
 
 fn dashboard() -> serde_json::Value {
     let path = concat!(
@@ -77,6 +85,20 @@ fn metric_names(e: &Expr, out: &mut BTreeSet<String>) {
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
+}
+
+/// Every `.rs` file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Grafana's variables replaced by values a query can parse with.
@@ -159,12 +181,34 @@ fn every_panel_query_parses_and_names_a_closedloop_metric() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
     let cl = Closedloop::start_in(dir, "rule_files: [rules.yml]\nrules: {state_file: ''}\n");
-    let text = http()
-        .get(cl.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // Labelled families show up once they have a child: one detection, one refused
+    // sample (a second value at the same timestamp), one rule evaluation.
+    let t = now_ms();
+    let ct = "application/x-protobuf;proto=prometheus.WriteRequest";
+    let labels: &[(&str, &str)] = &[("__name__", "up"), ("job", "j")];
+    post_write(&cl, v1_body(&[(labels, &[(t, 1.0)])]), ct);
+    post_write(&cl, v1_body(&[(labels, &[(t, 2.0)])]), ct);
+    let mut text = String::new();
+    wait_until(
+        "every family on /metrics",
+        std::time::Duration::from_secs(60),
+        || {
+            text = http()
+                .get(cl.url("/metrics"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            [
+                "closed_loop_detections_total",
+                "closedloop_remote_write_samples_rejected_total",
+                "closedloop_rule_group_last_duration_seconds",
+                "closedloop_rule_evaluation_failures_total",
+            ]
+            .iter()
+            .all(|f| text.contains(&format!("# TYPE {f} ")))
+        },
+    );
     let mut known: BTreeSet<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -196,6 +240,14 @@ fn every_panel_query_parses_and_names_a_closedloop_metric() {
         ]);
     }
     known.extend(WRITTEN.iter().map(|s| s.to_string()));
+    for (family, dir) in ON_FIRST_EVENT {
+        let literal = format!("\"{family}\"");
+        let found = walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&literal)));
+        assert!(found, "{family} is not registered anywhere under {dir}");
+        known.insert(family.to_string());
+    }
     assert!(
         known.contains("closedloop_rule_group_last_duration_seconds"),
         "rule metrics registered"

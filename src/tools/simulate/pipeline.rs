@@ -60,7 +60,7 @@ pub struct Pipeline {
     groups: Vec<Group>,
     previous: HashSet<Vec<(&'static str, String)>>,
     external_labels: BTreeMap<String, String>,
-    last_gc: i64,
+    last_gc: Option<i64>,
     pub writes: WriteTotals,
 }
 
@@ -122,7 +122,7 @@ impl Pipeline {
             groups: built,
             previous: HashSet::new(),
             external_labels: BTreeMap::new(),
-            last_gc: i64::MIN,
+            last_gc: None,
             writes: WriteTotals::default(),
         })
     }
@@ -186,11 +186,11 @@ impl Pipeline {
         self.writes.requests += 1;
         self.writes.samples_received += outcome.samples_received;
         self.writes.samples_written += outcome.samples_written();
-        self.writes.samples_rejected += outcome.samples_received - outcome.samples_written();
-        if t_ms - self.last_gc >= GC_EVERY_MS {
+        self.writes.samples_rejected += outcome.rejections().iter().map(|(_, n)| n).sum::<u64>();
+        if self.last_gc.is_none_or(|last| t_ms - last >= GC_EVERY_MS) {
             let removed = self.store.gc(t_ms);
             self.analyzer.forget(&removed);
-            self.last_gc = t_ms;
+            self.last_gc = Some(t_ms);
         }
         Ok(outcome)
     }
