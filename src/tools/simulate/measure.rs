@@ -341,7 +341,7 @@ impl Recorder {
             let resolution = match (tr.onset, tr.recovered) {
                 (None, _) => "no_impact",
                 (Some(_), None) => "unrecovered",
-                (Some(_), Some(r)) => match fixers.iter().filter(|(t, _)| *t <= r).last() {
+                (Some(_), Some(r)) => match fixers.iter().rev().find(|(t, _)| *t <= r) {
                     Some((_, a)) if a.actor == Actor::Loop => "auto",
                     Some(_) => "human",
                     None => "self",

@@ -14,6 +14,7 @@
 //! detectors' view. Must never: touch anything outside the process except the
 //! output directory.
 
+pub mod actuator;
 pub mod measure;
 pub mod pipeline;
 pub mod scenario;

@@ -776,7 +776,7 @@ impl Scenario {
             })?
             .timestamp_millis();
         let (dur, step) = (self.duration.as_millis(), self.step.as_millis());
-        if step < 1000 || step > 300_000 {
+        if !(1000..=300_000).contains(&step) {
             return Err(bad("step", "must be between 1s and 5m"));
         }
         if dur < step || dur > MAX_DURATION_MS {

@@ -412,10 +412,12 @@ impl World {
     fn active(&self, s: usize, kind: FaultKind) -> impl Iterator<Item = (f64, &FaultSpec)> + '_ {
         let name = &self.sc.services[s].name;
         let t = self.t;
-        self.faults.iter().filter_map(move |f| {
-            (f.phase == FaultPhase::Active && f.spec.kind == kind && &f.spec.service == name)
-                .then(|| (f.level(t), &f.spec))
-        })
+        self.faults
+            .iter()
+            .filter(move |f| {
+                f.phase == FaultPhase::Active && f.spec.kind == kind && &f.spec.service == name
+            })
+            .map(move |f| (f.level(t), &f.spec))
     }
 
     fn shift(&self, s: usize, signal: Signal, v: f64) -> f64 {
@@ -430,11 +432,9 @@ impl World {
     fn pod_lifecycle(&mut self, t: i64, dt_ms: i64) {
         let dt_h = dt_ms as f64 / 3_600_000.0;
         for s in 0..self.services.len() {
-            let before = self.services[s].pods.len();
             self.services[s]
                 .pods
                 .retain(|p| p.terminate_at.is_none_or(|e| e > t));
-            let _ = before;
             let crash_share: f64 = self
                 .active(s, FaultKind::CrashLoop)
                 .map(|(_, f)| f.share.unwrap_or(1.0))
@@ -636,10 +636,9 @@ impl World {
             t.error_ratio = (1.0 - ok).clamp(0.0, 1.0);
             t.hit_ratio = hit[s];
         }
-        for s in 0..n {
+        for (s, t) in out.iter_mut().enumerate() {
             let spec = &self.sc.services[s];
             let slo = &self.sc.slo;
-            let t = &mut out[s];
             t.healthy = t.latency_s <= self.slo_latency_s[s]
                 && t.error_ratio <= slo.error_ratio
                 && t.memory_ratio <= slo.memory_ratio
@@ -832,14 +831,13 @@ impl World {
             let ready = t + POD_START_MS * (k as i64 + 1);
             new.push(self.new_pod(&name, ready));
         }
-        let mut k = 0;
-        for p in self.services[s]
+        for (k, p) in self.services[s]
             .pods
             .iter_mut()
             .filter(|p| p.terminate_at.is_none())
+            .enumerate()
         {
             p.terminate_at = Some(t + POD_START_MS * (k as i64 + 1));
-            k += 1;
         }
         self.drop_in_flight(s, n as f64 * drop_share);
         self.services[s].pods.extend(new);
