@@ -205,3 +205,159 @@ impl super::Actuator for HttpConfigActuator {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus::IntCounter;
+    use serde_json::json;
+
+    use super::*;
+    use crate::act::config::{HeaderValueConfig, SecretSourceConfig};
+    use crate::act::testing::peers::WebhookReceiver;
+    use crate::act::Actuator;
+    use crate::duration::PromDuration;
+    use crate::knowledge::IntentReceipt;
+
+    fn endpoint(url: String, get_url: Option<String>, method: HttpMethod) -> HttpEndpointConfig {
+        HttpEndpointConfig {
+            url,
+            method,
+            get_url,
+            headers: BTreeMap::new(),
+            auth: None,
+            timeout: PromDuration::from_secs(10),
+            max_response_bytes: 1 << 20,
+        }
+    }
+
+    fn actuator(endpoints: Vec<(&str, HttpEndpointConfig)>) -> (HttpConfigActuator, IntCounter) {
+        let retries = IntCounter::new("r", "r").unwrap();
+        let retry = RetryPolicy {
+            attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+        };
+        let map = endpoints.into_iter().map(|(n, e)| (n.to_owned(), e)).collect();
+        (
+            HttpConfigActuator::new(&map, retry, retries.clone()).unwrap(),
+            retries,
+        )
+    }
+
+    fn send_config(endpoint: &str, body: Value) -> Approved {
+        Approved::new(
+            Action::HttpConfig {
+                endpoint: endpoint.into(),
+                body,
+            },
+            IntentReceipt::for_test(5),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_previous_value_is_recorded_and_the_undo_puts_it_back() {
+        let rx = WebhookReceiver::start();
+        rx.set_current(json!({"limit": 100}));
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("api-key");
+        std::fs::write(&key, "k3y\n").unwrap();
+        let mut e = endpoint(
+            rx.url("/config/ratelimit"),
+            Some(rx.url("/config/ratelimit")),
+            HttpMethod::Put,
+        );
+        e.headers.insert("X-Team".into(), HeaderValueConfig::Plain("sre".into()));
+        e.headers.insert(
+            "X-Api-Key".into(),
+            HeaderValueConfig::Secret(SecretSourceConfig {
+                file: Some(key),
+                env: None,
+            }),
+        );
+        let (a, _) = actuator(vec![("ratelimit", e)]);
+        let effect = a
+            .execute(&send_config("ratelimit", json!({"limit": 10})))
+            .await
+            .unwrap();
+        assert_eq!(rx.current(), json!({"limit": 10}));
+        let got = rx.received();
+        assert_eq!(
+            got.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
+            ["GET", "PUT"]
+        );
+        assert_eq!(got[1].content_type.as_deref(), Some("application/json"));
+        assert_eq!(got[1].headers["x-api-key"], "k3y");
+        assert_eq!(got[1].headers["x-team"], "sre");
+        assert_eq!(effect.details["previous"], json!({"limit": 100}));
+        let undo = effect.undo.unwrap();
+        assert_eq!(
+            undo,
+            Action::HttpConfig {
+                endpoint: "ratelimit".into(),
+                body: json!({"limit": 100})
+            }
+        );
+        a.execute(&Approved::new(undo, IntentReceipt::for_test(6)))
+            .await
+            .unwrap();
+        assert_eq!(rx.current(), json!({"limit": 100}));
+        // Observe reads the current value.
+        let o = a
+            .observe(send_config("ratelimit", json!({})).action())
+            .await
+            .unwrap();
+        assert_eq!(o, json!({"current": {"limit": 100}}));
+    }
+
+    #[tokio::test]
+    async fn nothing_changes_when_the_previous_value_cannot_be_read() {
+        let rx = WebhookReceiver::start();
+        rx.answer_with(&[404]);
+        let (a, _) = actuator(vec![(
+            "mode",
+            endpoint(rx.url("/mode"), Some(rx.url("/mode")), HttpMethod::Put),
+        )]);
+        let r = a.execute(&send_config("mode", json!({"degraded": true}))).await;
+        assert!(matches!(r, Err(ActError::NotFound(_))), "{r:?}");
+        assert_eq!(rx.received().len(), 1, "only the GET");
+    }
+
+    #[tokio::test]
+    async fn put_is_retried_after_5xx_post_is_not() {
+        let rx = WebhookReceiver::start();
+        let (a, retries) = actuator(vec![
+            ("put", endpoint(rx.url("/put"), None, HttpMethod::Put)),
+            ("post", endpoint(rx.url("/post"), None, HttpMethod::Post)),
+        ]);
+        rx.answer_with(&[503]);
+        let e = a.execute(&send_config("put", json!({"a": 1}))).await.unwrap();
+        assert_eq!(e.undo, None, "no get_url: no undo");
+        assert_eq!(rx.received().len(), 2);
+        assert_eq!(retries.get(), 1);
+        rx.answer_with(&[503]);
+        let r = a.execute(&send_config("post", json!({"a": 1}))).await;
+        assert!(
+            matches!(r, Err(ActError::Unavailable { attempts: 1, .. })),
+            "{r:?}"
+        );
+        assert_eq!(rx.received().len(), 3, "the POST was sent once");
+        // A POST whose connection cannot be made is retried (nothing was sent).
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (b, retries) = actuator(vec![(
+            "down",
+            endpoint(format!("http://127.0.0.1:{closed}/x"), None, HttpMethod::Post),
+        )]);
+        let r = b.execute(&send_config("down", json!({}))).await;
+        assert!(
+            matches!(r, Err(ActError::Unavailable { attempts: 3, .. })),
+            "{r:?}"
+        );
+        assert_eq!(retries.get(), 2);
+        assert!(!b.handles(send_config("other", json!({})).action()));
+    }
+}

@@ -146,8 +146,9 @@ fn firing(n: &Notification) -> Result<bool, ActError> {
 }
 
 /// The generic webhook body.
-pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
-    WebhookPayload {
+pub fn webhook_payload(n: &Notification) -> Result<WebhookPayload<'_>, ActError> {
+    firing(n)?;
+    Ok(WebhookPayload {
         version: "1",
         status: &n.status,
         title: &n.title,
@@ -157,7 +158,7 @@ pub fn webhook_payload(n: &Notification) -> WebhookPayload<'_> {
         annotations: &n.annotations,
         starts_at: rfc3339(n.starts_at_ms),
         url: &n.url,
-    }
+    })
 }
 
 /// The Slack message: `[FIRING] title: summary`, coloured by status and severity.
@@ -330,7 +331,7 @@ impl NotifyActuator {
                 .map_err(|e| ActError::Invalid(e.to_string()))
         };
         Ok(match c.kind {
-            NotifyKind::Webhook => (c.url.clone(), json(serde_json::to_vec(&webhook_payload(n)))?),
+            NotifyKind::Webhook => (c.url.clone(), json(serde_json::to_vec(&webhook_payload(n)?))?),
             NotifyKind::Slack => (c.url.clone(), json(serde_json::to_vec(&slack_message(n)?))?),
             NotifyKind::Pagerduty => {
                 let key = c.routing_key.as_ref().ok_or_else(|| {
