@@ -217,3 +217,143 @@ impl Actuator for ActuatorSet {
         self.find(action)?.observe(action).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use redis::Commands;
+    use serde_json::json;
+
+    use super::*;
+    use crate::act::testing::peers::{RedisServer, WebhookReceiver};
+    use crate::act::testing::{fixtures, KubeDouble};
+    use crate::act::{ObjectKind, ObjectRef};
+    use crate::knowledge::IntentReceipt;
+
+    fn approved(a: Action) -> Approved {
+        Approved::new(a, IntentReceipt::for_test(9))
+    }
+
+    #[tokio::test]
+    async fn the_set_built_from_config_dispatches_by_kind_and_name() {
+        let double = KubeDouble::start();
+        double.insert(fixtures::deployment("prod", "web", 2, "web:1", 1));
+        let redis = RedisServer::start();
+        let rx = WebhookReceiver::start();
+        let text = format!(
+            "actuators:\n  retry: {{attempts: 2, initial_backoff: 10ms, max_backoff: 20ms}}\n  \
+             kubernetes: {{kubeconfig: {kc}}}\n  redis:\n    cache: {{url: '{redis}'}}\n  \
+             notify:\n    hook: {{kind: webhook, url: '{hook}'}}\n",
+            kc = double.kubeconfig().display(),
+            redis = redis.url(),
+            hook = rx.url("/hook"),
+        );
+        let config = crate::config::Config::parse(&text, Path::new("t.yml")).unwrap();
+        let registry = Registry::new();
+        let metrics = ActuatorMetrics::new(&registry).unwrap();
+        let set = ActuatorSet::build(&config.actuators, metrics.clone())
+            .await
+            .unwrap();
+
+        let scale = Action::Scale {
+            workload: ObjectRef {
+                kind: ObjectKind::Deployment,
+                namespace: "prod".into(),
+                name: "web".into(),
+            },
+            change: crate::act::ReplicaChange::By(1),
+            bounds: crate::act::ReplicaBounds { min: 1, max: 5 },
+        };
+        assert_eq!(set.observe(&scale).await.unwrap()["scale"], 2);
+        set.execute(&approved(scale)).await.unwrap();
+        assert_eq!(double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 3);
+
+        let mut c = redis.connection(0);
+        let _: () = c.set("s:1", "v").unwrap();
+        let clear = Action::ClearCache {
+            target: "cache".into(),
+            pattern: "s:*".into(),
+            db: None,
+            max_keys: 10,
+        };
+        let e = set.execute(&approved(clear)).await.unwrap();
+        assert_eq!(e.details["removed"], 1);
+
+        let n = crate::act::Notification {
+            status: "firing".into(),
+            title: "T".into(),
+            summary: "s".into(),
+            severity: "warning".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at_ms: 0,
+            url: String::new(),
+        };
+        set.execute(&approved(Action::Notify {
+            channel: "hook".into(),
+            notification: n.clone(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(rx.received().len(), 1);
+
+        // Names the config does not know, and kinds nothing handles.
+        for a in [
+            Action::Notify {
+                channel: "slack".into(),
+                notification: n,
+            },
+            Action::ClearCache {
+                target: "sessions".into(),
+                pattern: "x".into(),
+                db: None,
+                max_keys: 1,
+            },
+            Action::HttpConfig {
+                endpoint: "ratelimit".into(),
+                body: json!({}),
+            },
+        ] {
+            assert!(!set.handles(&a));
+            let r = set.execute(&approved(a)).await;
+            assert!(matches!(r, Err(ActError::NotConfigured(_))), "{r:?}");
+        }
+        let calls = |actuator: &str, action: &str, result: &str| {
+            metrics
+                .calls
+                .with_label_values(&[actuator, action, result])
+                .get()
+        };
+        assert_eq!(calls("kubernetes", "scale", "ok"), 1);
+        assert_eq!(calls("redis", "clear_cache", "ok"), 1);
+        assert_eq!(calls("notify", "notify", "ok"), 1);
+        assert_eq!(calls("none", "http_config", "not_configured"), 1);
+        assert_eq!(
+            metrics
+                .duration
+                .with_label_values(&["kubernetes", "scale"])
+                .get_sample_count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn build_errors_name_the_key() {
+        let registry = Registry::new();
+        let metrics = ActuatorMetrics::new(&registry).unwrap();
+        let text = "actuators:\n  notify:\n    slack: {kind: slack, url_env: CLOSEDLOOP_TEST_UNSET_SLACK_URL}\n";
+        let config = crate::config::Config::parse(text, Path::new("t.yml")).unwrap();
+        let e = ActuatorSet::build(&config.actuators, metrics.clone())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "actuators.notify.slack");
+        assert!(e.reason.contains("CLOSEDLOOP_TEST_UNSET_SLACK_URL"), "{e}");
+        let text = "actuators:\n  kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n";
+        let config = crate::config::Config::parse(text, Path::new("t.yml")).unwrap();
+        let e = ActuatorSet::build(&config.actuators, metrics).await.err().unwrap();
+        assert_eq!(e.key, "actuators.kubernetes");
+        assert!(e.reason.contains("/nonexistent/kubeconfig"), "{e}");
+    }
+}
