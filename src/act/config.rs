@@ -625,6 +625,27 @@ actuators:
         }
     }
 
+    /// The commented example in deploy/closedloop.yml documents every key: it
+    /// must parse and validate as it stands.
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../deploy/closedloop.yml");
+        let start = text.find("# actuators-example-begin").unwrap();
+        let end = text.find("# actuators-example-end").unwrap();
+        let example: String = text[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start().strip_prefix("# ").unwrap_or("").to_owned())
+            .map(|l| format!("  {l}\n"))
+            .collect();
+        let c = parse(&format!("actuators:\n{example}")).unwrap();
+        let a = &c.actuators;
+        assert!(a.kubernetes.is_some());
+        assert_eq!(a.redis["cache"].batch_size, 500);
+        assert_eq!(a.http_config["ratelimit"].headers.len(), 2);
+        assert_eq!(a.notify.len(), 4);
+    }
+
     #[test]
     fn relative_paths_follow_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
