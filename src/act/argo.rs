@@ -90,7 +90,12 @@ pub(crate) fn selector_string(s: &LabelSelector) -> Result<String, ActError> {
 }
 
 fn revision_of(rs: &ReplicaSet, annotation: &str) -> Option<u64> {
-    rs.metadata.annotations.as_ref()?.get(annotation)?.parse().ok()
+    rs.metadata
+        .annotations
+        .as_ref()?
+        .get(annotation)?
+        .parse()
+        .ok()
 }
 
 /// The ReplicaSet to roll back to: revision `to`, or the one before the newest.
@@ -110,11 +115,12 @@ pub(crate) fn pick_revision<'a>(
             .iter()
             .find(|(r, _)| *r == want)
             .map(|(r, rs)| (*rs, *r))
-            .ok_or_else(|| ActError::NotFound(format!("{owner}: revision {want} not in its history"))),
-        None => by_rev
-            .get(1)
-            .map(|(r, rs)| (*rs, *r))
-            .ok_or_else(|| ActError::NotFound(format!("{owner}: no previous revision to roll back to"))),
+            .ok_or_else(|| {
+                ActError::NotFound(format!("{owner}: revision {want} not in its history"))
+            }),
+        None => by_rev.get(1).map(|(r, rs)| (*rs, *r)).ok_or_else(|| {
+            ActError::NotFound(format!("{owner}: no previous revision to roll back to"))
+        }),
     }
 }
 
@@ -128,7 +134,10 @@ fn template_without_hash(rs: &ReplicaSet, hash_label: &str) -> Result<Value, Act
             rs.metadata.name.as_deref().unwrap_or("?")
         )));
     }
-    if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(hash_label);
     }
     Ok(t)
@@ -137,7 +146,10 @@ fn template_without_hash(rs: &ReplicaSet, hash_label: &str) -> Result<Value, Act
 /// The same template, ignoring the hash label.
 fn same_template(current: Option<&Value>, target: &Value, hash_label: &str) -> bool {
     let mut c = current.cloned().unwrap_or(Value::Null);
-    if let Some(labels) = c.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = c
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(hash_label);
     }
     &c == target
@@ -225,9 +237,11 @@ impl RolloutsActuator {
             .items
             .into_iter()
             .filter(|rs| {
-                rs.metadata.owner_references.iter().flatten().any(|r| {
-                    r.controller == Some(true) && r.uid == owner_uid
-                })
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true) && r.uid == owner_uid)
             })
             .collect())
     }
@@ -249,7 +263,11 @@ impl RolloutsActuator {
         let (rs, revision) = pick_revision(&owned, ROLLOUT_REVISION, to, o)?;
         let template = template_without_hash(rs, ROLLOUT_HASH_LABEL)?;
         let current_revision = annotation_revision(&ro.metadata.annotations, ROLLOUT_REVISION);
-        if same_template(ro.data.pointer("/spec/template"), &template, ROLLOUT_HASH_LABEL) {
+        if same_template(
+            ro.data.pointer("/spec/template"),
+            &template,
+            ROLLOUT_HASH_LABEL,
+        ) {
             return Ok(Effect {
                 summary: format!("{o}: current template already matches revision {revision}"),
                 details: json!({"revision": revision, "skipped": true}),
@@ -265,7 +283,9 @@ impl RolloutsActuator {
         let api = self.rollouts(&o.namespace);
         let what = format!("rolling {o} back to revision {revision}");
         self.api
-            .call(&perm::ROLLOUTS_PATCH, &what, true, || api.patch(&o.name, &pp, &patch))
+            .call(&perm::ROLLOUTS_PATCH, &what, true, || {
+                api.patch(&o.name, &pp, &patch)
+            })
             .await?;
         Ok(Effect {
             summary: format!("rolled {o} back to revision {revision}"),
@@ -335,7 +355,9 @@ impl RolloutsActuator {
         let patch = Patch::<()>::Json(patch);
         let what = format!("rolling {o} back to revision {revision}");
         self.api
-            .call(&perm::DEPLOYMENTS_PATCH, &what, true, || api.patch(&o.name, &pp, &patch))
+            .call(&perm::DEPLOYMENTS_PATCH, &what, true, || {
+                api.patch(&o.name, &pp, &patch)
+            })
             .await?;
         Ok(Effect {
             summary: format!("rolled {o} back to revision {revision}"),
@@ -438,7 +460,12 @@ mod tests {
         let sets = [rs("3"), rs("10"), rs("7"), rs("x")];
         let (picked, r) = pick_revision(&sets, DEPLOYMENT_REVISION, None, &o).unwrap();
         assert_eq!((picked.metadata.name.as_deref(), r), (Some("web-7"), 7));
-        assert_eq!(pick_revision(&sets, DEPLOYMENT_REVISION, Some(3), &o).unwrap().1, 3);
+        assert_eq!(
+            pick_revision(&sets, DEPLOYMENT_REVISION, Some(3), &o)
+                .unwrap()
+                .1,
+            3
+        );
         assert!(matches!(
             pick_revision(&sets, DEPLOYMENT_REVISION, Some(4), &o),
             Err(ActError::NotFound(_))
@@ -466,7 +493,10 @@ mod tests {
                 },
             ]),
         };
-        assert_eq!(selector_string(&s).unwrap(), "app=web,tier in (a,b),!canary");
+        assert_eq!(
+            selector_string(&s).unwrap(),
+            "app=web,tier in (a,b),!canary"
+        );
         assert!(selector_string(&LabelSelector::default()).is_err());
     }
 }

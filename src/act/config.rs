@@ -272,7 +272,10 @@ fn positive(key: String, d: &PromDuration) -> Result<(), KeyedError> {
 
 fn one_of(key: String, names: [&str; 2], set: [bool; 2]) -> Result<(), KeyedError> {
     if set[0] == set[1] {
-        return Err((key, format!("set exactly one of {}, {}", names[0], names[1])));
+        return Err((
+            key,
+            format!("set exactly one of {}, {}", names[0], names[1]),
+        ));
     }
     Ok(())
 }
@@ -412,7 +415,10 @@ impl ActuatorsConfig {
             if c.kind == NotifyKind::Pagerduty {
                 one_of(key(""), ["routing_key_file", "routing_key_env"], routing)?;
             } else if routing.contains(&true) {
-                return Err((key(""), "routing_key_* only applies to kind: pagerduty".into()));
+                return Err((
+                    key(""),
+                    "routing_key_* only applies to kind: pagerduty".into(),
+                ));
             }
             positive(key(".timeout"), &c.timeout)?;
         }
@@ -479,7 +485,10 @@ impl NotifyChannelConfig {
         let url = load_secret(&format!("{key}.url"), &self.url_file, &self.url_env)?;
         http_url(key.to_owned(), url.expose()).map_err(|(_, reason)| {
             // The URL is a secret: name the source, not the value.
-            format!("{key}: the URL read from url_file/url_env is not valid ({})", reason.split(':').next_back().unwrap_or("").trim())
+            format!(
+                "{key}: the URL read from url_file/url_env is not valid ({})",
+                reason.split(':').next_back().unwrap_or("").trim()
+            )
         })?;
         Ok(url.expose().to_owned())
     }
@@ -549,7 +558,10 @@ actuators:
         .unwrap();
         let a = &c.actuators;
         assert_eq!(a.retry.policy().attempts, 4);
-        assert_eq!(a.kubernetes.as_ref().unwrap().context.as_deref(), Some("prod"));
+        assert_eq!(
+            a.kubernetes.as_ref().unwrap().context.as_deref(),
+            Some("prod")
+        );
         assert_eq!(a.redis["cache"].batch_size, 100);
         assert_eq!(a.redis["cache"].max_keys, 100_000);
         assert_eq!(a.http_config["ratelimit"].method, super::HttpMethod::Put);

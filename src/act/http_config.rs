@@ -146,7 +146,9 @@ impl super::Actuator for HttpConfigActuator {
 
     async fn execute(&self, approved: &Approved) -> Result<Effect, ActError> {
         let Action::HttpConfig { endpoint, body } = approved.action() else {
-            return Err(ActError::NotConfigured(approved.action().kind().to_string()));
+            return Err(ActError::NotConfigured(
+                approved.action().kind().to_string(),
+            ));
         };
         let e = self.endpoint(endpoint)?;
         // Recorded first: without it there is no undo, so a failure here stops the
@@ -205,7 +207,6 @@ impl super::Actuator for HttpConfigActuator {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -239,7 +240,10 @@ mod tests {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(20),
         };
-        let map = endpoints.into_iter().map(|(n, e)| (n.to_owned(), e)).collect();
+        let map = endpoints
+            .into_iter()
+            .map(|(n, e)| (n.to_owned(), e))
+            .collect();
         (
             HttpConfigActuator::new(&map, retry, retries.clone()).unwrap(),
             retries,
@@ -268,7 +272,8 @@ mod tests {
             Some(rx.url("/config/ratelimit")),
             HttpMethod::Put,
         );
-        e.headers.insert("X-Team".into(), HeaderValueConfig::Plain("sre".into()));
+        e.headers
+            .insert("X-Team".into(), HeaderValueConfig::Plain("sre".into()));
         e.headers.insert(
             "X-Api-Key".into(),
             HeaderValueConfig::Secret(SecretSourceConfig {
@@ -319,7 +324,9 @@ mod tests {
             "mode",
             endpoint(rx.url("/mode"), Some(rx.url("/mode")), HttpMethod::Put),
         )]);
-        let r = a.execute(&send_config("mode", json!({"degraded": true}))).await;
+        let r = a
+            .execute(&send_config("mode", json!({"degraded": true})))
+            .await;
         assert!(matches!(r, Err(ActError::NotFound(_))), "{r:?}");
         assert_eq!(rx.received().len(), 1, "only the GET");
     }
@@ -332,7 +339,10 @@ mod tests {
             ("post", endpoint(rx.url("/post"), None, HttpMethod::Post)),
         ]);
         rx.answer_with(&[503]);
-        let e = a.execute(&send_config("put", json!({"a": 1}))).await.unwrap();
+        let e = a
+            .execute(&send_config("put", json!({"a": 1})))
+            .await
+            .unwrap();
         assert_eq!(e.undo, None, "no get_url: no undo");
         assert_eq!(rx.received().len(), 2);
         assert_eq!(retries.get(), 1);
@@ -350,7 +360,11 @@ mod tests {
         };
         let (b, retries) = actuator(vec![(
             "down",
-            endpoint(format!("http://127.0.0.1:{closed}/x"), None, HttpMethod::Post),
+            endpoint(
+                format!("http://127.0.0.1:{closed}/x"),
+                None,
+                HttpMethod::Post,
+            ),
         )]);
         let r = b.execute(&send_config("down", json!({}))).await;
         assert!(

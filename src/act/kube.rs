@@ -18,8 +18,8 @@
 //! Must never: delete a pod without its UID precondition when the action knows the
 //! UID; retry a call that is not idempotent after an ambiguous failure.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -90,11 +90,9 @@ pub mod perm {
     pub const DAEMONSETS_GET: Permission = perm("apps", "daemonsets", "get");
     pub const DAEMONSETS_PATCH: Permission = perm("apps", "daemonsets", "patch");
     pub const DEPLOYMENTS_SCALE_GET: Permission = perm("apps", "deployments/scale", "get");
-    pub const DEPLOYMENTS_SCALE_UPDATE: Permission =
-        perm("apps", "deployments/scale", "update");
+    pub const DEPLOYMENTS_SCALE_UPDATE: Permission = perm("apps", "deployments/scale", "update");
     pub const STATEFULSETS_SCALE_GET: Permission = perm("apps", "statefulsets/scale", "get");
-    pub const STATEFULSETS_SCALE_UPDATE: Permission =
-        perm("apps", "statefulsets/scale", "update");
+    pub const STATEFULSETS_SCALE_UPDATE: Permission = perm("apps", "statefulsets/scale", "update");
     pub const REPLICASETS_LIST: Permission = perm("apps", "replicasets", "list");
     pub const ROLLOUTS_GET: Permission = perm("argoproj.io", "rollouts", "get");
     pub const ROLLOUTS_PATCH: Permission = perm("argoproj.io", "rollouts", "patch");
@@ -297,7 +295,11 @@ pub(crate) fn expect_kind(o: &ObjectRef, allowed: &[ObjectKind]) -> Result<(), A
         return Err(ActError::Invalid(format!(
             "{o}: a {} needs a name{}",
             o.kind.as_str(),
-            if cluster_scoped { "" } else { " and a namespace" }
+            if cluster_scoped {
+                ""
+            } else {
+                " and a namespace"
+            }
         )));
     }
     Ok(())
@@ -427,7 +429,8 @@ impl KubeActuator {
         let api = self.dynamic(o, &w);
         // Computed once: every retry sends the same body, so the patch is idempotent.
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}});
+        let patch =
+            json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}});
         let what = format!("restarting {o}");
         let pp = PatchParams::default();
         let strategic = Patch::Strategic(&patch);
@@ -457,7 +460,11 @@ impl KubeActuator {
         let read = |api: &Api<DynamicObject>| {
             let what = format!("reading the scale of {o}");
             let api = api.clone();
-            async move { self.api.call(get, &what, true, || api.get_scale(&o.name)).await }
+            async move {
+                self.api
+                    .call(get, &what, true, || api.get_scale(&o.name))
+                    .await
+            }
         };
         let mut scale = read(&api).await?;
         let replicas = |s: &Scale| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
@@ -478,7 +485,10 @@ impl KubeActuator {
         };
         if target == current {
             return Ok(effect(
-                format!("{o} already has {current} replicas (bounds {}..{})", bounds.min, bounds.max),
+                format!(
+                    "{o} already has {current} replicas (bounds {}..{})",
+                    bounds.min, bounds.max
+                ),
                 false,
             ));
         }
@@ -552,7 +562,10 @@ impl KubeActuator {
         };
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         if &previous == data {
-            return Ok(effect(format!("{o}: {} already as asked", keys.join(", ")), false));
+            return Ok(effect(
+                format!("{o}: {} already as asked", keys.join(", ")),
+                false,
+            ));
         }
         let what = format!("patching {o}");
         let pp = PatchParams::default();
@@ -623,7 +636,9 @@ impl KubeActuator {
         let pp = PatchParams::default();
         let strategic = Patch::Strategic(&patch);
         self.api
-            .call(&perm::NODES_PATCH, &what, true, || api.patch(node, &pp, &strategic))
+            .call(&perm::NODES_PATCH, &what, true, || {
+                api.patch(node, &pp, &strategic)
+            })
             .await?;
         Ok(Effect {
             summary: format!("{verb} {o}"),

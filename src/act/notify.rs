@@ -331,7 +331,10 @@ impl NotifyActuator {
                 .map_err(|e| ActError::Invalid(e.to_string()))
         };
         Ok(match c.kind {
-            NotifyKind::Webhook => (c.url.clone(), json(serde_json::to_vec(&webhook_payload(n)?))?),
+            NotifyKind::Webhook => (
+                c.url.clone(),
+                json(serde_json::to_vec(&webhook_payload(n)?))?,
+            ),
             NotifyKind::Slack => (c.url.clone(), json(serde_json::to_vec(&slack_message(n)?))?),
             NotifyKind::Pagerduty => {
                 let key = c.routing_key.as_ref().ok_or_else(|| {
@@ -365,7 +368,9 @@ impl super::Actuator for NotifyActuator {
             notification,
         } = approved.action()
         else {
-            return Err(ActError::NotConfigured(approved.action().kind().to_string()));
+            return Err(ActError::NotConfigured(
+                approved.action().kind().to_string(),
+            ));
         };
         let c = self
             .channels

@@ -47,51 +47,58 @@ pub(crate) async fn send(
     retry: &RetryPolicy,
     retries: &IntCounter,
 ) -> Result<(StatusCode, Bytes), ActError> {
-    with_retries(retry, || retries.inc(), |attempt| async move {
-        let mut b = client
-            .request(req.method.clone(), req.url)
-            .headers(req.headers.clone())
-            .timeout(req.timeout);
-        if let Some(body) = &req.body {
-            b = b
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        let ambiguous = |reason: String| {
-            if req.idempotent {
-                Attempt::Transient(reason)
-            } else {
-                Attempt::Final(ActError::Unavailable {
-                    attempts: attempt,
-                    reason: format!(
-                        "{reason} (not retried: a {} is not idempotent)",
-                        req.method
-                    ),
-                })
+    with_retries(
+        retry,
+        || retries.inc(),
+        |attempt| async move {
+            let mut b = client
+                .request(req.method.clone(), req.url)
+                .headers(req.headers.clone())
+                .timeout(req.timeout);
+            if let Some(body) = &req.body {
+                b = b
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
-        };
-        let resp = match b.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => {
-                return Err(Attempt::Transient(format!("{what}: cannot connect: {}", bare(&e))))
+            let ambiguous = |reason: String| {
+                if req.idempotent {
+                    Attempt::Transient(reason)
+                } else {
+                    Attempt::Final(ActError::Unavailable {
+                        attempts: attempt,
+                        reason: format!(
+                            "{reason} (not retried: a {} is not idempotent)",
+                            req.method
+                        ),
+                    })
+                }
+            };
+            let resp = match b.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    return Err(Attempt::Transient(format!(
+                        "{what}: cannot connect: {}",
+                        bare(&e)
+                    )))
+                }
+                Err(e) => return Err(ambiguous(format!("{what}: {}", bare(&e)))),
+            };
+            let status = resp.status();
+            let body = read_bounded(resp, req.max_response_bytes)
+                .await
+                .map_err(|e| ambiguous(format!("{what}: reading the answer: {e}")))?;
+            if status.is_success() {
+                return Ok((status, body));
             }
-            Err(e) => return Err(ambiguous(format!("{what}: {}", bare(&e)))),
-        };
-        let status = resp.status();
-        let body = read_bounded(resp, req.max_response_bytes)
-            .await
-            .map_err(|e| ambiguous(format!("{what}: reading the answer: {e}")))?;
-        if status.is_success() {
-            return Ok((status, body));
-        }
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        let reason = format!("{what}: {status}: {}", text.trim());
-        Err(match status.as_u16() {
-            404 => Attempt::Final(ActError::NotFound(reason)),
-            408 | 429 | 500..=599 => ambiguous(reason),
-            _ => Attempt::Final(ActError::Refused(reason)),
-        })
-    })
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            let reason = format!("{what}: {status}: {}", text.trim());
+            Err(match status.as_u16() {
+                404 => Attempt::Final(ActError::NotFound(reason)),
+                408 | 429 | 500..=599 => ambiguous(reason),
+                _ => Attempt::Final(ActError::Refused(reason)),
+            })
+        },
+    )
     .await
 }
 

@@ -58,8 +58,7 @@ pub struct ClearReport {
 }
 
 fn classify(what: &str, e: redis::RedisError) -> Attempt {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         Attempt::Transient(format!("{what}: {e}"))
     } else {
         Attempt::Final(ActError::Refused(format!("{what}: {e}")))
@@ -78,11 +77,7 @@ impl Connection<'_> {
         if let Some(c) = self.current.lock().clone() {
             return Ok(c);
         }
-        let info = self
-            .target
-            .client
-            .get_connection_info()
-            .clone();
+        let info = self.target.client.get_connection_info().clone();
         let settings = info.redis_settings().clone().set_db(self.db);
         let client = redis::Client::open(info.set_redis_settings(settings))
             .map_err(|e| classify("connecting", e))?;
@@ -105,19 +100,23 @@ impl Connection<'_> {
         retry: &RetryPolicy,
         retries: &IntCounter,
     ) -> Result<T, ActError> {
-        with_retries(retry, || retries.inc(), |_| async {
-            let mut c = self.get().await?;
-            match cmd.query_async::<T>(&mut c).await {
-                Ok(v) => Ok(v),
-                Err(e) => {
-                    let a = classify(what, e);
-                    if matches!(a, Attempt::Transient(_)) {
-                        *self.current.lock() = None;
+        with_retries(
+            retry,
+            || retries.inc(),
+            |_| async {
+                let mut c = self.get().await?;
+                match cmd.query_async::<T>(&mut c).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        let a = classify(what, e);
+                        if matches!(a, Attempt::Transient(_)) {
+                            *self.current.lock() = None;
+                        }
+                        Err(a)
                     }
-                    Err(a)
                 }
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -193,9 +192,8 @@ impl RedisActuator {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(t.batch_size);
-            let (next, mut keys): (u64, Vec<String>) = conn
-                .query("SCAN", &cmd, &self.retry, &self.retries)
-                .await?;
+            let (next, mut keys): (u64, Vec<String>) =
+                conn.query("SCAN", &cmd, &self.retry, &self.retries).await?;
             let room = limit - report.matched;
             if keys.len() as u64 > room {
                 keys.truncate(room as usize);
@@ -272,7 +270,9 @@ impl super::Actuator for RedisActuator {
             max_keys,
         } = approved.action()
         else {
-            return Err(ActError::NotConfigured(approved.action().kind().to_string()));
+            return Err(ActError::NotConfigured(
+                approved.action().kind().to_string(),
+            ));
         };
         let (r, db, limit) = self.clear(target, pattern, *db, *max_keys).await?;
         let stop = if r.complete {

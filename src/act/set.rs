@@ -46,7 +46,9 @@ impl ActuatorMetrics {
                 "closedloop_actuator_call_duration_seconds",
                 "Time an actuator took to carry out an action, retries included.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             &["actuator", "action"],
         )?;
         let retries = IntCounterVec::new(
@@ -267,7 +269,10 @@ mod tests {
         };
         assert_eq!(set.observe(&scale).await.unwrap()["scale"], 2);
         set.execute(&approved(scale)).await.unwrap();
-        assert_eq!(double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 3);
+        assert_eq!(
+            double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"],
+            3
+        );
 
         let mut c = redis.connection(0);
         let _: () = c.set("s:1", "v").unwrap();
@@ -352,7 +357,10 @@ mod tests {
         assert!(e.reason.contains("CLOSEDLOOP_TEST_UNSET_SLACK_URL"), "{e}");
         let text = "actuators:\n  kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n";
         let config = crate::config::Config::parse(text, Path::new("t.yml")).unwrap();
-        let e = ActuatorSet::build(&config.actuators, metrics).await.err().unwrap();
+        let e = ActuatorSet::build(&config.actuators, metrics)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.key, "actuators.kubernetes");
         assert!(e.reason.contains("/nonexistent/kubeconfig"), "{e}");
     }

@@ -45,7 +45,10 @@ fn the_double_speaks_the_api_servers_rest_and_status_json() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()), (Some("Scale"), Some(3)));
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(3))
+    );
 
     let r = http()
         .patch(url("/apis/apps/v1/namespaces/prod/deployments/web"))
@@ -64,7 +67,10 @@ fn the_double_speaks_the_api_servers_rest_and_status_json() {
         .unwrap();
     assert_eq!(r.status(), 403);
     let status: serde_json::Value = r.json().unwrap();
-    assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("Forbidden")));
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("Forbidden"))
+    );
     assert!(double.get("deployments", "prod", "web").is_some());
 
     let r = http()
@@ -74,5 +80,9 @@ fn the_double_speaks_the_api_servers_rest_and_status_json() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<serde_json::Value>().unwrap()["reason"], "NotFound");
-    assert_eq!(double.requests().len(), 5, "authenticated requests are recorded");
+    assert_eq!(
+        double.requests().len(),
+        5,
+        "authenticated requests are recorded"
+    );
 }

@@ -83,7 +83,11 @@ async fn restart_pod_deletes_it_with_the_uid_precondition() {
         })
         .await
         .unwrap();
-    assert!(e.summary.contains("deleted pod prod/pod/web-1"), "{}", e.summary);
+    assert!(
+        e.summary.contains("deleted pod prod/pod/web-1"),
+        "{}",
+        e.summary
+    );
     assert_eq!(e.undo, None);
     assert!(s.double.get("pods", "prod", "web-1").is_none());
     let w = s.writes();
@@ -109,7 +113,10 @@ async fn restart_pod_never_hits_a_different_pod_of_the_same_name() {
         Err(ActError::NotFound(m)) => assert!(m.contains("UID precondition"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(s.double.get("pods", "prod", "db-0").is_some(), "the new pod is untouched");
+    assert!(
+        s.double.get("pods", "prod", "db-0").is_some(),
+        "the new pod is untouched"
+    );
     let missing = s
         .run(Action::RestartPod {
             pod: oref(ObjectKind::Pod, "prod", "nope"),
@@ -135,7 +142,10 @@ async fn a_pod_delete_without_uid_is_not_retried_after_a_5xx() {
             uid: None,
         })
         .await;
-    assert!(matches!(r, Err(ActError::Unavailable { attempts: 1, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(ActError::Unavailable { attempts: 1, .. })),
+        "{r:?}"
+    );
     assert_eq!(s.writes().len(), 1);
     // With the UID the same failure is retried.
     s.double.inject(Fault {
@@ -173,11 +183,17 @@ async fn rollout_restart_patches_the_template_annotation_like_kubectl() {
             .await
             .unwrap();
         let at = e.details["restarted_at"].as_str().unwrap().to_owned();
-        assert!(at.ends_with('Z') && at.len() == 20, "RFC 3339 seconds: {at}");
+        assert!(
+            at.ends_with('Z') && at.len() == 20,
+            "RFC 3339 seconds: {at}"
+        );
         let w = s.writes();
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].method, "PATCH");
-        assert_eq!(w[0].path, format!("/apis/apps/v1/namespaces/prod/{plural}/{name}"));
+        assert_eq!(
+            w[0].path,
+            format!("/apis/apps/v1/namespaces/prod/{plural}/{name}")
+        );
         assert_eq!(
             w[0].content_type.as_deref(),
             Some("application/strategic-merge-patch+json")
@@ -187,7 +203,10 @@ async fn rollout_restart_patches_the_template_annotation_like_kubectl() {
             json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}})
         );
         let stored = s.double.get(plural, "prod", name).unwrap();
-        assert_eq!(stored["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT], at);
+        assert_eq!(
+            stored["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT],
+            at
+        );
         assert_eq!(stored["metadata"]["generation"], 2);
     }
     let pod = s
@@ -233,7 +252,10 @@ async fn scale_goes_through_the_scale_subresource_within_bounds() {
     assert_eq!(put.body["apiVersion"], "autoscaling/v1");
     assert_eq!(put.body["spec"]["replicas"], 4);
     assert!(put.body["metadata"]["resourceVersion"].is_string());
-    assert_eq!(s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 4);
+    assert_eq!(
+        s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"],
+        4
+    );
     // The undo puts the previous count back.
     let undo = e.undo.clone().unwrap();
     assert_eq!(
@@ -245,7 +267,10 @@ async fn scale_goes_through_the_scale_subresource_within_bounds() {
         }
     );
     s.run(undo).await.unwrap();
-    assert_eq!(s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 3);
+    assert_eq!(
+        s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"],
+        3
+    );
     // Clamped to the bounds; at the bound already: no write.
     let e = s
         .run(Action::Scale {
@@ -277,7 +302,10 @@ async fn scale_goes_through_the_scale_subresource_within_bounds() {
     })
     .await
     .unwrap();
-    assert_eq!(s.double.get("statefulsets", "prod", "db").unwrap()["spec"]["replicas"], 2);
+    assert_eq!(
+        s.double.get("statefulsets", "prod", "db").unwrap()["spec"]["replicas"],
+        2
+    );
     let ds = s
         .run(Action::Scale {
             workload: oref(ObjectKind::DaemonSet, "prod", "agent"),
@@ -327,7 +355,10 @@ async fn scale_resolves_a_conflict_by_reading_again() {
         expect.map(|(m, c)| (m.to_owned(), c)),
         "read, conflict, read again, write"
     );
-    assert_eq!(s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 4);
+    assert_eq!(
+        s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"],
+        4
+    );
 }
 
 #[tokio::test]
@@ -362,7 +393,10 @@ async fn transient_errors_are_retried_and_then_reported_unavailable() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"], 5);
+    assert_eq!(
+        s.double.get("deployments", "prod", "web").unwrap()["spec"]["replicas"],
+        5
+    );
 }
 
 #[tokio::test]
@@ -390,7 +424,10 @@ async fn configmap_keys_are_patched_and_the_previous_values_recorded() {
     let w = s.writes();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].path, "/api/v1/namespaces/prod/configmaps/flags");
-    assert_eq!(w[0].content_type.as_deref(), Some("application/merge-patch+json"));
+    assert_eq!(
+        w[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
     assert_eq!(
         w[0].body["data"],
         json!({"provider": "b", "rate_limit": null, "degraded": "true"})
@@ -451,7 +488,10 @@ async fn cordon_and_uncordon_patch_spec_unschedulable() {
         Some("application/strategic-merge-patch+json")
     );
     assert_eq!(w[0].body, json!({"spec": {"unschedulable": true}}));
-    assert_eq!(s.double.get("nodes", "", "node-1").unwrap()["spec"]["unschedulable"], true);
+    assert_eq!(
+        s.double.get("nodes", "", "node-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
     // Cordoning again changes nothing.
     let again = s
         .run(Action::CordonNode {
@@ -495,7 +535,10 @@ async fn a_forbidden_request_names_the_missing_permission() {
         .await
     {
         Err(ActError::Refused(m)) => {
-            assert!(m.contains("delete core/pods") && m.contains("forbidden"), "{m}")
+            assert!(
+                m.contains("delete core/pods") && m.contains("forbidden"),
+                "{m}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -505,25 +548,47 @@ async fn a_forbidden_request_names_the_missing_permission() {
 #[tokio::test]
 async fn argo_abort_and_retry_patch_the_status_subresource() {
     let s = setup().await;
-    s.double.insert(fixtures::rollout("prod", "web", "web:2", 2));
+    s.double
+        .insert(fixtures::rollout("prod", "web", "web:2", 2));
     let ro = oref(ObjectKind::Rollout, "prod", "web");
     let e = s
-        .run(Action::RolloutAbort { rollout: ro.clone() })
+        .run(Action::RolloutAbort {
+            rollout: ro.clone(),
+        })
         .await
         .unwrap();
     let w = s.writes();
     assert_eq!(w.len(), 1);
-    assert_eq!(w[0].path, "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web/status");
-    assert_eq!(w[0].content_type.as_deref(), Some("application/merge-patch+json"));
+    assert_eq!(
+        w[0].path,
+        "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web/status"
+    );
+    assert_eq!(
+        w[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
     assert_eq!(w[0].body, json!({"status": {"abort": true}}));
-    assert_eq!(s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"], true);
-    assert_eq!(e.undo, Some(Action::RolloutRetry { rollout: ro.clone() }));
+    assert_eq!(
+        s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"],
+        true
+    );
+    assert_eq!(
+        e.undo,
+        Some(Action::RolloutRetry {
+            rollout: ro.clone()
+        })
+    );
     let e = s
-        .run(Action::RolloutRetry { rollout: ro.clone() })
+        .run(Action::RolloutRetry {
+            rollout: ro.clone(),
+        })
         .await
         .unwrap();
     assert_eq!(s.writes()[0].body, json!({"status": {"abort": false}}));
-    assert_eq!(s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"], false);
+    assert_eq!(
+        s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"],
+        false
+    );
     assert_eq!(e.undo, Some(Action::RolloutAbort { rollout: ro }));
 }
 
@@ -531,7 +596,8 @@ async fn argo_abort_and_retry_patch_the_status_subresource() {
 async fn argo_abort_falls_back_to_the_rollout_without_a_status_subresource() {
     let s = setup().await;
     s.double.without_rollout_status_subresource();
-    s.double.insert(fixtures::rollout("prod", "web", "web:2", 2));
+    s.double
+        .insert(fixtures::rollout("prod", "web", "web:2", 2));
     s.run(Action::RolloutAbort {
         rollout: oref(ObjectKind::Rollout, "prod", "web"),
     })
@@ -541,17 +607,28 @@ async fn argo_abort_falls_back_to_the_rollout_without_a_status_subresource() {
     assert_eq!(
         w,
         [
-            ("/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web/status".to_owned(), 404),
-            ("/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web".to_owned(), 200),
+            (
+                "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web/status".to_owned(),
+                404
+            ),
+            (
+                "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web".to_owned(),
+                200
+            ),
         ]
     );
-    assert_eq!(s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"], true);
+    assert_eq!(
+        s.double.get("rollouts", "prod", "web").unwrap()["status"]["abort"],
+        true
+    );
 }
 
 #[tokio::test]
 async fn argo_undo_puts_back_the_previous_replicaset_template() {
     let s = setup().await;
-    let ro = s.double.insert(fixtures::rollout("prod", "web", "web:2", 2));
+    let ro = s
+        .double
+        .insert(fixtures::rollout("prod", "web", "web:2", 2));
     s.double.insert(fixtures::replicaset(&ro, 1, "web:1", "h1"));
     s.double.insert(fixtures::replicaset(&ro, 2, "web:2", "h2"));
     // A ReplicaSet with matching labels but another controller: ignored.
@@ -570,16 +647,32 @@ async fn argo_undo_puts_back_the_previous_replicaset_template() {
     s.double.clear_requests();
     let list = reqs.iter().find(|r| r.verb == "list").unwrap();
     assert_eq!(list.path, "/apis/apps/v1/namespaces/prod/replicasets");
-    assert!(list.query.contains("labelSelector=app%3Dweb"), "{}", list.query);
+    assert!(
+        list.query.contains("labelSelector=app%3Dweb"),
+        "{}",
+        list.query
+    );
     let patch = reqs.iter().find(|r| r.method == "PATCH").unwrap();
-    assert_eq!(patch.path, "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web");
-    assert_eq!(patch.content_type.as_deref(), Some("application/json-patch+json"));
+    assert_eq!(
+        patch.path,
+        "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web"
+    );
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
     assert_eq!(patch.body[0]["op"], "replace");
     assert_eq!(patch.body[0]["path"], "/spec/template");
     assert_eq!(patch.body.as_array().unwrap().len(), 1);
     let stored = s.double.get("rollouts", "prod", "web").unwrap();
-    assert_eq!(stored["spec"]["template"]["spec"]["containers"][0]["image"], "web:1");
-    assert_eq!(stored["spec"]["template"]["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1"
+    );
+    assert_eq!(
+        stored["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "web"})
+    );
     assert_eq!(e.details["revision"], 1);
     assert_eq!(
         e.undo,
@@ -617,7 +710,10 @@ async fn deployment_rollback_matches_kubectl_rollout_undo() {
     let w = s.writes();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].path, "/apis/apps/v1/namespaces/prod/deployments/web");
-    assert_eq!(w[0].content_type.as_deref(), Some("application/json-patch+json"));
+    assert_eq!(
+        w[0].content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
     assert_eq!(w[0].body[0]["path"], "/spec/template");
     assert_eq!(w[0].body[1]["path"], "/metadata/annotations");
     // kubectl keeps the Deployment's bookkeeping annotations, takes the rest from
@@ -631,7 +727,10 @@ async fn deployment_rollback_matches_kubectl_rollout_undo() {
         })
     );
     let stored = s.double.get("deployments", "prod", "web").unwrap();
-    assert_eq!(stored["spec"]["template"]["spec"]["containers"][0]["image"], "web:1");
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:1"
+    );
     assert!(stored["spec"]["template"]["metadata"]["labels"]
         .get("pod-template-hash")
         .is_none());
@@ -680,7 +779,11 @@ async fn observe_reads_without_writing() {
         .await
         .unwrap();
     assert_eq!(
-        (pod["uid"].clone(), pod["phase"].clone(), pod["restarts"].clone()),
+        (
+            pod["uid"].clone(),
+            pod["phase"].clone(),
+            pod["restarts"].clone()
+        ),
         (json!("uid-1"), json!("Running"), json!(2))
     );
     let gone = s
@@ -701,7 +804,10 @@ async fn observe_reads_without_writing() {
         })
         .await
         .unwrap();
-    assert_eq!((scale["scale"].clone(), scale["revision"].clone()), (json!(3), json!("2")));
+    assert_eq!(
+        (scale["scale"].clone(), scale["revision"].clone()),
+        (json!(3), json!("2"))
+    );
     assert!(s.double.requests().iter().all(|r| r.method == "GET"));
 }
 
@@ -722,7 +828,9 @@ async fn the_actuators_use_exactly_the_permission_table() {
     s.double
         .insert(fixtures::configmap("prod", "flags", &[("a", "1")]));
     s.double.insert(fixtures::node("node-1"));
-    let ro = s.double.insert(fixtures::rollout("prod", "canary", "c:2", 2));
+    let ro = s
+        .double
+        .insert(fixtures::rollout("prod", "canary", "c:2", 2));
     s.double.insert(fixtures::replicaset(&ro, 1, "c:1", "r1"));
     s.double.insert(fixtures::replicaset(&ro, 2, "c:2", "r2"));
     let bounds = ReplicaBounds { min: 1, max: 9 };
@@ -771,9 +879,15 @@ async fn the_actuators_use_exactly_the_permission_table() {
         },
     ];
     for a in &actions {
-        let observer: &dyn Actuator = if s.kube.handles(a) { &s.kube } else { &s.rollouts };
+        let observer: &dyn Actuator = if s.kube.handles(a) {
+            &s.kube
+        } else {
+            &s.rollouts
+        };
         observer.observe(a).await.unwrap();
-        s.run(a.clone()).await.unwrap_or_else(|e| panic!("{a:?}: {e}"));
+        s.run(a.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{a:?}: {e}"));
     }
     assert!(
         s.double.requests().iter().all(|r| r.status != 403),
@@ -832,22 +946,24 @@ fn the_rbac_manifest_grants_exactly_the_permission_table() {
         }
     }
     assert!(
-        accounts
-            .iter()
-            .all(|a| *a == ("ServiceAccount".into(), "monitoring".into(), "closedloop".into())),
+        accounts.iter().all(|a| *a
+            == (
+                "ServiceAccount".into(),
+                "monitoring".into(),
+                "closedloop".into()
+            )),
         "{accounts:?}"
     );
     for (role, cluster) in &bound {
-        let rules = roles.get(role).unwrap_or_else(|| panic!("binding to unknown role {role}"));
+        let rules = roles
+            .get(role)
+            .unwrap_or_else(|| panic!("binding to unknown role {role}"));
         for r in rules {
             assert!(r.non_resource_urls.is_none() && r.resource_names.is_none());
             for g in r.api_groups.iter().flatten() {
                 for res in r.resources.iter().flatten() {
                     for verb in &r.verbs {
-                        assert!(
-                            g != "*" && res != "*" && verb != "*",
-                            "wildcard in {role}"
-                        );
+                        assert!(g != "*" && res != "*" && verb != "*", "wildcard in {role}");
                         let p = (g.clone(), res.clone(), verb.clone());
                         if *cluster {
                             cluster_wide.insert(p.clone());
@@ -862,7 +978,10 @@ fn the_rbac_manifest_grants_exactly_the_permission_table() {
         .iter()
         .map(|p| (p.group.to_owned(), p.resource.to_owned(), p.verb.to_owned()))
         .collect();
-    assert_eq!(granted, table, "rbac.yaml must grant exactly the actuators' table");
+    assert_eq!(
+        granted, table,
+        "rbac.yaml must grant exactly the actuators' table"
+    );
     for p in PERMISSIONS.iter().filter(|p| p.cluster_scoped) {
         assert!(
             cluster_wide.contains(&(p.group.into(), p.resource.into(), p.verb.into())),

@@ -85,17 +85,31 @@ async fn matching_keys_are_cleared_in_batches_and_others_remain() {
     seed(&mut db0, "user:", 20);
     seed(&mut db3, "session:", 5);
     let a = actuator(&[("cache", target(server.url(), 50, 100_000))]);
-    let e = a.execute(&clear("cache", "session:*", None, 10_000)).await.unwrap();
+    let e = a
+        .execute(&clear("cache", "session:*", None, 10_000))
+        .await
+        .unwrap();
     assert_eq!(e.details["removed"], 250, "{e:?}");
     assert_eq!(e.details["complete"], true);
-    assert!(e.details["batches"].as_u64().unwrap() >= 5, "batches of at most 50: {e:?}");
+    assert!(
+        e.details["batches"].as_u64().unwrap() >= 5,
+        "batches of at most 50: {e:?}"
+    );
     assert_eq!(e.undo, None);
     assert_eq!(count(&mut db0, "session:*"), 0);
     assert_eq!(count(&mut db0, "user:*"), 20, "unrelated keys remain");
     assert_eq!(count(&mut db3, "session:*"), 5, "other databases untouched");
     let stats = commands(&mut db0);
-    assert!(stats.contains("cmdstat_scan") && stats.contains("cmdstat_unlink"), "{stats}");
-    for forbidden in ["cmdstat_keys", "cmdstat_flushall", "cmdstat_flushdb", "cmdstat_del:"] {
+    assert!(
+        stats.contains("cmdstat_scan") && stats.contains("cmdstat_unlink"),
+        "{stats}"
+    );
+    for forbidden in [
+        "cmdstat_keys",
+        "cmdstat_flushall",
+        "cmdstat_flushdb",
+        "cmdstat_del:",
+    ] {
         assert!(!stats.contains(forbidden), "{forbidden} was sent: {stats}");
     }
 }
@@ -109,15 +123,24 @@ async fn the_cap_is_respected_and_reported() {
         ("cache", target(server.url(), 40, 100_000)),
         ("small", target(server.url(), 40, 30)),
     ]);
-    let e = a.execute(&clear("cache", "tmp:*", None, 100)).await.unwrap();
+    let e = a
+        .execute(&clear("cache", "tmp:*", None, 100))
+        .await
+        .unwrap();
     assert_eq!(e.details["removed"], 100);
     assert_eq!(e.details["capped"], true);
     assert_eq!(e.details["complete"], false);
     assert!(e.summary.contains("stopped at max_keys"), "{}", e.summary);
     assert_eq!(count(&mut c, "tmp:*"), 200);
     // The target's ceiling caps an action asking for more.
-    let e = a.execute(&clear("small", "tmp:*", None, 1_000)).await.unwrap();
-    assert_eq!((e.details["removed"].clone(), e.details["max_keys"].clone()), (30.into(), 30.into()));
+    let e = a
+        .execute(&clear("small", "tmp:*", None, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.details["removed"].clone(), e.details["max_keys"].clone()),
+        (30.into(), 30.into())
+    );
     assert_eq!(count(&mut c, "tmp:*"), 170);
 }
 
@@ -131,13 +154,22 @@ async fn the_db_index_is_honoured() {
     let mut in_db2 = target(server.url(), 100, 1_000);
     in_db2.db = Some(2);
     let a = actuator(&[("cache", target(server.url(), 100, 1_000)), ("two", in_db2)]);
-    let e = a.execute(&clear("cache", "k:*", Some(3), 1_000)).await.unwrap();
-    assert_eq!((e.details["removed"].clone(), e.details["db"].clone()), (7.into(), 3.into()));
+    let e = a
+        .execute(&clear("cache", "k:*", Some(3), 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.details["removed"].clone(), e.details["db"].clone()),
+        (7.into(), 3.into())
+    );
     assert_eq!(count(&mut db3, "k:*"), 0);
     assert_eq!(count(&mut db0, "k:*"), 10);
     // The target's default DB when the action names none.
     let e = a.execute(&clear("two", "k:*", None, 1_000)).await.unwrap();
-    assert_eq!((e.details["removed"].clone(), e.details["db"].clone()), (0.into(), 2.into()));
+    assert_eq!(
+        (e.details["removed"].clone(), e.details["db"].clone()),
+        (0.into(), 2.into())
+    );
     assert_eq!(count(&mut db0, "k:*"), 10);
 }
 
@@ -150,7 +182,10 @@ async fn observe_counts_matching_keys_without_removing_them() {
     let a = actuator(&[("cache", target(server.url(), 5, 1_000))]);
     let action = clear("cache", "s:*", None, 1_000);
     let o = a.observe(action.action()).await.unwrap();
-    assert_eq!((o["matching_keys"].clone(), o["dbsize"].clone()), (12.into(), 15.into()));
+    assert_eq!(
+        (o["matching_keys"].clone(), o["dbsize"].clone()),
+        (12.into(), 15.into())
+    );
     assert_eq!(count(&mut c, "s:*"), 12);
 }
 
@@ -187,7 +222,10 @@ async fn a_password_comes_from_a_file() {
     let mut t = target(server.url(), 10, 100);
     t.password_file = Some(pw);
     let a = actuator(&[("cache", t)]);
-    let e = a.execute(&clear("cache", "none:*", None, 10)).await.unwrap();
+    let e = a
+        .execute(&clear("cache", "none:*", None, 10))
+        .await
+        .unwrap();
     assert_eq!(e.details["removed"], 0);
     // Without it the server refuses, and retrying would not help.
     let b = actuator(&[("cache", target(server.url(), 10, 100))]);

@@ -49,14 +49,78 @@ struct Kind {
 }
 
 const KINDS: [Kind; 8] = [
-    Kind { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true, scale: false, status: true },
-    Kind { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true, scale: false, status: false },
-    Kind { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false, scale: false, status: true },
-    Kind { group: "apps", version: "v1", plural: "deployments", kind: "Deployment", namespaced: true, scale: true, status: true },
-    Kind { group: "apps", version: "v1", plural: "statefulsets", kind: "StatefulSet", namespaced: true, scale: true, status: true },
-    Kind { group: "apps", version: "v1", plural: "daemonsets", kind: "DaemonSet", namespaced: true, scale: false, status: true },
-    Kind { group: "apps", version: "v1", plural: "replicasets", kind: "ReplicaSet", namespaced: true, scale: true, status: true },
-    Kind { group: "argoproj.io", version: "v1alpha1", plural: "rollouts", kind: "Rollout", namespaced: true, scale: false, status: true },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        scale: false,
+        status: true,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        scale: false,
+        status: false,
+    },
+    Kind {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        scale: false,
+        status: true,
+    },
+    Kind {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+        scale: true,
+        status: true,
+    },
+    Kind {
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        kind: "StatefulSet",
+        namespaced: true,
+        scale: true,
+        status: true,
+    },
+    Kind {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        kind: "DaemonSet",
+        namespaced: true,
+        scale: false,
+        status: true,
+    },
+    Kind {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+        scale: true,
+        status: true,
+    },
+    Kind {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        plural: "rollouts",
+        kind: "Rollout",
+        namespaced: true,
+        scale: false,
+        status: true,
+    },
 ];
 
 fn api_version(k: &Kind) -> String {
@@ -188,7 +252,13 @@ fn parse_path(path: &str) -> Option<Target> {
 fn verb(method: &Method, t: &Target, query: &str) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
         ("GET", true) => "get",
-        ("GET", false) if query.split('&').any(|p| p == "watch=true" || p == "watch=1") => "watch",
+        ("GET", false)
+            if query
+                .split('&')
+                .any(|p| p == "watch=true" || p == "watch=1") =>
+        {
+            "watch"
+        }
         ("GET", false) => "list",
         ("PATCH", _) => "patch",
         ("PUT", _) => "update",
@@ -218,39 +288,45 @@ fn selector_matches(selector: &str, labels: &serde_json::Map<String, Value>) -> 
         }
     }
     terms.push(&selector[start..]);
-    terms.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).all(|t| {
-        let set = |rest: &str| -> Vec<String> {
-            rest.trim()
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .split(',')
-                .map(|v| v.trim().to_owned())
-                .collect()
-        };
-        if let Some((k, rest)) = t.split_once(" notin ") {
-            return !get(k.trim()).is_some_and(|v| set(rest).iter().any(|s| s == v));
-        }
-        if let Some((k, rest)) = t.split_once(" in ") {
-            return get(k.trim()).is_some_and(|v| set(rest).iter().any(|s| s == v));
-        }
-        if let Some((k, v)) = t.split_once("!=") {
-            return get(k.trim()) != Some(v.trim());
-        }
-        if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
-            return get(k.trim()) == Some(v.trim());
-        }
-        if let Some(k) = t.strip_prefix('!') {
-            return get(k).is_none();
-        }
-        get(t).is_some()
-    })
+    terms
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .all(|t| {
+            let set = |rest: &str| -> Vec<String> {
+                rest.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|v| v.trim().to_owned())
+                    .collect()
+            };
+            if let Some((k, rest)) = t.split_once(" notin ") {
+                return !get(k.trim()).is_some_and(|v| set(rest).iter().any(|s| s == v));
+            }
+            if let Some((k, rest)) = t.split_once(" in ") {
+                return get(k.trim()).is_some_and(|v| set(rest).iter().any(|s| s == v));
+            }
+            if let Some((k, v)) = t.split_once("!=") {
+                return get(k.trim()) != Some(v.trim());
+            }
+            if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                return get(k.trim()) == Some(v.trim());
+            }
+            if let Some(k) = t.strip_prefix('!') {
+                return get(k).is_none();
+            }
+            get(t).is_some()
+        })
 }
 
 /// A strategic merge patch the double can apply as a JSON merge: no lists, no
 /// `$patch`/`$setElementOrder` directives.
 fn plain_strategic(v: &Value) -> Result<(), String> {
     match v {
-        Value::Array(_) => Err("lists in strategic merge patches are not implemented by the double".into()),
+        Value::Array(_) => {
+            Err("lists in strategic merge patches are not implemented by the double".into())
+        }
         Value::Object(m) => {
             for (k, v) in m {
                 if k.starts_with('$') {
@@ -278,7 +354,14 @@ impl State {
         )
     }
 
-    fn handle(&mut self, method: &Method, t: &Target, query: &str, ct: Option<&str>, body: &[u8]) -> Response {
+    fn handle(
+        &mut self,
+        method: &Method,
+        t: &Target,
+        query: &str,
+        ct: Option<&str>,
+        body: &[u8],
+    ) -> Response {
         let name = t.name.clone().unwrap_or_default();
         let not_found = || {
             status_body(
@@ -287,15 +370,27 @@ impl State {
                 format!(
                     "{}{} \"{name}\" not found",
                     t.kind.plural,
-                    if t.kind.group.is_empty() { String::new() } else { format!(".{}", t.kind.group) }
+                    if t.kind.group.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{}", t.kind.group)
+                    }
                 ),
             )
         };
         match t.sub.as_deref() {
             None => {}
             Some("scale") if t.kind.scale => {}
-            Some("status") if t.kind.status && (t.kind.plural != "rollouts" || self.rollout_status_subresource) => {}
-            Some(_) => return status_body(404, "NotFound", "the server could not find the requested resource".into()),
+            Some("status")
+                if t.kind.status
+                    && (t.kind.plural != "rollouts" || self.rollout_status_subresource) => {}
+            Some(_) => {
+                return status_body(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource".into(),
+                )
+            }
         }
         match verb(method, t, query) {
             "list" => {
@@ -306,11 +401,16 @@ impl State {
                 let items: Vec<Value> = self
                     .objects
                     .iter()
-                    .filter(|((p, ns, _), _)| p == t.kind.plural && (t.namespace.is_empty() || *ns == t.namespace))
+                    .filter(|((p, ns, _), _)| {
+                        p == t.kind.plural && (t.namespace.is_empty() || *ns == t.namespace)
+                    })
                     .map(|(_, o)| o)
                     .filter(|o| {
                         let empty = serde_json::Map::new();
-                        let labels = o.pointer("/metadata/labels").and_then(Value::as_object).unwrap_or(&empty);
+                        let labels = o
+                            .pointer("/metadata/labels")
+                            .and_then(Value::as_object)
+                            .unwrap_or(&empty);
                         selector_matches(&selector, labels)
                     })
                     .cloned()
@@ -332,7 +432,10 @@ impl State {
                     return not_found();
                 };
                 let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                let uid = o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                let uid = o
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if let Some(want) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
                     if want != uid {
                         return status_body(
@@ -351,7 +454,13 @@ impl State {
                 };
                 let patch: Value = match serde_json::from_slice(body) {
                     Ok(p) => p,
-                    Err(e) => return status_body(400, "BadRequest", format!("the body of the request was in an unknown format: {e}")),
+                    Err(e) => {
+                        return status_body(
+                            400,
+                            "BadRequest",
+                            format!("the body of the request was in an unknown format: {e}"),
+                        )
+                    }
                 };
                 let mut obj = current.clone();
                 let ct = ct.unwrap_or("");
@@ -369,11 +478,22 @@ impl State {
                     }
                 };
                 if let Err(e) = applied {
-                    return status_body(422, "Invalid", format!("{} \"{name}\" is invalid: {e}", t.kind.kind));
+                    return status_body(
+                        422,
+                        "Invalid",
+                        format!("{} \"{name}\" is invalid: {e}", t.kind.kind),
+                    );
                 }
                 if ct != "application/json-patch+json" {
-                    if let Some(rv) = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                        if Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                    if let Some(rv) = patch
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                    {
+                        if Some(rv)
+                            != current
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                        {
                             return self.conflict(t);
                         }
                     }
@@ -385,22 +505,45 @@ impl State {
                     return not_found();
                 };
                 if ct != Some("application/json") {
-                    return status_body(415, "UnsupportedMediaType", format!("expected application/json, got {ct:?}"));
+                    return status_body(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("expected application/json, got {ct:?}"),
+                    );
                 }
                 let scale: Value = match serde_json::from_slice(body) {
                     Ok(s) => s,
                     Err(e) => return status_body(400, "BadRequest", e.to_string()),
                 };
                 if scale["kind"] != "Scale" || scale["apiVersion"] != "autoscaling/v1" {
-                    return status_body(400, "BadRequest", "expected an autoscaling/v1 Scale".into());
+                    return status_body(
+                        400,
+                        "BadRequest",
+                        "expected an autoscaling/v1 Scale".into(),
+                    );
                 }
-                if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                    if Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if let Some(rv) = scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                {
+                    if Some(rv)
+                        != current
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                    {
                         return self.conflict(t);
                     }
                 }
-                let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64).filter(|r| *r >= 0) else {
-                    return status_body(422, "Invalid", "spec.replicas: must be a non-negative integer".into());
+                let Some(replicas) = scale
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .filter(|r| *r >= 0)
+                else {
+                    return status_body(
+                        422,
+                        "Invalid",
+                        "spec.replicas: must be a non-negative integer".into(),
+                    );
                 };
                 let mut obj = current.clone();
                 obj["spec"]["replicas"] = json!(replicas);
@@ -409,7 +552,11 @@ impl State {
                 let o = self.objects.get(&Self::key(t)).cloned().unwrap_or_default();
                 json_response(&scale_of(&o))
             }
-            v => status_body(405, "MethodNotAllowed", format!("the double does not serve {v} on {}", t.kind.plural)),
+            v => status_body(
+                405,
+                "MethodNotAllowed",
+                format!("the double does not serve {v} on {}", t.kind.plural),
+            ),
         }
     }
 
@@ -434,7 +581,8 @@ impl State {
         }
         obj["apiVersion"] = current["apiVersion"].clone();
         obj["kind"] = current["kind"].clone();
-        let status_sub = t.kind.status && (t.kind.plural != "rollouts" || self.rollout_status_subresource);
+        let status_sub =
+            t.kind.status && (t.kind.plural != "rollouts" || self.rollout_status_subresource);
         if t.sub.as_deref() == Some("status") {
             let status = obj["status"].clone();
             obj = current.clone();
@@ -446,7 +594,10 @@ impl State {
             obj.as_object_mut().map(|m| m.remove("status"));
         }
         if obj["spec"] != current["spec"] {
-            let g = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             obj["metadata"]["generation"] = json!(g + 1);
         }
         obj["metadata"]["resourceVersion"] = json!(self.next_rv());
@@ -507,7 +658,11 @@ async fn serve(
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
     let mut st = state.lock();
     let Some(t) = parse_path(&path) else {
-        return status_body(404, "NotFound", "the server could not find the requested resource".into());
+        return status_body(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
     };
     let verb = verb(&method, &t, &query).to_owned();
     let resource = match &t.sub {
@@ -531,7 +686,9 @@ async fn serve(
         } else {
             format!("in the namespace \"{}\"", t.namespace)
         };
-        let (plural, sub) = resource.split_once('/').map_or((resource.as_str(), None), |(p, s)| (p, Some(s)));
+        let (plural, sub) = resource
+            .split_once('/')
+            .map_or((resource.as_str(), None), |(p, s)| (p, Some(s)));
         status_body(
             403,
             "Forbidden",
@@ -580,7 +737,9 @@ impl KubeDouble {
             ..Default::default()
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the double");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("the double's address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -591,9 +750,11 @@ impl KubeDouble {
                 .expect("the double's runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
-                    serve(shared.clone(), m, u, h, b)
-                });
+                let app = axum::Router::new().fallback(
+                    move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
+                        serve(shared.clone(), m, u, h, b)
+                    },
+                );
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -645,9 +806,21 @@ impl KubeDouble {
             .iter()
             .find(|k| obj["kind"] == k.kind && obj["apiVersion"] == api_version(k))
             .unwrap_or_else(|| panic!("the double does not serve {}", obj["kind"]));
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).expect("metadata.name").to_owned();
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
-        assert_eq!(kind.namespaced, !ns.is_empty(), "metadata.namespace of {name}");
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .expect("metadata.name")
+            .to_owned();
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        assert_eq!(
+            kind.namespaced,
+            !ns.is_empty(),
+            "metadata.namespace of {name}"
+        );
         st.uid_seq += 1;
         let uid = format!("00000000-0000-4000-8000-{:012}", st.uid_seq);
         let rv = st.next_rv();
@@ -655,8 +828,10 @@ impl KubeDouble {
         meta.entry("uid").or_insert(json!(uid));
         meta.insert("resourceVersion".into(), json!(rv));
         meta.entry("generation").or_insert(json!(1));
-        meta.entry("creationTimestamp").or_insert(json!("2024-01-01T00:00:00Z"));
-        st.objects.insert((kind.plural.to_owned(), ns, name), obj.clone());
+        meta.entry("creationTimestamp")
+            .or_insert(json!("2024-01-01T00:00:00Z"));
+        st.objects
+            .insert((kind.plural.to_owned(), ns, name), obj.clone());
         obj
     }
 
@@ -793,8 +968,10 @@ pub mod fixtures {
     }
 
     pub fn configmap(ns: &str, name: &str, data: &[(&str, &str)]) -> Value {
-        let data: serde_json::Map<String, Value> =
-            data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": data})
     }
 
