@@ -268,18 +268,12 @@ impl RolloutsActuator {
             &template,
             ROLLOUT_HASH_LABEL,
         ) {
-            return Ok(Effect {
-                summary: format!("{o}: current template already matches revision {revision}"),
-                details: json!({"revision": revision, "skipped": true}),
-                undo: None,
-            });
+            return Ok(already_at(o, revision));
         }
         let pp = PatchParams::default();
-        let patch: json_patch::Patch = serde_json::from_value(json!([
+        let patch = json_patch(json!([
             {"op": "replace", "path": "/spec/template", "value": template},
-        ]))
-        .map_err(|e| ActError::Invalid(e.to_string()))?;
-        let patch = Patch::<()>::Json(patch);
+        ]))?;
         let api = self.rollouts(&o.namespace);
         let what = format!("rolling {o} back to revision {revision}");
         self.api
@@ -287,14 +281,12 @@ impl RolloutsActuator {
                 api.patch(&o.name, &pp, &patch)
             })
             .await?;
-        Ok(Effect {
-            summary: format!("rolled {o} back to revision {revision}"),
-            details: json!({"revision": revision, "previous_revision": current_revision}),
-            undo: current_revision.map(|r| Action::RolloutUndo {
+        Ok(rolled_back(o, revision, current_revision, |r| {
+            Action::RolloutUndo {
                 rollout: o.clone(),
                 revision: Some(r),
-            }),
-        })
+            }
+        }))
     }
 
     /// `kubectl rollout undo deployment/NAME [--to-revision N]`.
@@ -326,11 +318,7 @@ impl RolloutsActuator {
         let current = serde_json::to_value(&spec.template).ok();
         let current_revision = annotation_revision(&d.metadata.annotations, DEPLOYMENT_REVISION);
         if same_template(current.as_ref(), &template, DEPLOYMENT_HASH_LABEL) {
-            return Ok(Effect {
-                summary: format!("{o}: current template already matches revision {revision}"),
-                details: json!({"revision": revision, "skipped": true}),
-                undo: None,
-            });
+            return Ok(already_at(o, revision));
         }
         // kubectl keeps the Deployment's own bookkeeping annotations and takes the
         // rest from the ReplicaSet.
@@ -347,26 +335,52 @@ impl RolloutsActuator {
             }
         }
         let pp = PatchParams::default();
-        let patch: json_patch::Patch = serde_json::from_value(json!([
+        let patch = json_patch(json!([
             {"op": "replace", "path": "/spec/template", "value": template},
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
-        ]))
-        .map_err(|e| ActError::Invalid(e.to_string()))?;
-        let patch = Patch::<()>::Json(patch);
+        ]))?;
         let what = format!("rolling {o} back to revision {revision}");
         self.api
             .call(&perm::DEPLOYMENTS_PATCH, &what, true, || {
                 api.patch(&o.name, &pp, &patch)
             })
             .await?;
-        Ok(Effect {
-            summary: format!("rolled {o} back to revision {revision}"),
-            details: json!({"revision": revision, "previous_revision": current_revision}),
-            undo: current_revision.map(|r| Action::DeploymentRollback {
+        Ok(rolled_back(o, revision, current_revision, |r| {
+            Action::DeploymentRollback {
                 deployment: o.clone(),
                 revision: Some(r),
-            }),
-        })
+            }
+        }))
+    }
+}
+
+/// A JSON patch (RFC 6902) as kube sends it (`application/json-patch+json`).
+fn json_patch(ops: Value) -> Result<Patch<()>, ActError> {
+    serde_json::from_value::<json_patch::Patch>(ops)
+        .map(Patch::Json)
+        .map_err(|e| ActError::Invalid(e.to_string()))
+}
+
+/// Nothing to do: the template is already the revision's.
+fn already_at(o: &ObjectRef, revision: u64) -> Effect {
+    Effect {
+        summary: format!("{o}: current template already matches revision {revision}"),
+        details: json!({"revision": revision, "skipped": true}),
+        undo: None,
+    }
+}
+
+/// Rolled back; the undo goes back to the revision that was current.
+fn rolled_back(
+    o: &ObjectRef,
+    revision: u64,
+    current_revision: Option<u64>,
+    undo: impl FnOnce(u64) -> Action,
+) -> Effect {
+    Effect {
+        summary: format!("rolled {o} back to revision {revision}"),
+        details: json!({"revision": revision, "previous_revision": current_revision}),
+        undo: current_revision.map(undo),
     }
 }
 

@@ -19,7 +19,6 @@
 //! selectors, admission, defaulting.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::LocalServer;
 use crate::act::config::KubernetesConfig;
 use crate::act::kube::{Permission, PERMISSIONS};
 use crate::duration::PromDuration;
@@ -176,10 +176,8 @@ struct State {
 /// The running double; stopped on drop.
 pub struct KubeDouble {
     state: Arc<Mutex<State>>,
-    addr: SocketAddr,
+    server: LocalServer,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Target {
@@ -484,19 +482,8 @@ impl State {
                         format!("{} \"{name}\" is invalid: {e}", t.kind.kind),
                     );
                 }
-                if ct != "application/json-patch+json" {
-                    if let Some(rv) = patch
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                    {
-                        if Some(rv)
-                            != current
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                        {
-                            return self.conflict(t);
-                        }
-                    }
+                if ct != "application/json-patch+json" && stale(&patch, &current) {
+                    return self.conflict(t);
                 }
                 self.store(t, current, obj)
             }
@@ -522,17 +509,8 @@ impl State {
                         "expected an autoscaling/v1 Scale".into(),
                     );
                 }
-                if let Some(rv) = scale
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                {
-                    if Some(rv)
-                        != current
-                            .pointer("/metadata/resourceVersion")
-                            .and_then(Value::as_str)
-                    {
-                        return self.conflict(t);
-                    }
+                if stale(&scale, &current) {
+                    return self.conflict(t);
                 }
                 let Some(replicas) = scale
                     .pointer("/spec/replicas")
@@ -604,6 +582,17 @@ impl State {
         self.objects.insert(Self::key(t), obj.clone());
         json_response(&obj)
     }
+}
+
+/// Whether a write carries a `metadata.resourceVersion` other than the stored
+/// object's (optimistic concurrency: the API server answers 409).
+fn stale(sent: &Value, current: &Value) -> bool {
+    let rv = |v: &Value| {
+        v.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    rv(sent).is_some_and(|sent| Some(sent) != rv(current))
 }
 
 /// The `autoscaling/v1` Scale of a workload.
@@ -736,32 +725,11 @@ impl KubeDouble {
                 .collect(),
             ..Default::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the double");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("the double's address");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the double's runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                let app = axum::Router::new().fallback(
-                    move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
-                        serve(shared.clone(), m, u, h, b)
-                    },
-                );
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let server = LocalServer::start(axum::Router::new().fallback(
+            move |m: Method, u: Uri, h: HeaderMap, b: Bytes| serve(shared.clone(), m, u, h, b),
+        ));
+        let addr = server.addr;
         let dir = tempfile::tempdir().expect("a temp dir for the kubeconfig");
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: http://{addr}\n\
@@ -769,13 +737,7 @@ impl KubeDouble {
              current-context: double\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("writing the kubeconfig");
-        KubeDouble {
-            state,
-            addr,
-            dir,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        KubeDouble { state, server, dir }
     }
 
     /// The kubeconfig file pointing at the double (server, bearer token, context).
@@ -784,7 +746,7 @@ impl KubeDouble {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// The `actuators.kubernetes` config a service would use to reach the double.
@@ -875,17 +837,6 @@ impl KubeDouble {
     /// The (group, resource, verb) rules requests have used so far.
     pub fn used_rules(&self) -> BTreeSet<(String, String, String)> {
         self.state.lock().used.clone()
-    }
-}
-
-impl Drop for KubeDouble {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! binary fails the test with the package to install; every process is killed on
 //! drop.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use parking_lot::Mutex;
+
+use super::LocalServer;
 use serde_json::Value;
 
 /// The path of a peer binary, or a panic naming the Debian package to install.
@@ -238,12 +240,10 @@ pub struct Received {
 /// statuses (then 200, or 202 for paths ending in `/enqueue` as PagerDuty does),
 /// with `body` as JSON for GETs.
 pub struct WebhookReceiver {
-    addr: SocketAddr,
+    server: LocalServer,
     received: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<Vec<u16>>>,
     current: Arc<Mutex<Value>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WebhookReceiver {
@@ -251,81 +251,59 @@ impl WebhookReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let current = Arc::new(Mutex::new(Value::Null));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the receiver");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("address");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (r, a, c) = (received.clone(), answers.clone(), current.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(
-                    move |m: axum::http::Method, u: Uri, h: HeaderMap, b: Bytes| {
-                        let (r, a, c) = (r.clone(), a.clone(), c.clone());
-                        async move {
-                            let body: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                            let is_get = m == axum::http::Method::GET;
-                            if !is_get && body != Value::Null {
-                                *c.lock() = body.clone();
-                            }
-                            r.lock().push(Received {
-                                method: m.to_string(),
-                                path: u.path().to_owned(),
-                                content_type: h
-                                    .get("content-type")
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned),
-                                headers: h
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (k.to_string(), v.to_str().unwrap_or("").to_owned())
-                                    })
-                                    .collect(),
-                                body,
-                            });
-                            let queued = {
-                                let mut q = a.lock();
-                                (!q.is_empty()).then(|| q.remove(0))
-                            };
-                            let default = if u.path().ends_with("/enqueue") {
-                                202
-                            } else {
-                                200
-                            };
-                            let status = StatusCode::from_u16(queued.unwrap_or(default))
-                                .unwrap_or(StatusCode::OK);
-                            let answer = if is_get {
-                                c.lock().to_string()
-                            } else {
-                                "{\"status\":\"success\"}".to_owned()
-                            };
-                            (status, [("content-type", "application/json")], answer)
-                        }
-                    },
-                );
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let app = axum::Router::new().fallback(
+            move |m: axum::http::Method, u: Uri, h: HeaderMap, b: Bytes| {
+                let (r, a, c) = (r.clone(), a.clone(), c.clone());
+                async move {
+                    let body: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                    let is_get = m == axum::http::Method::GET;
+                    if !is_get && body != Value::Null {
+                        *c.lock() = body.clone();
+                    }
+                    r.lock().push(Received {
+                        method: m.to_string(),
+                        path: u.path().to_owned(),
+                        content_type: h
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        headers: h
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect(),
+                        body,
+                    });
+                    let queued = {
+                        let mut q = a.lock();
+                        (!q.is_empty()).then(|| q.remove(0))
+                    };
+                    let default = if u.path().ends_with("/enqueue") {
+                        202
+                    } else {
+                        200
+                    };
+                    let status =
+                        StatusCode::from_u16(queued.unwrap_or(default)).unwrap_or(StatusCode::OK);
+                    let answer = if is_get {
+                        c.lock().to_string()
+                    } else {
+                        "{\"status\":\"success\"}".to_owned()
+                    };
+                    (status, [("content-type", "application/json")], answer)
+                }
+            },
+        );
         WebhookReceiver {
-            addr,
+            server: LocalServer::start(app),
             received,
             answers,
             current,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.server.addr)
     }
 
     /// Every request so far.
@@ -346,16 +324,5 @@ impl WebhookReceiver {
 
     pub fn current(&self) -> Value {
         self.current.lock().clone()
-    }
-}
-
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
