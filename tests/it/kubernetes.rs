@@ -112,6 +112,7 @@ fn manifests_parse_as_their_types_and_agree() {
     let mut budgets: Vec<(String, PodDisruptionBudget)> = Vec::new();
     let mut rule_texts: Vec<(String, String)> = Vec::new();
     let mut remote_write_ports: Vec<(String, u16)> = Vec::new();
+    let mut bound = Vec::new();
     for (file, v) in &docs {
         let what = format!("{file}: {}", name_of(v));
         assert!(seen.insert(name_of(v)), "{what} is declared twice");
@@ -185,13 +186,25 @@ fn manifests_parse_as_their_types_and_agree() {
                 let _: Role = typed(&what, v);
             }
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
-                let _: RoleBinding = typed(&what, v);
+                let b: RoleBinding = typed(&what, v);
+                bound.extend(
+                    b.subjects
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| (what.clone(), s)),
+                );
             }
             ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
                 let _: ClusterRole = typed(&what, v);
             }
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                let _: ClusterRoleBinding = typed(&what, v);
+                let b: ClusterRoleBinding = typed(&what, v);
+                bound.extend(
+                    b.subjects
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| (what.clone(), s)),
+                );
             }
             ("monitoring.coreos.com/v1", "Prometheus") => {
                 let spec = &v["spec"];
@@ -233,6 +246,18 @@ fn manifests_parse_as_their_types_and_agree() {
                 rule_texts.push((what.clone(), groups));
             }
             (api, kind) => panic!("{what}: unexpected {api} {kind}"),
+        }
+    }
+
+    // RBAC binds ServiceAccounts that exist.
+    for (what, s) in &bound {
+        if s.kind == "ServiceAccount" {
+            let ns = s.namespace.clone().unwrap_or_default();
+            assert!(
+                accounts.contains(&(ns.clone(), s.name.clone())),
+                "{what}: binds missing ServiceAccount {ns}/{}",
+                s.name
+            );
         }
     }
 

@@ -5,6 +5,7 @@ mod anomaly;
 mod bad_input;
 mod common;
 mod dashboard;
+mod kube_double;
 mod kubernetes;
 mod prometheus;
 mod promql_diff;
