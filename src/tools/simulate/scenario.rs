@@ -20,10 +20,10 @@ use crate::duration::PromDuration;
 
 /// The built-in scenario.
 pub const DEFAULT_SCENARIO: &str = include_str!("default.yml");
-/// The rule file the built-in scenario runs (`rules/simulate.yml`).
-pub const DEFAULT_RULES: &str = include_str!("../../../rules/simulate.yml");
+/// The rule file the built-in scenario runs (`rules/simulate/shop.yml`).
+pub const DEFAULT_RULES: &str = include_str!("../../../rules/simulate/shop.yml");
 /// How the built-in rule file is named in messages and alert sources.
-pub const DEFAULT_RULES_NAME: &str = "rules/simulate.yml";
+pub const DEFAULT_RULES_NAME: &str = "rules/simulate/shop.yml";
 
 /// Longest simulated run.
 pub const MAX_DURATION_MS: i64 = 30 * 86_400_000;
@@ -87,7 +87,7 @@ pub struct Scenario {
     #[serde(default = "default_namespace")]
     pub namespace: String,
     /// Rule files to evaluate, relative to the scenario file (default: the built-in
-    /// `rules/simulate.yml`).
+    /// `rules/simulate/shop.yml`).
     #[serde(default)]
     pub rule_files: Vec<String>,
     /// Requests entering the system.

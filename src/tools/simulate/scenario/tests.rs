@@ -174,3 +174,14 @@ fn testdata_scenarios_are_valid() {
     }
     assert!(n >= 1, "no scenario-*.yml in {}", dir.display());
 }
+
+#[test]
+fn builtin_rules_load_with_detectors_and_actions() {
+    let l = Loaded::builtin().unwrap();
+    let groups = crate::tools::simulate::load_rules(&l).unwrap();
+    assert!(groups.iter().any(|g| !g.detectors.is_empty()));
+    assert!(groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .any(|r| !r.actions.is_empty()));
+}
