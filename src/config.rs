@@ -120,6 +120,11 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are rejected.
     pub max_series: usize,
+    /// When set, new series are refused (remote write answers 400 with reason
+    /// `memory_limit`) once the store's estimated heap bytes (`closedloop_store_bytes`)
+    /// reach this many bytes; series already held keep appending, each bounded by
+    /// the retention. Unset: no byte limit (the series limit still applies).
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for StorageConfig {
@@ -127,6 +132,7 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
+            max_bytes: None,
         }
     }
 }
@@ -295,6 +301,12 @@ impl Config {
         if self.storage.max_series == 0 {
             return Err(invalid("storage.max_series", "must be at least 1".into()));
         }
+        if self.storage.max_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err(invalid(
+                "storage.max_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            ));
+        }
         if self.remote_write.max_body_bytes < 1024 {
             return Err(invalid(
                 "remote_write.max_body_bytes",
@@ -382,6 +394,7 @@ impl Config {
         crate::storage::StoreConfig {
             retention_ms: self.storage.retention.as_millis(),
             max_series: self.storage.max_series,
+            max_bytes: self.storage.max_bytes,
             ..Default::default()
         }
     }

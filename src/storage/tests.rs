@@ -5,6 +5,7 @@ fn store() -> Store {
         retention_ms: 3_600_000,
         max_series: 100,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 
@@ -153,6 +154,7 @@ fn series_limit_rejects_new_series_only() {
         retention_ms: 1000,
         max_series: 2,
         shards: 2,
+        ..StoreConfig::default()
     });
     s.append(&ls(&[("__name__", "a")]), 1, 1.0).unwrap();
     s.append(&ls(&[("__name__", "b")]), 1, 1.0).unwrap();
@@ -248,6 +250,7 @@ fn concurrent_writers_and_readers() {
         retention_ms: i64::MAX,
         max_series: 10_000,
         shards: 8,
+        ..StoreConfig::default()
     }));
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -346,7 +349,7 @@ fn colliding_hashes_keep_series_apart() {
     );
     assert_eq!(stats.series_created, 2);
     assert_eq!(
-        find_slot(&shard, 42, &b).map(|x| shard.slots[x as usize].as_ref().unwrap().ring.len()),
+        find_slot(&shard, 42, &b).map(|x| shard.slots[x as usize].as_ref().unwrap().window.len()),
         Some(2)
     );
     // Removing the first promotes the colliding one.
@@ -398,6 +401,7 @@ fn selection_agrees_with_brute_force() {
         retention_ms: i64::MAX,
         max_series: 10_000,
         shards: 2,
+        ..StoreConfig::default()
     });
     let mut all = Vec::new();
     for i in 0..600 {
