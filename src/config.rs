@@ -66,6 +66,8 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// Anomaly scoring: the queue between ingest and the scoring worker.
+    pub anomaly: AnomalyConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,25 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            anomaly: AnomalyConfig::default(),
+        }
+    }
+}
+
+/// Anomaly scoring runs on a worker thread, off the remote-write request path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyConfig {
+    /// Most stored samples waiting to be scored (about 50 bytes each while queued).
+    /// When scoring falls behind, the oldest queued samples are dropped unscored
+    /// (counted in `closed_loop_anomaly_samples_dropped_total`); ingest never waits.
+    pub queue_samples: usize,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            queue_samples: 1_000_000,
         }
     }
 }
@@ -300,6 +321,12 @@ impl Config {
         }
         if self.storage.max_series == 0 {
             return Err(invalid("storage.max_series", "must be at least 1".into()));
+        }
+        if self.anomaly.queue_samples < 1_000 {
+            return Err(invalid(
+                "anomaly.queue_samples",
+                "must be at least 1000".into(),
+            ));
         }
         if self.storage.max_bytes.is_some_and(|b| b < 1 << 20) {
             return Err(invalid(
