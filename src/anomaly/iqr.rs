@@ -4,14 +4,16 @@
 //! `L = g·S` samples: the open (newest) block holds its values exactly, sorted; a
 //! full block is closed and kept as its `S` stratum medians (the middle value of
 //! each run of `g` consecutive sorted values), each standing for `g` samples. With
-//! `S = min(8, ⌈capacity/8⌉)` and `g = ⌈capacity/(8·S)⌉`, a window has at most about
-//! eight blocks, so a series costs about 80 + 9·S·8 + 8·L bytes whatever the
-//! capacity (≈ 1 KiB at capacity 256, against 6 KiB for the exact window this
-//! replaces). Up to capacity 64, `g = 1`: quantiles are exact. Beyond, the value at
-//! any rank is off by at most `g/2` positions per closed block (at capacity 288,
-//! `g = 5`: at most 17.5 of 288 ranks, about 6%), and the window expires whole
-//! blocks: by count it holds between `capacity − L` and `capacity − 1` samples before
-//! the new one, by time every block whose newest sample left the window.
+//! `S = min(16, ⌈capacity/16⌉)` and `g = ⌈capacity/(16·S)⌉`, a window has at most
+//! about sixteen blocks, so a series costs about 9 bytes per kept median plus 8 per
+//! open value: at most ≈ 2.5 KiB whatever the capacity (≈ 1.6 KiB at capacity 288
+//! and 2.5 KiB at 256, against 24 bytes per sample, 6.9 and 6.1 KiB, for the exact
+//! window this replaces). Up to capacity 256, `g = 1`: quantiles are exact. Beyond,
+//! the value at any rank is off by at most `g/2` positions per closed block (at
+//! capacity 288, `g = 2`: at most 8 of 288 ranks, about 3%). Either way the window
+//! expires whole blocks: by count it holds between `capacity − L` and
+//! `capacity − 1` samples before the new one, by time every block whose newest
+//! sample left the window.
 //!
 //! A sample is scored before it enters the window: with quartiles q1, q3 (linear
 //! interpolation over the window's ranks, each closed median counting `g` times) and
@@ -42,6 +44,9 @@ pub(crate) struct IqrConfig {
     pub(crate) direction: Direction,
 }
 
+/// Blocks per window, and most medians kept per closed block.
+const BLOCKS: usize = 16;
+
 /// The block layout for a capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
@@ -57,10 +62,20 @@ struct Layout {
 }
 
 impl Layout {
+    /// The block sequence number `by` after `seq`. Numbers wrap at the largest
+    /// multiple of `blocks` that fits a byte, so `seq % blocks` (the block's place
+    /// in `block_t`) stays distinct among the live blocks across the wrap.
+    fn seq_after(&self, seq: u8, by: usize) -> u8 {
+        let period = self.blocks * (256 / self.blocks);
+        ((usize::from(seq) + by) % period) as u8
+    }
+}
+
+impl Layout {
     fn new(capacity: u32) -> Layout {
         let cap = capacity.max(4) as usize;
-        let s = cap.div_ceil(8).min(8);
-        let g = cap.div_ceil(8 * s);
+        let s = cap.div_ceil(BLOCKS).min(BLOCKS);
+        let g = cap.div_ceil(BLOCKS * s);
         let l = g * s;
         Layout {
             cap,
@@ -247,7 +262,7 @@ impl Iqr {
                 kept += 1;
             }
         }
-        self.oldest[s] = seq.wrapping_add(1);
+        self.oldest[s] = lay.seq_after(seq, 1);
         self.closed[s] = (n - 1) as u8;
     }
 
@@ -259,7 +274,7 @@ impl Iqr {
             self.drop_oldest(s); // not reached: count expiry keeps a free block
         }
         let n = usize::from(self.closed[s]);
-        let seq = self.oldest[s].wrapping_add(n as u8);
+        let seq = lay.seq_after(self.oldest[s], n);
         let open = s * lay.l;
         let mut len = n * lay.s;
         for j in 0..lay.s {
@@ -413,15 +428,17 @@ mod tests {
 
     #[test]
     fn layout_bounds_memory_whatever_the_capacity() {
-        for (cap, s, g, l) in [(4, 1, 1, 1), (16, 2, 1, 2), (64, 8, 1, 8), (256, 8, 4, 32), (288, 8, 5, 40)] {
+        for (cap, s, g, l) in [(4, 1, 1, 1), (16, 1, 1, 1), (64, 4, 1, 4), (256, 16, 1, 16), (288, 16, 2, 32)] {
             let lay = Layout::new(cap);
             assert_eq!((lay.s, lay.g, lay.l), (s, g, l), "capacity {cap}");
-            assert!(lay.blocks * lay.l >= lay.cap && lay.blocks <= 9, "{lay:?}");
+            assert!(lay.blocks * lay.l >= lay.cap && lay.blocks <= 17, "{lay:?}");
         }
         let q = Iqr::new(cfg_with(256, None));
-        assert!(q.bytes_per_series() <= 1_024, "{}", q.bytes_per_series());
+        assert!(q.bytes_per_series() <= 2_600, "{}", q.bytes_per_series());
+        let q = Iqr::new(cfg_with(288, None));
+        assert!(q.bytes_per_series() <= 1_700, "{}", q.bytes_per_series());
         let q = Iqr::new(cfg_with(65_536, None));
-        assert!(q.bytes_per_series() <= 70_000, "{}", q.bytes_per_series());
+        assert!(q.bytes_per_series() <= 36_000, "{}", q.bytes_per_series());
     }
 
     #[test]
@@ -438,10 +455,11 @@ mod tests {
         assert!(vals.windows(2).all(|w| w[0] <= w[1]));
         let ids = &q.merged_block[..n];
         for b in 0..q.closed[0] {
-            let seq = q.oldest[0].wrapping_add(b);
+            let seq = q.lay.seq_after(q.oldest[0], usize::from(b));
             assert_eq!(ids.iter().filter(|&&x| x == seq).count(), q.lay.s);
         }
-        assert!(window_len(&q, 0) < 256 && window_len(&q, 0) >= 256 - q.lay.l);
+        // After the newest sample went in: at most the capacity.
+        assert!((256 - q.lay.l..=256).contains(&window_len(&q, 0)));
         assert!(m >= n);
     }
 
