@@ -67,9 +67,25 @@ fn run(
     if let Some(f) = &posted.first_failure {
         eprintln!("{}: first failed request: {f}", server.name);
     }
-    // Let background work the writes caused (flushes, compaction of the head,
-    // queued detector scoring) show in CPU.
+    // Let background work the writes caused (flushes, compaction of the head) show
+    // in CPU; closedloop's queued detector scoring is waited for (at most 10 min).
     std::thread::sleep(Duration::from_secs(2));
+    if server.name == "closedloop" {
+        let start = std::time::Instant::now();
+        while peers::scrape_metric(&server.base, "closed_loop_anomaly_queue_samples") > 0.0
+            && start.elapsed() < Duration::from_secs(600)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lag_sum = peers::scrape_metric(&server.base, "closed_loop_anomaly_scoring_lag_seconds_sum");
+        let lag_n = peers::scrape_metric(&server.base, "closed_loop_anomaly_scoring_lag_seconds_count");
+        eprintln!(
+            "closedloop: scored {} samples, dropped {}, mean arrival-to-score lag {:.3} s",
+            peers::scrape_metric(&server.base, "closed_loop_anomaly_samples_scored_total"),
+            peers::scrape_metric(&server.base, "closed_loop_anomaly_samples_dropped_total"),
+            lag_sum / lag_n.max(1.0)
+        );
+    }
     Result {
         name: server.name,
         samples,
