@@ -77,8 +77,12 @@ fn run(
         {
             std::thread::sleep(Duration::from_millis(200));
         }
-        let lag_sum = peers::scrape_metric(&server.base, "closed_loop_anomaly_scoring_lag_seconds_sum");
-        let lag_n = peers::scrape_metric(&server.base, "closed_loop_anomaly_scoring_lag_seconds_count");
+        let lag_sum =
+            peers::scrape_metric(&server.base, "closed_loop_anomaly_scoring_lag_seconds_sum");
+        let lag_n = peers::scrape_metric(
+            &server.base,
+            "closed_loop_anomaly_scoring_lag_seconds_count",
+        );
         eprintln!(
             "closedloop: scored {} samples, dropped {}, mean arrival-to-score lag {:.3} s",
             peers::scrape_metric(&server.base, "closed_loop_anomaly_samples_scored_total"),

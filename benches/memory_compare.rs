@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use closedloop::ingest::proto::v1;
 use peers::series::{encode, generate, k8s_payloads, Walk, INTERVAL_MS};
-use peers::{cpu_seconds, memory_kib, median, start_server};
+use peers::{cpu_seconds, median, memory_kib, start_server};
 
 mod peers;
 
@@ -100,8 +100,7 @@ fn payloads(args: &Args, end: i64) -> (Vec<Vec<u8>>, usize) {
                                 labels: series[s].labels.clone(),
                                 samples: vec![v1::Sample {
                                     value: values[s],
-                                    timestamp: t0 + k * INTERVAL_MS + series[s].phase
-                                        - INTERVAL_MS,
+                                    timestamp: t0 + k * INTERVAL_MS + series[s].phase - INTERVAL_MS,
                                 }],
                                 ..Default::default()
                             })
@@ -167,7 +166,10 @@ fn turn(name: &'static str, args: &Args, bodies: &Arc<Vec<Vec<u8>>>, samples: us
     let (store_mib, store_samples) = if name == "closedloop" {
         (
             Some(peers::scrape_metric(&server.base, "closedloop_store_bytes") / (1 << 20) as f64),
-            Some(peers::scrape_metric(&server.base, "closedloop_store_samples")),
+            Some(peers::scrape_metric(
+                &server.base,
+                "closedloop_store_samples",
+            )),
         )
     } else {
         (None, None)

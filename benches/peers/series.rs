@@ -19,7 +19,10 @@ pub fn k8s_labels(i: usize) -> Vec<v1::Label> {
     [
         ("__name__", format!("metric_{}", i % 100)),
         ("cluster", "prod-eu-1".into()),
-        ("instance", format!("10.0.{}.{}:9100", i / 250 % 256, i % 250)),
+        (
+            "instance",
+            format!("10.0.{}.{}:9100", i / 250 % 256, i % 250),
+        ),
         ("job", format!("job_{}", i % 10)),
         ("namespace", format!("ns_{}", i % 20)),
         ("pod", format!("pod-{}", i / 100)),
@@ -199,7 +202,6 @@ pub fn generate(n: usize) -> Vec<GenSeries> {
     }
     out
 }
-
 
 /// How the generated series move from one scrape to the next: deterministic, the
 /// same for every server.

@@ -246,7 +246,10 @@ fn run_worker(scorer: &Scorer, queue: &ScoringQueue, store: &Store) {
         scorer.score(store, &batch);
         drop(batch);
         for job in &jobs {
-            queue.metrics.lag.observe(job.arrived.elapsed().as_secs_f64());
+            queue
+                .metrics
+                .lag
+                .observe(job.arrived.elapsed().as_secs_f64());
             queue.metrics.scored.inc_by(job.samples.len() as u64);
         }
     }
@@ -438,8 +441,7 @@ mod tests {
         }));
         let m = metrics();
         let a = Analyzer::with_worker(
-            IntCounterVec::new(prometheus::Opts::new("x", "x"), &["detector", "severity"])
-                .unwrap(),
+            IntCounterVec::new(prometheus::Opts::new("x", "x"), &["detector", "severity"]).unwrap(),
             IntCounter::new("o", "o").unwrap(),
             IncidentConfig::default(),
             store.clone(),
@@ -486,8 +488,7 @@ mod tests {
         let store = Arc::new(Store::new(StoreConfig::default()));
         let m = metrics();
         let a = Analyzer::with_worker(
-            IntCounterVec::new(prometheus::Opts::new("x", "x"), &["detector", "severity"])
-                .unwrap(),
+            IntCounterVec::new(prometheus::Opts::new("x", "x"), &["detector", "severity"]).unwrap(),
             IntCounter::new("o", "o").unwrap(),
             IncidentConfig::default(),
             store.clone(),

@@ -428,7 +428,13 @@ mod tests {
 
     #[test]
     fn layout_bounds_memory_whatever_the_capacity() {
-        for (cap, s, g, l) in [(4, 1, 1, 1), (16, 1, 1, 1), (64, 4, 1, 4), (256, 16, 1, 16), (288, 16, 2, 32)] {
+        for (cap, s, g, l) in [
+            (4, 1, 1, 1),
+            (16, 1, 1, 1),
+            (64, 4, 1, 4),
+            (256, 16, 1, 16),
+            (288, 16, 2, 32),
+        ] {
             let lay = Layout::new(cap);
             assert_eq!((lay.s, lay.g, lay.l), (s, g, l), "capacity {cap}");
             assert!(lay.blocks * lay.l >= lay.cap && lay.blocks <= 17, "{lay:?}");
@@ -549,7 +555,11 @@ mod tests {
                 };
                 let (q1, q3) = (quant(0.25), quant(0.75));
                 let iqr = q3 - q1;
-                let spread = if iqr > 0.0 { iqr } else { 0.5 * (w[n - 1] - w[0]) };
+                let spread = if iqr > 0.0 {
+                    iqr
+                } else {
+                    0.5 * (w[n - 1] - w[0])
+                };
                 let d = if v > q3 + k * iqr {
                     v - q3 - k * iqr
                 } else if v < q1 - k * iqr {

@@ -353,7 +353,9 @@ mod tests {
 
     fn decode(buf: &[u8]) -> Vec<(i64, u64)> {
         let (_, n) = header(buf);
-        Decoder::new(buf, n).map(|(t, v)| (t, v.to_bits())).collect()
+        Decoder::new(buf, n)
+            .map(|(t, v)| (t, v.to_bits()))
+            .collect()
     }
 
     fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
@@ -397,7 +399,9 @@ mod tests {
             let got: Vec<_> = Decoder::new(&buf[..cut], 50).collect();
             assert!(got.len() < 50);
             assert_eq!(
-                got.iter().map(|&(t, v)| (t, v.to_bits())).collect::<Vec<_>>(),
+                got.iter()
+                    .map(|&(t, v)| (t, v.to_bits()))
+                    .collect::<Vec<_>>(),
                 bits(&samples[..got.len()])
             );
         }

@@ -321,7 +321,13 @@ impl Store {
                     stale.push(i as usize);
                     continue;
                 };
-                grown += push_counted(&mut series.window, t, v, self.config.retention_ms, &mut stats);
+                grown += push_counted(
+                    &mut series.window,
+                    t,
+                    v,
+                    self.config.retention_ms,
+                    &mut stats,
+                );
             }
         }
         if grown != 0 {

@@ -584,10 +584,18 @@ fn max_bytes_refuses_new_series_only() {
     }
     assert_eq!(refused, Some(AppendError::MemoryLimit));
     assert!(created > 10, "{created}");
-    assert!(s.bytes() >= 64 << 10 && s.bytes() < (64 << 10) + 4096, "{}", s.bytes());
+    assert!(
+        s.bytes() >= 64 << 10 && s.bytes() < (64 << 10) + 4096,
+        "{}",
+        s.bytes()
+    );
     // Existing series keep appending.
     assert_eq!(
-        s.append(&ls(&[("__name__", "m"), ("instance", "instance-0")]), 2_000, 2.0),
+        s.append(
+            &ls(&[("__name__", "m"), ("instance", "instance-0")]),
+            2_000,
+            2.0
+        ),
         Ok(Appended::Stored)
     );
     assert_eq!(s.series_count(), created);
@@ -620,8 +628,12 @@ fn running_byte_count_follows_the_series() {
     for t in 0..200i64 {
         for i in 0..50 {
             let inst = format!("{i}");
-            s.append(&ls(&[("__name__", "m"), ("i", &inst)]), t * 15_000, (t * i) as f64)
-                .unwrap();
+            s.append(
+                &ls(&[("__name__", "m"), ("i", &inst)]),
+                t * 15_000,
+                (t * i) as f64,
+            )
+            .unwrap();
         }
     }
     let running = s.series_bytes.load(Ordering::Relaxed) as usize;
@@ -652,7 +664,14 @@ fn mass_removal_keeps_the_index_consistent() {
     }
     let writes: Vec<[(&str, &str); 4]> = pairs_store
         .iter()
-        .map(|(z, i)| [("__name__", "m"), ("i", i.as_str()), ("job", "api"), ("zone", z.as_str())])
+        .map(|(z, i)| {
+            [
+                ("__name__", "m"),
+                ("i", i.as_str()),
+                ("job", "api"),
+                ("zone", z.as_str()),
+            ]
+        })
         .collect();
     let samples = [(0i64, 1.0)];
     let batch: Vec<SeriesWrite<'_>> = writes
@@ -663,13 +682,19 @@ fn mass_removal_keeps_the_index_consistent() {
         })
         .collect();
     s.append_batch(&batch);
-    s.append(&ls(&[("__name__", "m"), ("job", "api"), ("i", "keep")]), 5_000, 1.0)
-        .unwrap();
+    s.append(
+        &ls(&[("__name__", "m"), ("job", "api"), ("i", "keep")]),
+        5_000,
+        1.0,
+    )
+    .unwrap();
     let start = std::time::Instant::now();
     assert_eq!(s.gc(5_000).len(), 100_000);
     // Generous for a loaded machine; one shift per removed series took minutes.
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
-    assert_eq!(names(&s, &[Matcher::equal("job", "api")]), vec![r#"m{i="keep", job="api"}"#]);
+    assert_eq!(
+        names(&s, &[Matcher::equal("job", "api")]),
+        vec![r#"m{i="keep", job="api"}"#]
+    );
     assert!(s.label_values("zone", None, i64::MIN, i64::MAX).is_empty());
 }
-

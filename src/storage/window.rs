@@ -146,10 +146,7 @@ impl SeriesWindow {
             min_t: header(&self.head).0,
             max_t: self.app.last().0,
         });
-        self.closed
-            .iter()
-            .map(|c| closed_view(c))
-            .chain(head)
+        self.closed.iter().map(|c| closed_view(c)).chain(head)
     }
 
     /// Appends a sample newer than every held one, then drops the chunks entirely
@@ -192,7 +189,10 @@ impl SeriesWindow {
             self.head.reserve_exact(step);
         }
         self.app.append(&mut self.head, t, v);
-        Ok((Appended::Stored, self.heap_bytes() as isize - before as isize))
+        Ok((
+            Appended::Stored,
+            self.heap_bytes() as isize - before as isize,
+        ))
     }
 
     /// Seals the head into an exactly sized closed chunk.
@@ -402,7 +402,10 @@ mod tests {
             w.push(i, 0.0, i64::MAX).unwrap();
         }
         let bytes = w.heap_bytes();
-        assert_eq!(w.evict_before(130), -(w.heap_bytes() as isize - bytes as isize).abs());
+        assert_eq!(
+            w.evict_before(130),
+            -(w.heap_bytes() as isize - bytes as isize).abs()
+        );
         assert_eq!(collect(&w).0, (130..300).collect::<Vec<_>>());
         assert!(w.evict_before(1_000) < 0);
         assert!(w.is_empty());

@@ -59,10 +59,15 @@ fn detectors_score_live_remote_write_traffic() {
 
     // Scoring runs off the request path: wait until the worker has scored it all.
     let sent = (steps * instances.len()) as f64;
-    wait_until("the scoring worker to catch up", Duration::from_secs(60), || {
-        cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent
-    });
-    assert_eq!(cl.metric("closed_loop_anomaly_samples_dropped_total", ""), 0.0);
+    wait_until(
+        "the scoring worker to catch up",
+        Duration::from_secs(60),
+        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent,
+    );
+    assert_eq!(
+        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
+        0.0
+    );
     assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
 
     // Every detector wrote its scores back as ordinary series, for every instance.
@@ -169,7 +174,13 @@ fn a_burst_larger_than_the_scoring_queue_never_holds_up_ingest() {
                 (0..part.len()).map(|i| [(t, (i + r) as f64)]).collect();
             let labels: Vec<[(&str, &str); 3]> = part
                 .iter()
-                .map(|n| [("__name__", "burst_total"), ("instance", n.as_str()), ("job", "burst")])
+                .map(|n| {
+                    [
+                        ("__name__", "burst_total"),
+                        ("instance", n.as_str()),
+                        ("job", "burst"),
+                    ]
+                })
                 .collect();
             let series: Vec<TestSeries<'_>> = labels
                 .iter()
@@ -184,7 +195,10 @@ fn a_burst_larger_than_the_scoring_queue_never_holds_up_ingest() {
         }
     }
     // Generous for a loaded machine: a request only stores and queues.
-    assert!(slowest < Duration::from_secs(10), "a request took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a request took {slowest:?}"
+    );
     let sent = sent as f64;
     wait_until("the queue to drain", Duration::from_secs(120), || {
         cl.metric("closed_loop_anomaly_queue_samples", "") == 0.0
@@ -193,13 +207,22 @@ fn a_burst_larger_than_the_scoring_queue_never_holds_up_ingest() {
                 == sent
     });
     let dropped = cl.metric("closed_loop_anomaly_samples_dropped_total", "");
-    assert!(dropped >= 2_000.0 && dropped < sent, "dropped {dropped} of {sent}");
+    assert!(
+        dropped >= 2_000.0 && dropped < sent,
+        "dropped {dropped} of {sent}"
+    );
     // Scoring catches up: a request after the burst is scored (its scores appear).
     let t = end + 15_000;
     let samples: Vec<[(i64, f64); 1]> = (0..10).map(|i| [(t, i as f64)]).collect();
     let labels: Vec<[(&str, &str); 3]> = names[..10]
         .iter()
-        .map(|n| [("__name__", "burst_total"), ("instance", n.as_str()), ("job", "burst")])
+        .map(|n| {
+            [
+                ("__name__", "burst_total"),
+                ("instance", n.as_str()),
+                ("job", "burst"),
+            ]
+        })
         .collect();
     let series: Vec<TestSeries<'_>> = labels
         .iter()
