@@ -276,8 +276,8 @@ impl Iqr {
         let n = usize::from(self.closed[s]);
         let seq = lay.seq_after(self.oldest[s], n);
         let open = s * lay.l;
-        let mut len = n * lay.s;
         for j in 0..lay.s {
+            let len = n * lay.s + j;
             let v = self.open[open + j * lay.g + (lay.g - 1) / 2];
             let row = &mut self.merged[s * m..(s + 1) * m];
             let pos = row[..len].partition_point(|&y| y <= v);
@@ -286,7 +286,6 @@ impl Iqr {
             let ids = &mut self.merged_block[s * m..(s + 1) * m];
             ids.copy_within(pos..len, pos + 1);
             ids[pos] = seq;
-            len += 1;
         }
         self.block_t[s * lay.blocks + usize::from(seq) % lay.blocks] = self.open_t[s];
         self.closed[s] = (n + 1) as u8;

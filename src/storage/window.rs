@@ -378,7 +378,7 @@ mod tests {
         w.copy_range(1_195, 2_405, &mut ts, &mut vs);
         assert_eq!(ts, (120..=240).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(vs, (120..=240).map(|i| i as f64).collect::<Vec<_>>());
-        assert!(w.overlaps(1_191, 1_199) == false && w.overlaps(1_191, 1_200));
+        assert!(!w.overlaps(1_191, 1_199) && w.overlaps(1_191, 1_200));
         assert!(!w.overlaps(5_000, 6_000) && w.overlaps(4_990, 6_000));
         assert!(!w.overlaps(-10, -1));
     }
