@@ -231,12 +231,20 @@ fn a_burst_larger_than_the_scoring_queue_never_holds_up_ingest() {
         .collect();
     let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
     assert_eq!(status, 204, "{text}");
+    // The ten series' newest scores carry that request's timestamp.
     wait_until("the last request's scores", Duration::from_secs(60), || {
         let q = format!(
-            "/api/v1/query?query=count(anomaly_score%7Bdetector%3D%22z%22%7D)&time={}",
+            "/api/v1/query?query=timestamp(anomaly_score%7Bdetector%3D%22z%22%2Cinstance%3D~%22i%5B0-9%5D%22%7D)&time={}",
             t as f64 / 1000.0
         );
-        cl.api(&q)["result"][0]["value"][1].as_str() == Some("10")
+        let got = cl.api(&q);
+        let stamps: Vec<f64> = got["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+            .collect();
+        stamps.len() == 10 && stamps.iter().all(|&s| (s - t as f64 / 1000.0).abs() < 1e-3)
     });
     assert!(cl.metric("closed_loop_anomaly_scoring_lag_seconds_count", "") >= 1.0);
 }
