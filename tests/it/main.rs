@@ -4,7 +4,11 @@
 mod anomaly;
 mod bad_input;
 mod common;
+mod dashboard;
+mod kube_double;
+mod kubernetes;
 mod prometheus;
 mod promql_diff;
 mod rules;
 mod service;
+mod simulate;
