@@ -161,8 +161,15 @@ pub struct QueryConfig {
     pub lookback_delta: PromDuration,
     /// Most samples one query may hold in memory at once.
     pub max_samples: usize,
-    /// Longest a query may run.
+    /// Longest a query may run, parsing included.
     pub timeout: PromDuration,
+    /// Longest query text in bytes (API queries, rule expressions, template
+    /// queries); longer ones are refused before parsing.
+    pub max_length: usize,
+    /// Deepest nesting of operators, function calls and brackets in a query (a chain
+    /// `a + b + …` counts one level per operator); deeper ones are refused before
+    /// parsing, rule files at load time.
+    pub max_depth: usize,
 }
 
 impl Default for QueryConfig {
@@ -171,6 +178,8 @@ impl Default for QueryConfig {
             lookback_delta: PromDuration::from_secs(300),
             max_samples: 50_000_000,
             timeout: PromDuration::from_secs(120),
+            max_length: crate::promql::DEFAULT_MAX_LENGTH,
+            max_depth: crate::promql::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -313,6 +322,18 @@ impl Config {
         if self.query.lookback_delta.as_millis() == 0 {
             return Err(invalid("query.lookback_delta", "must be positive".into()));
         }
+        if self.query.max_length < 1024 {
+            return Err(invalid("query.max_length", "must be at least 1024".into()));
+        }
+        if !(16..=crate::promql::MAX_DEPTH_CEILING).contains(&self.query.max_depth) {
+            return Err(invalid(
+                "query.max_depth",
+                format!(
+                    "must be between 16 and {}",
+                    crate::promql::MAX_DEPTH_CEILING
+                ),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         for (i, pattern) in self.rule_files.iter().enumerate() {
@@ -373,6 +394,10 @@ impl Config {
             lookback_delta_ms: self.query.lookback_delta.as_millis(),
             max_samples: self.query.max_samples,
             timeout: self.query.timeout.as_duration(),
+            limits: crate::promql::QueryLimits {
+                max_length: self.query.max_length,
+                max_depth: self.query.max_depth,
+            },
             ..Default::default()
         }
     }

@@ -261,7 +261,11 @@ impl RuleManager {
 
     fn apply(&self, config: &Config, saved: Option<&SavedState>) -> Result<(), RuleError> {
         let files = expand_patterns(&config.rule_files)?;
-        let specs = load_files(&files, LoadOptions::default())?;
+        let opts = LoadOptions {
+            query_limits: self.shared.engine.options().limits,
+            ..LoadOptions::default()
+        };
+        let specs = load_files(&files, opts)?;
         let mut mtimes = Vec::with_capacity(files.len());
         for f in &files {
             mtimes.push((f.clone(), mtime(f)));
