@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-use super::Cancel;
+use super::QueryContext;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
@@ -106,7 +106,7 @@ pub(crate) struct Evaluator<'a> {
     store: &'a dyn Queryable,
     pub(crate) query: &'a str,
     deadline: Instant,
-    cancel: &'a Cancel,
+    ctx: &'a QueryContext,
     /// Nodes being evaluated, outermost to innermost (bounded by `query.max_depth`).
     depth: usize,
     /// The query's own start and end, for `@ start()` / `@ end()`.
@@ -133,7 +133,7 @@ pub(crate) struct Run<'a> {
     pub(crate) instant: bool,
     /// When the query times out (its clock started before parsing).
     pub(crate) deadline: Instant,
-    pub(crate) cancel: &'a Cancel,
+    pub(crate) ctx: &'a QueryContext,
 }
 
 /// Runs a query over `[start, end]` at `step` and shapes the result: a vector, scalar,
@@ -148,7 +148,7 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
         step,
         instant,
         deadline,
-        cancel,
+        ctx,
     } = r;
     let mut selectors = Vec::new();
     matrix_selectors(expr, &mut selectors);
@@ -163,7 +163,7 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
         store,
         query,
         deadline,
-        cancel,
+        ctx,
         depth: 0,
         q_start: start,
         q_end: end,
@@ -436,7 +436,7 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
 impl Evaluator<'_> {
     /// Stops the query when it ran out of time or its client went away.
     pub(crate) fn check_deadline(&self) -> Result<()> {
-        if self.cancel.is_cancelled() {
+        if self.ctx.is_cancelled() {
             return Err(QueryError::Canceled("expression evaluation"));
         }
         if Instant::now() > self.deadline {

@@ -134,23 +134,36 @@ impl QueryError {
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
-/// Stops a running query from outside: set when the query's client goes away. The
-/// evaluator polls it as often as it checks the timeout.
+/// What stops a running query from outside: a cancel flag, set when the query's
+/// client goes away, and optionally a deadline set before the query reached the
+/// engine (time spent queueing counts). The evaluator polls both as often as it
+/// checks the engine's own timeout.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct QueryContext {
+    cancelled: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
 
-impl Cancel {
-    /// A flag nobody sets (rules, tools).
-    pub fn never() -> Self {
-        Cancel::default()
+impl QueryContext {
+    /// No deadline but the engine's timeout, and nobody cancels (rules, tools).
+    pub fn background() -> Self {
+        QueryContext::default()
+    }
+
+    /// A query that must be done by `deadline` (and within the engine's timeout).
+    pub fn with_deadline(deadline: Instant) -> Self {
+        QueryContext {
+            deadline: Some(deadline),
+            ..QueryContext::default()
+        }
     }
 
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// A guard that cancels the query when dropped unless [`CancelOnDrop::disarm`]ed:
@@ -161,9 +174,9 @@ impl Cancel {
     }
 }
 
-/// Cancels its query when dropped; see [`Cancel::on_drop`].
+/// Cancels its query when dropped; see [`QueryContext::on_drop`].
 #[derive(Debug)]
-pub struct CancelOnDrop(Option<Cancel>);
+pub struct CancelOnDrop(Option<QueryContext>);
 
 impl CancelOnDrop {
     /// The answer arrived: dropping the guard no longer cancels anything.
@@ -195,9 +208,11 @@ impl Engine {
         &self.opts
     }
 
-    /// When a query starting now times out: parsing and evaluation share the budget.
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.opts.timeout
+    /// When a query starting now times out: parsing and evaluation share the
+    /// engine's timeout, and the context's deadline if it is earlier.
+    fn deadline(&self, ctx: &QueryContext) -> Instant {
+        let own = Instant::now() + self.opts.timeout;
+        ctx.deadline.map_or(own, |d| d.min(own))
     }
 
     /// Evaluates `query` at `t_ms`.
@@ -207,21 +222,21 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
-        self.instant_query_with(store, query, t_ms, &Cancel::never())
+        self.instant_query_with(store, query, t_ms, &QueryContext::background())
     }
 
-    /// Evaluates `query` at `t_ms`, stopping early when `cancel` is set.
+    /// Evaluates `query` at `t_ms`, stopping early when `ctx` says so.
     pub fn instant_query_with(
         &self,
         store: &dyn Queryable,
         query: &str,
         t_ms: i64,
-        cancel: &Cancel,
+        ctx: &QueryContext,
     ) -> Result<QueryResult> {
-        let deadline = self.deadline();
+        let deadline = self.deadline(ctx);
         let q = parse_extended(query, 0, 0, &self.opts.limits)?;
         check_time(t_ms)?;
-        self.run(store, &q, t_ms, t_ms, 1, true, deadline, cancel)
+        self.run(store, &q, t_ms, t_ms, 1, true, deadline, ctx)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -242,8 +257,8 @@ impl Engine {
             end: t_ms,
             step: 1,
             instant: true,
-            deadline: self.deadline(),
-            cancel: &Cancel::never(),
+            deadline: self.deadline(&QueryContext::background()),
+            ctx: &QueryContext::background(),
         };
         eval::run(&self.opts, store, run)
     }
@@ -257,10 +272,17 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult> {
-        self.range_query_with(store, query, start_ms, end_ms, step_ms, &Cancel::never())
+        self.range_query_with(
+            store,
+            query,
+            start_ms,
+            end_ms,
+            step_ms,
+            &QueryContext::background(),
+        )
     }
 
-    /// [`Engine::range_query`], stopping early when `cancel` is set.
+    /// [`Engine::range_query`], stopping early when `ctx` says so.
     pub fn range_query_with(
         &self,
         store: &dyn Queryable,
@@ -268,9 +290,9 @@ impl Engine {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
-        cancel: &Cancel,
+        ctx: &QueryContext,
     ) -> Result<QueryResult> {
-        let deadline = self.deadline();
+        let deadline = self.deadline(ctx);
         check_time(start_ms)?;
         check_time(end_ms)?;
         if step_ms <= 0 {
@@ -299,9 +321,7 @@ impl Engine {
             )))
             }
         }
-        self.run(
-            store, &q, start_ms, end_ms, step_ms, false, deadline, cancel,
-        )
+        self.run(store, &q, start_ms, end_ms, step_ms, false, deadline, ctx)
     }
 
     /// Evaluates a parsed query, after checking that parsing left time for it.
@@ -315,9 +335,9 @@ impl Engine {
         step: i64,
         instant: bool,
         deadline: Instant,
-        cancel: &Cancel,
+        ctx: &QueryContext,
     ) -> Result<QueryResult> {
-        if cancel.is_cancelled() {
+        if ctx.is_cancelled() {
             return Err(QueryError::Canceled("query parsing"));
         }
         if Instant::now() > deadline {
@@ -332,7 +352,7 @@ impl Engine {
             step,
             instant,
             deadline,
-            cancel,
+            ctx,
         };
         eval::run(&self.opts, store, run)
     }

@@ -456,7 +456,7 @@ fn an_expression_built_deeper_than_the_limit_is_refused_at_evaluation() {
 #[test]
 fn a_cancelled_query_stops_with_the_canceled_class() {
     let store = store_with(&[(&[("__name__", "up")], &[(0, 1.0)])]);
-    let cancel = Cancel::default();
+    let cancel = QueryContext::background();
     cancel.cancel();
     let e = Engine::default()
         .instant_query_with(&store, "sum(up)", 0, &cancel)
@@ -467,11 +467,22 @@ fn a_cancelled_query_stops_with_the_canceled_class() {
         .unwrap_err();
     assert_eq!(e.kind(), "canceled");
     // Dropping an armed guard cancels; a disarmed one does not.
-    let c = Cancel::default();
+    let c = QueryContext::background();
     c.on_drop().disarm();
     assert!(!c.is_cancelled());
     drop(c.on_drop());
     assert!(c.is_cancelled());
+}
+
+#[test]
+fn a_context_deadline_shortens_the_timeout() {
+    let store = store_with(&[]);
+    let ctx = QueryContext::with_deadline(std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let e = Engine::default()
+        .instant_query_with(&store, "vector(1)", 0, &ctx)
+        .unwrap_err();
+    assert_eq!(e.kind(), "timeout");
 }
 
 #[test]
@@ -487,4 +498,29 @@ fn the_timeout_covers_parsing() {
     let e = engine.instant_query(&store, &q, 0).unwrap_err();
     assert_eq!(e.kind(), "timeout");
     assert!(e.to_string().contains("parsing"), "{e}");
+}
+
+#[test]
+fn a_huge_sliding_window_stops_at_the_timeout() {
+    // One series, a million steps, windows of a million points: 10^12 visits that
+    // only a check inside the window loop can interrupt.
+    let engine = Engine::new(EngineOptions {
+        timeout: std::time::Duration::from_millis(200),
+        ..EngineOptions::default()
+    });
+    let store = store_with(&[]);
+    let start = std::time::Instant::now();
+    let e = engine
+        .instant_query(
+            &store,
+            "sum_over_time(sum_over_time(vector(1)[1000s:1ms])[1000s:1ms])",
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
 }
