@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_DEPTH: usize = 1000;
 /// that this crate does not control (dropping it) would need more than a default
 /// thread stack.
 pub const MAX_DEPTH_CEILING: usize = 4096;
+/// Most type-checking work ([`Group::work`], summed over the query) the parser may
+/// be given: at most about a quarter of a second of parsing on one core (see
+/// BENCHMARKS.md). A chain of 1,000 terms needs 2 million, a sum of 500 selectors
+/// about 1.5 million; over the budget are chains of long chains, such as 260 groups
+/// of 250 terms (66 million, 1.6 s to parse within the length and depth limits).
+pub const MAX_PARSE_WORK: usize = 10_000_000;
 
 impl Default for QueryLimits {
     fn default() -> Self {
@@ -49,7 +55,8 @@ impl Default for QueryLimits {
 }
 
 /// One bracket group being scanned: the operators and the deepest child group of its
-/// current comma-separated segment, and the deepest segment so far.
+/// current comma-separated segment, and the deepest segment so far; for the work
+/// estimate, all its operators and all its tokens (nested ones included).
 #[derive(Clone, Copy, Default)]
 struct Group {
     /// The group's opening character (`(`, `[` or `{`); `\0` for the whole query.
@@ -57,9 +64,18 @@ struct Group {
     ops: usize,
     deepest_child: usize,
     deepest_segment: usize,
+    all_ops: usize,
+    tokens: usize,
 }
 
 impl Group {
+    /// An upper bound of the parser's type-checking work for this group's
+    /// operators: each checks the types of its operands a few times, and a type
+    /// check may walk the whole operand, which lies within the group.
+    fn work(&self) -> usize {
+        self.all_ops.saturating_mul(self.tokens)
+    }
+
     fn end_segment(&mut self) {
         let segment = self.ops + self.deepest_child.max(1);
         self.deepest_segment = self.deepest_segment.max(segment);
@@ -88,6 +104,17 @@ pub(crate) fn check_text(query: &str, limits: &QueryLimits) -> Result<usize, Que
     };
     let bytes = query.as_bytes();
     let mut stack = vec![Group::default()];
+    let mut work = 0usize;
+    // A closed group adds its work and passes its tokens (and itself) up.
+    let close = |stack: &mut Vec<Group>, work: &mut usize| {
+        let mut g = stack.pop().unwrap_or_default();
+        g.end_segment();
+        *work = work.saturating_add(g.work());
+        let parent = stack.len() - 1;
+        let p = &mut stack[parent];
+        p.deepest_child = p.deepest_child.max(1 + g.deepest_segment);
+        p.tokens += g.tokens + 1;
+    };
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i];
@@ -96,7 +123,10 @@ pub(crate) fn check_text(query: &str, limits: &QueryLimits) -> Result<usize, Que
         // Inside `{…}` (matchers) and `[…]` (ranges, steps) nothing nests in the tree.
         let in_operands = matches!(stack[top].open, 0 | b'(');
         match c {
-            b'"' | b'\'' | b'`' => i = skip_string(bytes, i),
+            b'"' | b'\'' | b'`' => {
+                stack[top].tokens += 1;
+                i = skip_string(bytes, i);
+            }
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
@@ -118,11 +148,7 @@ pub(crate) fn check_text(query: &str, limits: &QueryLimits) -> Result<usize, Que
             }
             b')' | b']' | b'}' => {
                 if stack.len() > 1 {
-                    let mut g = stack.pop().unwrap_or_default();
-                    g.end_segment();
-                    let parent = stack.len() - 1;
-                    let depth = 1 + g.deepest_segment;
-                    stack[parent].deepest_child = stack[parent].deepest_child.max(depth);
+                    close(&mut stack, &mut work);
                 }
                 i += 1;
             }
@@ -133,21 +159,25 @@ pub(crate) fn check_text(query: &str, limits: &QueryLimits) -> Result<usize, Que
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' if in_operands => {
                 // `==`, `!=`, `<=`, `>=` are one operator.
                 stack[top].ops += 1;
+                stack[top].all_ops += 1;
+                stack[top].tokens += 1;
                 i += 1;
                 if i < bytes.len() && bytes[i] == b'=' && matches!(c, b'=' | b'!' | b'<' | b'>') {
                     i += 1;
                 }
             }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' => {
+                // A name, keyword, number or duration: one token.
                 let start = i;
                 while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b':'))
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b':' | b'.'))
                 {
                     i += 1;
                 }
-                let word = &query[start..i];
-                if in_operands && is_binary_keyword(word) {
+                stack[top].tokens += 1;
+                if in_operands && c.is_ascii_alphabetic() && is_binary_keyword(&query[start..i]) {
                     stack[top].ops += 1;
+                    stack[top].all_ops += 1;
                 }
             }
             _ => i += 1,
@@ -160,16 +190,21 @@ pub(crate) fn check_text(query: &str, limits: &QueryLimits) -> Result<usize, Que
     }
     // Unclosed groups (a syntax error the parser reports) still count.
     while stack.len() > 1 {
-        let mut g = stack.pop().unwrap_or_default();
-        g.end_segment();
-        let parent = stack.len() - 1;
-        stack[parent].deepest_child = stack[parent].deepest_child.max(1 + g.deepest_segment);
+        close(&mut stack, &mut work);
     }
     let mut whole = stack[0];
     whole.end_segment();
     let depth = whole.deepest_segment;
     if depth > limits.max_depth {
         return Err(too_deep(depth));
+    }
+    let work = work.saturating_add(whole.work());
+    if work > MAX_PARSE_WORK {
+        return Err(QueryError::Limit(format!(
+            "query is too complex to parse: its operator chains would need about {work} \
+             type-check steps, over the limit of {MAX_PARSE_WORK}; split long chains of \
+             operators into separate queries or recording rules"
+        )));
     }
     Ok(depth)
 }
@@ -311,6 +346,31 @@ mod tests {
         assert_eq!(check_text(&q, &limits).unwrap(), limits.max_depth);
         let q = format!("1{}", " + 1".repeat(limits.max_depth));
         assert!(check_text(&q, &limits).is_err());
+    }
+
+    #[test]
+    fn chains_of_long_chains_are_refused_before_the_parser_spends_seconds() {
+        let limits = QueryLimits::default();
+        let nest = |groups: usize, terms: usize| {
+            let group = format!("({})", format!("1{}", " + 1".repeat(terms - 1)));
+            vec![group; groups].join(" + ")
+        };
+        // Within the length and depth limits, but 66 million steps of type checks.
+        let e = check_text(&nest(260, 250), &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too complex to parse"), "{e}");
+        // What people write stays far below the budget.
+        for q in [
+            nest(120, 120),
+            format!("1{}", " + 1".repeat(limits.max_depth - 1)),
+            (0..500)
+                .map(|i| format!("sum(rate(http_requests_total{{job=\"j{i}\"}}[5m]))"))
+                .collect::<Vec<_>>()
+                .join(" + "),
+        ] {
+            assert!(check_text(&q, &limits).is_ok(), "{}", &q[..60]);
+        }
     }
 
     #[test]
