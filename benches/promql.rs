@@ -152,7 +152,7 @@ fn engine_benches(c: &mut Criterion) {
 fn limit_benches(c: &mut Criterion) {
     let limits = closedloop::promql::QueryLimits::default();
     let nest = |groups: usize, terms: usize| {
-        let group = format!("({})", format!("1{}", " + 1".repeat(terms - 1)));
+        let group = format!("(1{})", " + 1".repeat(terms - 1));
         vec![group; groups].join(" + ")
     };
     // One chain as long as the depth limit allows.

@@ -43,7 +43,7 @@ pub const MAX_DEPTH_CEILING: usize = 4096;
 /// BENCHMARKS.md). A chain of 1,000 terms needs 2 million, a sum of 500 selectors
 /// about 1.5 million; over the budget are chains of long chains, such as 260 groups
 /// of 250 terms (66 million, 1.6 s to parse within the length and depth limits).
-pub const MAX_PARSE_WORK: usize = 10_000_000;
+pub(crate) const MAX_PARSE_WORK: usize = 10_000_000;
 
 impl Default for QueryLimits {
     fn default() -> Self {
@@ -352,7 +352,7 @@ mod tests {
     fn chains_of_long_chains_are_refused_before_the_parser_spends_seconds() {
         let limits = QueryLimits::default();
         let nest = |groups: usize, terms: usize| {
-            let group = format!("({})", format!("1{}", " + 1".repeat(terms - 1)));
+            let group = format!("(1{})", " + 1".repeat(terms - 1));
             vec![group; groups].join(" + ")
         };
         // Within the length and depth limits, but 66 million steps of type checks.
