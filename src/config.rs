@@ -68,6 +68,11 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// Anomaly scoring: the queue between ingest and the scoring worker.
+    pub anomaly: AnomalyConfig,
+    /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
+    /// channels (targets and secrets live here, never in rule files).
+    pub actuators: crate::act::config::ActuatorsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +90,26 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            anomaly: AnomalyConfig::default(),
+            actuators: Default::default(),
+        }
+    }
+}
+
+/// Anomaly scoring runs on a worker thread, off the remote-write request path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyConfig {
+    /// Most stored samples waiting to be scored (about 50 bytes each while queued).
+    /// When scoring falls behind, the oldest queued samples are dropped unscored
+    /// (counted in `closed_loop_anomaly_samples_dropped_total`); ingest never waits.
+    pub queue_samples: usize,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            queue_samples: 1_000_000,
         }
     }
 }
@@ -159,6 +184,11 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are rejected.
     pub max_series: usize,
+    /// When set, new series are refused (remote write answers 400 with reason
+    /// `memory_limit`) once the store's estimated heap bytes (`closedloop_store_bytes`)
+    /// reach this many bytes; series already held keep appending, each bounded by
+    /// the retention. Unset: no byte limit (the series limit still applies).
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for StorageConfig {
@@ -166,6 +196,7 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
+            max_bytes: None,
         }
     }
 }
@@ -401,6 +432,18 @@ impl Config {
         if self.storage.max_series == 0 {
             return Err(invalid("storage.max_series", "must be at least 1".into()));
         }
+        if self.anomaly.queue_samples < 1_000 {
+            return Err(invalid(
+                "anomaly.queue_samples",
+                "must be at least 1000".into(),
+            ));
+        }
+        if self.storage.max_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err(invalid(
+                "storage.max_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            ));
+        }
         if self.remote_write.max_body_bytes < 1024 {
             return Err(invalid(
                 "remote_write.max_body_bytes",
@@ -454,6 +497,7 @@ impl Config {
             .global
             .validate()
             .and_then(|_| self.alerting.validate())
+            .and_then(|_| self.actuators.validate())
         {
             return Err(invalid(&key, reason));
         }
@@ -495,6 +539,7 @@ impl Config {
             }
         }
         self.rules.resolve_paths(base);
+        self.actuators.resolve_paths(base);
         for pattern in &mut self.rule_files {
             if Path::new(pattern.as_str()).is_relative() {
                 *pattern = base.join(&*pattern).to_string_lossy().into_owned();
@@ -521,13 +566,14 @@ impl Config {
         crate::storage::StoreConfig {
             retention_ms: self.storage.retention.as_millis(),
             max_series: self.storage.max_series,
+            max_bytes: self.storage.max_bytes,
             ..Default::default()
         }
     }
 }
 
 impl CredentialsConfig {
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let set = [
             self.bearer_token_file.is_some(),
             self.bearer_token_env.is_some(),
@@ -552,24 +598,7 @@ impl CredentialsConfig {
     /// Loads the secret from its file or environment variable. `key` names the
     /// setting in errors; the secret itself never appears in them.
     pub fn resolve(&self, key: &str) -> std::result::Result<Credentials, String> {
-        fn read(
-            key: &str,
-            file: &Option<PathBuf>,
-            env: &Option<String>,
-        ) -> std::result::Result<Secret, String> {
-            let value = match (file, env) {
-                (Some(f), _) => std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
-                (None, Some(var)) => std::env::var(var)
-                    .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
-                (None, None) => return Err(format!("{key}: no secret source")),
-            };
-            let value = value.trim().to_owned();
-            if value.is_empty() {
-                return Err(format!("{key}: the secret is empty"));
-            }
-            Ok(Secret(value))
-        }
+        let read = load_secret;
         match &self.basic_auth {
             Some(b) => Ok(Credentials::Basic {
                 username: b.username.clone(),
@@ -586,6 +615,27 @@ impl CredentialsConfig {
             )?)),
         }
     }
+}
+
+/// Loads a secret from a file (preferred when both are set) or an environment
+/// variable, trimmed. `key` names the setting in errors; the secret never appears.
+pub fn load_secret(
+    key: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> std::result::Result<Secret, String> {
+    let value = match (file, env) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
+        (None, None) => return Err(format!("{key}: no secret source")),
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(format!("{key}: the secret is empty"));
+    }
+    Ok(Secret(value))
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub enum ServiceError {
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
+    /// The anomaly scoring thread could not be started.
+    #[error("starting the anomaly scoring worker: {0}")]
+    Worker(std::io::Error),
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -56,11 +59,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .config_last_reload_success_timestamp
         .set(chrono::Utc::now().timestamp());
     let engine = Engine::new(config.engine_options());
-    let analyzer = Arc::new(Analyzer::new(
-        metrics.detections.clone(),
-        metrics.anomaly_outputs_dropped.clone(),
-        IncidentConfig::default(),
-    ));
+    // Detectors score on their own thread, fed by a bounded queue: a remote-write
+    // request returns once its samples are stored.
+    let analyzer = Arc::new(
+        Analyzer::with_worker(
+            metrics.detections.clone(),
+            metrics.anomaly_outputs_dropped.clone(),
+            IncidentConfig::default(),
+            store.clone(),
+            config.anomaly.queue_samples,
+            metrics.scoring.clone(),
+        )
+        .map_err(ServiceError::Worker)?,
+    );
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),

@@ -184,7 +184,7 @@ impl WriteOutcome {
     }
 
     /// Rejected sample counts by reason, for metrics and the reply.
-    pub fn rejections(&self) -> [(&'static str, u64); 7] {
+    pub fn rejections(&self) -> [(&'static str, u64); 8] {
         [
             ("invalid_labels", self.invalid_series_samples),
             ("label_limits", self.over_limit_samples),
@@ -193,6 +193,7 @@ impl WriteOutcome {
             ("out_of_order", self.append.out_of_order),
             ("duplicate_timestamp", self.append.duplicate_timestamp),
             ("series_limit", self.append.series_limit),
+            ("memory_limit", self.append.memory_limit),
         ]
     }
 

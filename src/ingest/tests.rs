@@ -40,6 +40,7 @@ fn store() -> Store {
         retention_ms: i64::MAX,
         max_series: 3,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 
@@ -532,6 +533,7 @@ fn detectors_score_samples_as_they_are_ingested() {
         retention_ms: i64::MAX,
         max_series: 100,
         shards: 4,
+        ..StoreConfig::default()
     });
     let detections =
         prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])
@@ -600,6 +602,7 @@ fn detector_outputs_leave_headroom_for_ingested_series() {
         retention_ms: i64::MAX,
         max_series: 20,
         shards: 2,
+        ..StoreConfig::default()
     });
     let detections =
         prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])

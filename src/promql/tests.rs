@@ -12,6 +12,7 @@ fn store_with(series: &[TestSeries<'_>]) -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 1000,
         shards: 2,
+        ..StoreConfig::default()
     });
     for (labels, samples) in series {
         let ls = LabelSet::from_pairs(labels.iter().copied());

@@ -127,6 +127,7 @@ fn new_store() -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 10_000_000,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 

@@ -282,6 +282,7 @@ fn run_group(
         retention_ms: i64::MAX / 4,
         max_series: 10_000_000,
         shards: 4,
+        ..StoreConfig::default()
     });
     let engine = Engine::new(EngineOptions {
         lookback_delta_ms: 5 * 60 * 1000,
