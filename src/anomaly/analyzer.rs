@@ -471,7 +471,10 @@ mod tests {
         wait_for("the queue to drain", || {
             m.queued.get() == 0 && m.scored.get() + m.dropped.get() == 2_000
         });
-        assert!(m.dropped.get() >= 1_400, "dropped {}", m.dropped.get());
+        // The worker may have taken some batches in hand before it blocked on the
+        // lock (it drains whatever is queued when it wakes), so on a loaded machine
+        // fewer than 2,000 − 500 are dropped; at least half must be.
+        assert!(m.dropped.get() >= 1_000, "dropped {}", m.dropped.get());
         assert!(m.scored.get() >= 500, "scored {}", m.scored.get());
         // The newest batches were scored, and exactly the batches counted as scored.
         wait_for("the newest scores", || scores(19 * 15_000) == 100);

@@ -115,6 +115,7 @@ impl Pipeline {
                 retention_ms: RETENTION_MS,
                 max_series: 200_000,
                 shards: 8,
+                ..StoreConfig::default()
             })),
             engine: Engine::new(EngineOptions::default()),
             analyzer,
