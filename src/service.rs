@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
-use crate::http::{self, App, Settings};
+use crate::http::{self, App, LimitAcceptor, Settings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
 use crate::storage::Store;
@@ -35,6 +35,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Registering the connection metrics failed (a programming error).
+    #[error("registering connection metrics: {0}")]
+    ConnMetrics(#[from] prometheus::Error),
     /// The rule files could not be loaded.
     #[error("rules: {0}")]
     Rules(String),
@@ -104,11 +107,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     tokio::spawn(collect_garbage(
         store,
         analyzer,
-        metrics,
+        metrics.clone(),
         config.storage.retention.as_millis(),
     ));
 
     let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    let limits = config.http.limits();
     match &config.tls {
         Some(tls) => {
             // One process-wide crypto provider; a second install attempt is harmless.
@@ -122,14 +126,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                         source,
                     })?;
             tracing::info!(address = %addr, tls = true, "listening");
-            axum_server::from_tcp_rustls(listener, rustls_config)
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config);
+            let acceptor = LimitAcceptor::new(tls, limits, metrics.registry())?;
+            axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
         }
         None => {
             tracing::info!(address = %addr, tls = false, "listening");
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            let acceptor = LimitAcceptor::new(plain, limits, metrics.registry())?;
             axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
@@ -159,7 +169,7 @@ async fn watch_signals(handle: axum_server::Handle, app: Arc<App>) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let _ = app.reload();
+                let _ = app.reload_blocking().await;
             }
         }
     }

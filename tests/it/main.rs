@@ -5,6 +5,7 @@ mod anomaly;
 mod bad_input;
 mod common;
 mod dashboard;
+mod hardening;
 mod kube_double;
 mod kubernetes;
 mod prometheus;
