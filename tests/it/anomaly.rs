@@ -23,13 +23,9 @@ fn normal(i: usize, instance: usize) -> f64 {
         + 0.01 * (((i * 7 + instance * 3) % 11) as f64 / 11.0)
 }
 
-#[test]
-fn detectors_score_live_remote_write_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
-    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
-    let instances = ["a", "b", "c"];
-    let labels: Vec<[(&str, &str); 3]> = instances
+/// `latency_seconds{instance="…", job="api"}` for each instance.
+fn latency_labels<'a>(instances: &[&'a str]) -> Vec<[(&'static str, &'a str); 3]> {
+    instances
         .iter()
         .map(|i| {
             [
@@ -38,7 +34,46 @@ fn detectors_score_live_remote_write_traffic() {
                 ("job", "api"),
             ]
         })
+        .collect()
+}
+
+/// Posts one remote-write request carrying `samples[k]` for the series `labels[k]`.
+fn post_series<S: AsRef<[(i64, f64)]>>(
+    cl: &Closedloop,
+    labels: &[[(&str, &str); 3]],
+    samples: &[S],
+) {
+    let series: Vec<TestSeries<'_>> = labels
+        .iter()
+        .zip(samples)
+        .map(|(l, s)| (&l[..], s.as_ref()))
         .collect();
+    let (status, text) = post_write(cl, v1_body(&series), "application/x-protobuf");
+    assert_eq!(status, 204, "{text}");
+}
+
+/// Scoring runs off the request path: waits until the worker has scored `sent`
+/// samples, with none dropped and none left in the queue.
+fn wait_scored(cl: &Closedloop, sent: usize) {
+    wait_until(
+        "the scoring worker to catch up",
+        Duration::from_secs(60),
+        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent as f64,
+    );
+    assert_eq!(
+        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
+        0.0
+    );
+    assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
+}
+
+#[test]
+fn detectors_score_live_remote_write_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let instances = ["a", "b", "c"];
+    let labels = latency_labels(&instances);
     // One hour of 15 s samples ending now, one request per scrape as Prometheus sends.
     let end = now_ms() - 1_000;
     let steps = 240usize;
@@ -48,27 +83,9 @@ fn detectors_score_live_remote_write_traffic() {
         let samples: Vec<[(i64, f64); 1]> = (0..instances.len())
             .map(|k| [(t, if spike && k == 0 { 50.0 } else { normal(i, k) })])
             .collect();
-        let series: Vec<TestSeries<'_>> = labels
-            .iter()
-            .zip(&samples)
-            .map(|(l, s)| (&l[..], &s[..]))
-            .collect();
-        let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
-        assert_eq!(status, 204, "{text}");
+        post_series(&cl, &labels, &samples);
     }
-
-    // Scoring runs off the request path: wait until the worker has scored it all.
-    let sent = (steps * instances.len()) as f64;
-    wait_until(
-        "the scoring worker to catch up",
-        Duration::from_secs(60),
-        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent,
-    );
-    assert_eq!(
-        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
-        0.0
-    );
-    assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
+    wait_scored(&cl, steps * instances.len());
 
     // Every detector wrote its scores back as ordinary series, for every instance.
     let per_detector = cl.api("/api/v1/query?query=count%20by%20(detector)%20(anomaly_score)");
@@ -157,16 +174,7 @@ fn auto_and_likelihood_detectors_score_on_the_scoring_worker() {
     .unwrap();
     let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
     let instances = ["a", "b", "c"];
-    let labels: Vec<[(&str, &str); 3]> = instances
-        .iter()
-        .map(|i| {
-            [
-                ("__name__", "latency_seconds"),
-                ("instance", *i),
-                ("job", "api"),
-            ]
-        })
-        .collect();
+    let labels = latency_labels(&instances);
     // 700 samples at 15 s (past auto's 600-sample warm-up and the likelihood's
     // learning period), 50 per series per request; the last sample of instance a is
     // far above anything seen.
@@ -184,24 +192,9 @@ fn auto_and_likelihood_detectors_score_on_the_scoring_worker() {
                     .collect()
             })
             .collect();
-        let series: Vec<TestSeries<'_>> = labels
-            .iter()
-            .zip(&samples)
-            .map(|(l, s)| (&l[..], &s[..]))
-            .collect();
-        let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
-        assert_eq!(status, 204, "{text}");
+        post_series(&cl, &labels, &samples);
     }
-    let sent = (steps * instances.len()) as f64;
-    wait_until(
-        "the scoring worker to catch up",
-        Duration::from_secs(60),
-        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent,
-    );
-    assert_eq!(
-        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
-        0.0
-    );
+    wait_scored(&cl, steps * instances.len());
     let at = format!("&time={}", t(steps - 1) as f64 / 1000.0);
     let value = |q: &str| -> Vec<(String, f64)> {
         let got = cl.api(&format!("/api/v1/query?query={q}{at}"));

@@ -129,12 +129,12 @@ pub fn operational(files: &[FileView<'_>], t: f64) -> Operational {
                 *q = false;
             }
         }
-        for i in p..n {
+        for (i, &is_inside) in inside.iter().enumerate().skip(p) {
             if !detected(i) || (i > p && detected(i - 1)) {
                 continue;
             }
             o.alerts += 1;
-            if inside[i] {
+            if is_inside {
                 o.true_alerts += 1;
             } else {
                 o.false_alerts += 1;
