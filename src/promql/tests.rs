@@ -105,6 +105,89 @@ fn one_to_one_match_with_duplicate_rhs_is_many_to_many_error() {
     ));
 }
 
+/// Two `node_load1` series per instance and no target down: Prometheus answers an
+/// empty result for `(up == 0) * on(instance) group_left() node_load1`, because a
+/// vector match with an empty side short-circuits before the duplicate check
+/// (engine.go `VectorBinop`). The same with the sides swapped and for `group_right`.
+#[test]
+fn empty_side_of_a_vector_match_is_empty_not_many_to_many() {
+    let store = store_with(&[
+        (&[("__name__", "up"), ("instance", "a")], &[(0, 1.0)]),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "0")],
+            &[(0, 1.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "1")],
+            &[(0, 2.0)],
+        ),
+    ]);
+    let e = Engine::default();
+    for q in [
+        "(up == 0) * on(instance) group_left() node_load1",
+        "node_load1 * on(instance) (up == 0)",
+        "(up == 0) + on(instance) node_load1",
+        "node_load1 * on(instance) group_right() (up == 0)",
+        "nothing * on(instance) node_load1",
+    ] {
+        let r = e.instant_query(&store, q, 0);
+        assert!(vector(r.unwrap()).is_empty(), "{q}");
+    }
+    // With both sides present the ambiguity is still an error, as in Prometheus.
+    let err = e
+        .instant_query(&store, "up * on(instance) node_load1", 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("many-to-many matching not allowed"));
+}
+
+/// In a range query the short-circuit is per step: steps where one side is empty
+/// answer nothing, the steps where both sides are present still fail on ambiguity.
+#[test]
+fn empty_side_of_a_vector_match_is_checked_per_step_in_range_queries() {
+    let store = store_with(&[
+        // `up` is 1 until 2m, then 0 (the target went down).
+        (
+            &[("__name__", "up"), ("instance", "a")],
+            &[(0, 1.0), (M, 1.0), (2 * M, 0.0), (3 * M, 0.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "0")],
+            &[(0, 1.0), (M, 1.0), (2 * M, 1.0), (3 * M, 1.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "1")],
+            &[(0, 2.0), (M, 2.0), (2 * M, 2.0), (3 * M, 2.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "b")],
+            &[(0, 5.0), (M, 5.0), (2 * M, 5.0), (3 * M, 5.0)],
+        ),
+    ]);
+    let e = Engine::default();
+    // While `up == 0` is empty (0 and 1m), the steps answer nothing.
+    let r = e
+        .range_query(
+            &store,
+            "(up == 0) * on(instance) group_left() node_load1",
+            0,
+            M,
+            M,
+        )
+        .unwrap();
+    assert_eq!(r.value, Value::Matrix(vec![]));
+    // Once it is non-empty, the duplicate `node_load1` series are an error again.
+    let err = e
+        .range_query(
+            &store,
+            "(up == 0) * on(instance) group_left() node_load1",
+            0,
+            3 * M,
+            M,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("many-to-many matching not allowed"));
+}
+
 #[test]
 fn many_to_one_without_group_left_is_an_error() {
     let store = store_with(&[
