@@ -21,11 +21,19 @@ pub struct GlobalConfig {
     /// This service's URL as users reach it; alerts' `generatorURL` points here and
     /// templates see it as `$externalURL`.
     pub external_url: Option<String>,
+    /// How far in the past rule groups that set no `query_offset` evaluate
+    /// (Prometheus's `global.rule_query_offset`). Samples reach a remote-write
+    /// receiver after the scrape — up to the sender's `batch_send_deadline` (5s by
+    /// default) plus transit — so evaluating at "now" would often read the previous
+    /// scrape where Prometheus reads the new one. The default, 10s, covers that
+    /// delay; set 0s to evaluate at the scheduled time as Prometheus does.
+    pub rule_query_offset: PromDuration,
 }
 
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
+            rule_query_offset: PromDuration::from_secs(10),
             evaluation_interval: PromDuration::from_secs(60),
             external_labels: BTreeMap::new(),
             external_url: None,

@@ -162,8 +162,10 @@ pub struct GroupSpec {
     pub interval_ms: Option<i64>,
     /// Most series a rule may produce; 0 means no limit.
     pub limit: u64,
-    /// Evaluate this far in the past (`query_offset`).
-    pub query_offset_ms: i64,
+    /// Evaluate this far in the past (`query_offset`); `None` means the global
+    /// `rule_query_offset`, which the manager fills in when it starts the group
+    /// (`test rules` leaves it unset: 0, as promtool).
+    pub query_offset_ms: Option<i64>,
     pub labels: Vec<(String, String)>,
     pub rules: Vec<RuleSpec>,
     pub detectors: Vec<DetectorSpec>,
@@ -459,7 +461,7 @@ fn validate_groups(
             name: g.name,
             interval_ms: g.interval.map(|d| d.as_millis()),
             limit: g.limit.unwrap_or(0),
-            query_offset_ms: g.query_offset.map(|d| d.as_millis()).unwrap_or(0),
+            query_offset_ms: g.query_offset.map(|d| d.as_millis()),
             labels,
             rules,
             detectors: g.detectors,

@@ -182,7 +182,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -215,7 +215,8 @@ impl Rule {
             }
             out.push((ls, s.v));
         }
-        self.write(ctx.store, ts, out);
+        // Results carry the query time, as Prometheus writes them (ts - offset).
+        self.write(ctx.store, q_ts, out);
         Ok(())
     }
 
@@ -307,7 +308,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -433,7 +434,7 @@ impl Rule {
             pairs.push(("alertstate", a.state.as_str()));
             series.push((LabelSet::from_pairs(pairs), 1.0));
         }
-        self.write(ctx.store, ts, series);
+        self.write(ctx.store, q_ts, series);
         Ok(())
     }
 

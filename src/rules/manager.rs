@@ -274,7 +274,9 @@ impl RuleManager {
             .set_config(config.alerting.clone(), config.global.clone());
         let mut running = self.running.lock();
         let mut old = std::mem::take(&mut *running);
-        for spec in specs {
+        let default_offset = config.global.rule_query_offset.as_millis();
+        for mut spec in specs {
+            spec.query_offset_ms.get_or_insert(default_offset);
             let spec = Arc::new(spec);
             let mut group = Group::new(spec.clone(), default_interval);
             let key = group.key();

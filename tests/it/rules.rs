@@ -45,7 +45,7 @@ fn alert_fires_in_alertmanager_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
     let config = format!(
-        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1m\n  alertmanagers:\n    - url: {}\n    - url: {}\n",
+        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  rule_query_offset: 0s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1m\n  alertmanagers:\n    - url: {}\n    - url: {}\n",
         am.url(""),
         am2.url("")
     );
@@ -273,7 +273,10 @@ fn remote_datasource_group_queries_prometheus() {
         ),
     )
     .unwrap();
-    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nglobal: {rule_query_offset: 0s}\n",
+    );
     let mut got = serde_json::Value::Null;
     wait_until(
         "the remote rule's result in closedloop",
