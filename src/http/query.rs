@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::duration::parse_duration;
-use crate::promql::{QueryError, QueryResult, Value};
+use crate::promql::{QueryError, QueryResult, StatsLevel};
 
 /// The status Prometheus answers for each error class.
 fn query_error(e: QueryError) -> ApiError {
@@ -37,7 +37,7 @@ fn query_error(e: QueryError) -> ApiError {
 #[derive(serde::Serialize)]
 struct Success<'a> {
     status: &'static str,
-    data: &'a Value,
+    data: &'a QueryResult,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -47,7 +47,7 @@ struct Success<'a> {
 fn encode(r: &QueryResult) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(&Success {
         status: "success",
-        data: &r.value,
+        data: r,
         warnings: &r.warnings,
         infos: &r.infos,
     })
@@ -75,6 +75,12 @@ fn query_text(params: &Params) -> Result<String, ApiError> {
             "invalid parameter \"query\": empty query",
         )),
     }
+}
+
+/// The `stats` parameter: timings and samples touched in `data.stats`, per step
+/// with `stats=all` (Prometheus returns them for any non-empty value).
+fn stats_level(params: &Params) -> Option<StatsLevel> {
+    StatsLevel::from_param(params.get("stats"))
 }
 
 /// Runs a query and encodes its answer off the async workers (both are heavy for a
@@ -106,8 +112,9 @@ pub(crate) async fn instant(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, t)) => {
+            let engine = app.engine.clone().with_stats(stats_level(&params));
             run_blocking(move || {
-                app.engine
+                engine
                     .instant_query(app.store.as_ref(), &query, t)
                     .map_err(query_error)
             })
@@ -141,8 +148,9 @@ pub(crate) async fn range(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, start, end, step)) => {
+            let engine = app.engine.clone().with_stats(stats_level(&params));
             run_blocking(move || {
-                app.engine
+                engine
                     .range_query(app.store.as_ref(), &query, start, end, step)
                     .map_err(query_error)
             })

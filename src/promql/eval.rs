@@ -17,6 +17,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use super::durations::{RangeMode, MODE_LABEL};
+use super::stats::{QueryStats, SampleCounter, StatsLevel, Timings};
 use super::value::{QueryResult, Sample, Series, Value};
 use super::{EngineOptions, QueryError, Queryable, Result};
 use crate::storage::{is_stale_marker, Label, LabelSet, MatchOp, Matcher, METRIC_NAME};
@@ -114,6 +115,10 @@ pub(crate) struct Evaluator<'a> {
     /// Range selectors with an `anchored`/`smoothed` modifier, by node address (the
     /// parser's AST has no field for it; the tree is not moved while evaluating).
     modes: HashMap<usize, RangeMode>,
+    /// Samples touched, when the query asked for statistics.
+    pub(crate) counter: Option<SampleCounter>,
+    /// The subquery that is the whole query, if it is one (it counts differently).
+    top_subquery: *const parser::SubqueryExpr,
 }
 
 /// Runs a query over `[start, end]` at `step` and shapes the result: a vector, scalar,
@@ -129,7 +134,9 @@ pub(crate) fn run(
     end: i64,
     step: i64,
     instant: bool,
+    stats: Option<StatsLevel>,
 ) -> Result<QueryResult> {
+    let started = Instant::now();
     let mut selectors = Vec::new();
     matrix_selectors(expr, &mut selectors);
     let modes: HashMap<usize, RangeMode> = selectors
@@ -148,9 +155,16 @@ pub(crate) fn run(
         q_step: if instant { 0 } else { step },
         warnings: Vec::new(),
         infos: Vec::new(),
+        counter: None,
+        top_subquery: match unparen(expr) {
+            Expr::Subquery(sq) => sq,
+            _ => std::ptr::null(),
+        },
     };
     let steps = Steps::new(start, end, step);
+    ev.counter = stats.map(|level| SampleCounter::new(level, steps.n));
     let val = ev.eval(expr, steps)?;
+    let evaluated = Instant::now();
     let value = match val {
         Val::Scalar(v) => {
             if instant {
@@ -231,10 +245,19 @@ pub(crate) fn run(
             Value::Matrix(out)
         }
     };
+    let stats = ev.counter.map(|c| QueryStats {
+        timings: Timings {
+            inner_eval_time: (evaluated - started).as_secs_f64(),
+            result_sort_time: evaluated.elapsed().as_secs_f64(),
+            ..Timings::default()
+        },
+        samples: c.finish(start, step),
+    });
     Ok(QueryResult {
         value,
         warnings: ev.warnings,
         infos: ev.infos,
+        stats,
     })
 }
 
@@ -603,6 +626,9 @@ impl Evaluator<'_> {
                     *slot = Some(if want_ts { st as f64 / 1000.0 } else { sv });
                     any = true;
                     total += 1;
+                    if let Some(c) = &mut self.counter {
+                        c.add_at(i, 1);
+                    }
                 }
             }
             if any {
@@ -614,6 +640,9 @@ impl Evaluator<'_> {
             }
             // Checked as series are added, so a huge selection stops early.
             self.check_samples(total)?;
+        }
+        if let Some(c) = &mut self.counter {
+            c.held(total);
         }
         Ok(Val::Vector(out))
     }
@@ -656,6 +685,9 @@ impl Evaluator<'_> {
             }
             total += ts.len();
             self.check_samples(total)?;
+            if let Some(c) = &mut self.counter {
+                count_windows(c, &ts, &ends, range);
+            }
             if !ts.is_empty() {
                 series.push(RawSeries {
                     labels: s.labels,
@@ -666,6 +698,9 @@ impl Evaluator<'_> {
             }
         }
         self.check_samples(total)?;
+        if let Some(c) = &mut self.counter {
+            c.held(total);
+        }
         Ok(Val::Matrix(MatrixVal {
             series,
             range,
@@ -710,7 +745,21 @@ impl Evaluator<'_> {
         // Every inner step holds at least one value per series: refuse a subquery
         // whose resolution alone exceeds the sample limit.
         self.check_samples(inner.n)?;
-        let val = self.eval(&sq.expr, inner)?;
+        // Prometheus 2.x counts a subquery like a range selector over its result:
+        // the inner evaluation's samples are not counted, only its peak
+        // (`evalSubquery`: "avoid double counting"). A subquery that is the whole
+        // query counts its inner total instead.
+        let inner_counter = self.counter.as_ref().map(|c| c.nested(inner.n));
+        let outer_counter = std::mem::replace(&mut self.counter, inner_counter);
+        let val = self.eval(&sq.expr, inner);
+        let inner_counter = std::mem::replace(&mut self.counter, outer_counter);
+        if let (Some(c), Some(i)) = (&mut self.counter, &inner_counter) {
+            if std::ptr::eq(sq, self.top_subquery) {
+                c.add_at(steps.n.saturating_sub(1), i.total);
+            }
+            c.held(i.peak);
+        }
+        let val = val?;
         let series = match val {
             Val::Vector(vs) => vs
                 .into_iter()
@@ -743,6 +792,13 @@ impl Evaluator<'_> {
                 ))
             }
         };
+        if let Some(c) = &mut self.counter {
+            if !std::ptr::eq(sq, self.top_subquery) {
+                for s in &series {
+                    count_windows(c, &s.ts, &ends, range);
+                }
+            }
+        }
         Ok(Val::Matrix(MatrixVal {
             series,
             range,
@@ -750,6 +806,23 @@ impl Evaluator<'_> {
             selector: None,
             mode: RangeMode::Plain,
         }))
+    }
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+/// Counts, per step, the samples of one series inside the step's window
+/// `(end - range, end]`.
+fn count_windows(c: &mut SampleCounter, ts: &[i64], ends: &[i64], range: i64) {
+    for (i, &end) in ends.iter().enumerate() {
+        let lo = ts.partition_point(|&t| t <= end - range);
+        let hi = ts.partition_point(|&t| t <= end);
+        c.add_at(i, hi.saturating_sub(lo) as i64);
     }
 }
 

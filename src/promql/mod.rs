@@ -19,13 +19,15 @@ mod durations;
 mod eval;
 mod functions;
 mod kernels;
+pub mod stats;
 pub mod testscript;
 pub(crate) mod value;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::storage::{Matcher, SeriesSamples, Store};
 
+pub use stats::{QueryStats, StatsLevel};
 pub use value::{format_value, QueryResult, Sample, Series, Value};
 
 /// Where the engine reads series from.
@@ -127,11 +129,29 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    /// Whether queries count timings and samples (the API's `stats` parameter).
+    stats: Option<StatsLevel>,
 }
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine { opts, stats: None }
+    }
+
+    /// This engine, with queries returning statistics at `level` (or none).
+    pub fn with_stats(mut self, level: Option<StatsLevel>) -> Self {
+        self.stats = level;
+        self
+    }
+
+    /// Adds the timings only the engine's entry points see to a result's stats.
+    fn time(&self, r: &mut QueryResult, started: Instant, parsed: Instant) {
+        if let Some(s) = &mut r.stats {
+            let t = &mut s.timings;
+            t.query_preparation_time = (parsed - started).as_secs_f64();
+            t.eval_total_time = t.query_preparation_time + t.inner_eval_time + t.result_sort_time;
+            t.exec_total_time = started.elapsed().as_secs_f64();
+        }
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -145,11 +165,15 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
+        let started = Instant::now();
         let q = parse_extended(query, 0, 0)?;
         check_time(t_ms)?;
-        eval::run(
-            &self.opts, store, &q.expr, &q.text, &q.modes, t_ms, t_ms, 1, true,
-        )
+        let parsed = Instant::now();
+        let mut r = eval::run(
+            &self.opts, store, &q.expr, &q.text, &q.modes, t_ms, t_ms, 1, true, self.stats,
+        )?;
+        self.time(&mut r, started, parsed);
+        Ok(r)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -162,7 +186,18 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult> {
         check_time(t_ms)?;
-        eval::run(&self.opts, store, expr, query, &[], t_ms, t_ms, 1, true)
+        eval::run(
+            &self.opts,
+            store,
+            expr,
+            query,
+            &[],
+            t_ms,
+            t_ms,
+            1,
+            true,
+            self.stats,
+        )
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.
@@ -174,6 +209,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult> {
+        let started = Instant::now();
         check_time(start_ms)?;
         check_time(end_ms)?;
         if step_ms <= 0 {
@@ -202,9 +238,13 @@ impl Engine {
             )))
             }
         }
-        eval::run(
+        let parsed = Instant::now();
+        let mut r = eval::run(
             &self.opts, store, &q.expr, &q.text, &q.modes, start_ms, end_ms, step_ms, false,
-        )
+            self.stats,
+        )?;
+        self.time(&mut r, started, parsed);
+        Ok(r)
     }
 }
 

@@ -137,7 +137,9 @@ fn empty_side_of_a_vector_match_is_empty_not_many_to_many() {
     let err = e
         .instant_query(&store, "up * on(instance) node_load1", 0)
         .unwrap_err();
-    assert!(err.to_string().contains("many-to-many matching not allowed"));
+    assert!(err
+        .to_string()
+        .contains("many-to-many matching not allowed"));
 }
 
 /// In a range query the short-circuit is per step: steps where one side is empty
@@ -185,7 +187,9 @@ fn empty_side_of_a_vector_match_is_checked_per_step_in_range_queries() {
             M,
         )
         .unwrap_err();
-    assert!(err.to_string().contains("many-to-many matching not allowed"));
+    assert!(err
+        .to_string()
+        .contains("many-to-many matching not allowed"));
 }
 
 #[test]
