@@ -244,13 +244,19 @@ pub enum Credentials {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text as it was read (what
+    /// `/api/v1/status/config` shows; the file holds no secrets).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String)> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates YAML text; `path` is only used in messages.

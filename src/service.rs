@@ -87,6 +87,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .set_nonblocking(true)
         .map_err(ServiceError::Serve)?;
     let addr: SocketAddr = listener.local_addr().map_err(ServiceError::Serve)?;
+    app.set_listen_address(addr.to_string());
 
     let handle = axum_server::Handle::new();
     tokio::spawn(watch_signals(handle.clone(), app.clone()));

@@ -147,7 +147,9 @@ pub(crate) async fn label_values(
     .await
 }
 
-/// What Grafana reads to learn the server's flavour and version.
+/// What Grafana reads to learn the server's version: Prometheus's keys only, with
+/// closedloop's real version (there is no Go toolchain or build metadata to
+/// report, so those stay empty).
 pub(crate) async fn buildinfo() -> Response {
     success(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -156,7 +158,6 @@ pub(crate) async fn buildinfo() -> Response {
         "buildUser": "",
         "buildDate": "",
         "goVersion": "",
-        "application": "closedloop",
     }))
 }
 

@@ -6,9 +6,11 @@
 mod api;
 mod auth;
 mod error;
+mod graph;
 mod params;
 mod query;
 mod rules;
+mod status;
 mod write;
 
 use std::path::PathBuf;
@@ -72,6 +74,8 @@ pub struct App {
     config_path: Option<PathBuf>,
     /// The rules engine, once the service has started it.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
+    /// Start time, configuration text, bound address (the status endpoints).
+    status: status::RuntimeStatus,
 }
 
 impl App {
@@ -89,9 +93,15 @@ impl App {
             engine,
             analyzer,
             settings: RwLock::new(Arc::new(settings)),
+            status: status::RuntimeStatus::new(config_path.as_deref()),
             config_path,
             rules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the address the server is bound to (`/api/v1/status/flags`).
+    pub fn set_listen_address(&self, addr: String) {
+        self.status.set_listen_address(addr);
     }
 
     /// Attaches the rules engine (once, at start); reloads then include rule files.
@@ -114,15 +124,16 @@ impl App {
     pub fn reload(&self) -> Result<(), String> {
         let result = match &self.config_path {
             None => Ok(()),
-            Some(path) => Config::load(path)
+            Some(path) => Config::load_with_text(path)
                 .map_err(|e| e.to_string())
-                .and_then(|c| Ok((Settings::from_config(&c)?, c)))
-                .and_then(|(settings, c)| {
+                .and_then(|(c, text)| Ok((Settings::from_config(&c)?, c, text)))
+                .and_then(|(settings, c, text)| {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
                         rules.reload(&c).map_err(|e| e.to_string())?;
                     }
                     *self.settings.write() = Arc::new(settings);
+                    self.status.set_config_text(text);
                     Ok(())
                 }),
         };
@@ -169,6 +180,23 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/metadata", get(api::metadata))
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
+        // The page alerts' default generatorURL links to.
+        .route("/graph", get(graph::graph))
+        // Status and tooling endpoints (http/status.rs).
+        .route("/api/v1/status/config", get(status::config))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/alertmanagers", get(status::alertmanagers))
+        .route(
+            "/api/v1/format_query",
+            get(status::format_query).post(status::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(status::parse_query).post(status::parse_query),
+        )
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
         .route("/metrics", get(api::metrics));

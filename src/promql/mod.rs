@@ -14,6 +14,7 @@
 //! Native histograms are not supported: the store holds floats only.
 
 mod aggregate;
+mod ast_json;
 mod binary;
 mod durations;
 mod eval;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::storage::{Matcher, SeriesSamples, Store};
 
+pub use ast_json::ast_json;
 pub use stats::{QueryStats, StatsLevel};
 pub use value::{format_value, QueryResult, Sample, Series, Value};
 

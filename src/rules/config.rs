@@ -54,6 +54,12 @@ pub struct AlertingConfig {
     pub queue_capacity: usize,
     /// Most alerts in one request to an Alertmanager.
     pub max_batch: usize,
+    /// Where an alert's `generatorURL` points, as a URL template: `{{expr}}` is
+    /// replaced by the URL-encoded rule expression, `{{expr_json}}` by the
+    /// URL-encoded JSON string of it (for Grafana Explore's `panes` parameter).
+    /// Unset: Prometheus's `<external_url>/graph?g0.expr=...&g0.tab=1`, a page
+    /// closedloop serves.
+    pub generator_url: Option<String>,
 }
 
 impl Default for AlertingConfig {
@@ -63,6 +69,7 @@ impl Default for AlertingConfig {
             resend_delay: PromDuration::from_secs(60),
             queue_capacity: 10_000,
             max_batch: 256,
+            generator_url: None,
         }
     }
 }
@@ -160,6 +167,20 @@ impl AlertingConfig {
         if self.max_batch == 0 {
             return Err(("alerting.max_batch".into(), "must be at least 1".into()));
         }
+        if let Some(t) = &self.generator_url {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err((
+                    "alerting.generator_url".into(),
+                    format!("{t:?} must be an http:// or https:// URL"),
+                ));
+            }
+            if !(t.contains("{{expr}}") || t.contains("{{expr_json}}")) {
+                return Err((
+                    "alerting.generator_url".into(),
+                    "must contain {{expr}} or {{expr_json}}, or every alert would link to the same page".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -199,5 +220,9 @@ mod tests {
             .contains("global.external_labels.bad-name"));
         assert!(err("global: {evaluation_interval: 0s}").contains("global.evaluation_interval"));
         assert!(err("alerting: {colour: red}").contains("unknown field `colour`"));
+        assert!(err("alerting: {generator_url: 'https://g/explore'}")
+            .contains("alerting.generator_url: must contain {{expr}}"));
+        assert!(err("alerting: {generator_url: 'g/explore?q={{expr}}'}")
+            .contains("alerting.generator_url"));
     }
 }

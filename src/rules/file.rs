@@ -716,24 +716,33 @@ impl<'a> Locator<'a> {
     }
 }
 
-/// Rules that appear more than once in a file (same name and labels); promtool's
-/// `duplicate-rules` lint. Each duplicated rule is reported once.
+/// Rules that appear more than once in a file: promtool's `duplicate-rules` lint
+/// (`checkDuplicates`). Two rules are duplicates when they have the same name
+/// (record or alert) and the same labels — the group's labels overlaid by the
+/// rule's — whatever their expressions. Each duplicated rule is reported once,
+/// ordered by name and labels.
 pub fn duplicate_rules(groups: &[GroupSpec]) -> Vec<(String, Vec<(String, String)>)> {
     let mut seen: BTreeMap<(String, Vec<(String, String)>), usize> = BTreeMap::new();
     for g in groups {
         for r in &g.rules {
-            let labels: Vec<(String, String)> = r
+            let mut labels: BTreeMap<&str, &str> = g
                 .labels
                 .iter()
-                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let key = (format!("{}\u{0}{}", r.name(), r.expr_text.trim()), labels);
-            *seen.entry(key).or_default() += 1;
+            for (k, v, _) in &r.labels {
+                labels.insert(k, v);
+            }
+            let labels = labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            *seen.entry((r.name().to_owned(), labels)).or_default() += 1;
         }
     }
     seen.into_iter()
         .filter(|(_, n)| *n > 1)
-        .map(|((k, l), _)| (k.split('\u{0}').next().unwrap_or("").to_string(), l))
+        .map(|(key, _)| key)
         .collect()
 }
 

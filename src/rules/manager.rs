@@ -496,6 +496,11 @@ impl RuleManager {
             .collect()
     }
 
+    /// The configured Alertmanagers and the outcome of the last send to each.
+    pub fn alertmanagers(&self) -> Vec<super::notifier::AlertmanagerStatus> {
+        self.shared.notifier.alertmanagers()
+    }
+
     /// `/api/v1/alerts` data: every pending and firing alert.
     pub fn alerts_json(&self) -> serde_json::Value {
         let running = self.running.lock();
@@ -773,7 +778,12 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
                     continue;
                 }
                 changed |= !rule.active.is_empty();
-                let expr = rule.spec.expr_text.clone();
+                // Prometheus links the normalised expression (`expr.String()`).
+                let link = generator_url(
+                    settings.alerting.generator_url.as_deref(),
+                    &settings.external_url,
+                    &rule.spec.expr.to_string(),
+                );
                 for a in rule.alerts_to_send(ts, resend, interval) {
                     out.push(AmAlert {
                         labels: a
@@ -784,7 +794,7 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
                         annotations: a.annotations.iter().cloned().collect(),
                         starts_at: rfc3339(a.fired_at_ms.unwrap_or(a.active_at_ms)),
                         ends_at: rfc3339(a.resolved_at_ms.unwrap_or(a.valid_until_ms)),
-                        generator_url: generator_url(&settings.external_url, &expr),
+                        generator_url: link.clone(),
                     });
                 }
             }
@@ -831,9 +841,12 @@ pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
                     let dups = super::file::duplicate_rules(&groups)
                         .into_iter()
                         .map(|(name, labels)| {
-                            let l: Vec<String> =
-                                labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-                            format!("Metric: {name}\nLabel(s):\n\t{}", l.join("\n\t"))
+                            // promtool's wording: `Metric: x\nLabel(s):\n\tname: value\n`.
+                            let mut s = format!("Metric: {name}\nLabel(s):\n");
+                            for (k, v) in labels {
+                                s.push_str(&format!("\t{k}: {v}\n"));
+                            }
+                            s
                         })
                         .collect();
                     Ok((n, dups))
