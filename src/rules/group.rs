@@ -248,10 +248,11 @@ impl Rule {
         ts: i64,
         with_annotations: bool,
     ) -> (LabelSet, Vec<(String, String)>) {
-        let base: BTreeMap<String, String> = s
+        // Templates see the sample's labels as they are, the metric name included
+        // (`smpl.Metric.Map()` in Prometheus); the alert's own labels drop it.
+        let sample_labels: BTreeMap<String, String> = s
             .labels
             .iter()
-            .filter(|l| &*l.name != METRIC_NAME)
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
         // `query` in a template: an instant query at the evaluation time.
@@ -273,8 +274,10 @@ impl Rule {
                 })
                 .collect())
         };
+        let mut base = sample_labels.clone();
+        base.remove(METRIC_NAME);
         let data = TemplateData {
-            labels: base.clone(),
+            labels: sample_labels,
             external_labels: ctx.external_labels.clone(),
             external_url: ctx.external_url.to_string(),
             value: s.v,

@@ -2,9 +2,11 @@
 //! One test binary (ripgrep-style) so the test build stays fast.
 
 mod anomaly;
+mod answers;
 mod bad_input;
 mod common;
 mod prometheus;
 mod promql_diff;
+mod real_material;
 mod rules;
 mod service;

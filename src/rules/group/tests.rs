@@ -327,3 +327,28 @@ fn groups_without_query_offset_leave_it_to_the_global_setting() {
         .unwrap();
     assert_eq!(c.global.rule_query_offset.as_millis(), 0);
 }
+
+/// Prometheus hands templates the sample's labels with the metric name
+/// (`smpl.Metric.Map()`) and drops the name from the alert's own labels: the
+/// `LABELS = {{ $labels }}` annotations of awesome-prometheus-alerts show it.
+#[test]
+fn templates_see_the_metric_name_alert_labels_do_not() {
+    let y = "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    annotations:\n      all: '{{ $labels }}'\n      name: '{{ $labels.__name__ }}'\n";
+    let specs = parse_file(y, Path::new("t.yml"), LoadOptions::default()).unwrap();
+    let mut g = Group::new(Arc::new(specs.into_iter().next().unwrap()), M);
+    let st = store();
+    let src = Script(|_: &str, _| vec![(vec![("__name__", "up"), ("job", "a")], 0.0)]);
+    let ext = BTreeMap::new();
+    let ctx = EvalContext {
+        source: &src,
+        store: &st,
+        external_labels: &ext,
+        external_url: "",
+    };
+    assert!(g.eval(M, &ctx).is_empty());
+    let a = g.rules[0].active.values().next().unwrap();
+    assert_eq!(a.labels.get("__name__"), None);
+    let ann: BTreeMap<_, _> = a.annotations.iter().cloned().collect();
+    assert_eq!(ann["all"], "map[__name__:up job:a]");
+    assert_eq!(ann["name"], "up");
+}
