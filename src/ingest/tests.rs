@@ -140,7 +140,7 @@ fn invalid_series_are_refused_and_the_rest_stored() {
     };
     let body = v1_body(vec![
         series(&[("__name__", "good")], &[(1, 1.0)]),
-        series(&[("__name__", "x"), ("1bad", "v")], &[(1, 1.0)]),
+        series(&[("__name__", "x"), ("", "v")], &[(1, 1.0)]),
         series(&[("__name__", "x"), ("a", "1"), ("a", "2")], &[(1, 1.0)]),
         series(&[("job", "no-name")], &[(1, 1.0)]),
         series(&[("__name__", "")], &[(1, 1.0)]),
@@ -149,7 +149,11 @@ fn invalid_series_are_refused_and_the_rest_stored() {
     let out = write(&s, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
     assert_eq!(out.invalid_series, 5);
     assert_eq!(out.samples_written(), 1);
-    assert!(out.first_invalid.as_deref().unwrap().contains("1bad"));
+    assert!(out
+        .first_invalid
+        .as_deref()
+        .unwrap()
+        .contains("invalid label name \"\""));
     assert!(!out.is_complete());
     assert_eq!(stored(&s, "good"), vec![(1, 1.0)]);
 }

@@ -287,7 +287,82 @@ pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
 /// Parses a query, wrapping the parser's string error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
     register_functions();
-    promql_parser::parser::parse(query).map_err(QueryError::Parse)
+    let query = decode_byte_escapes(query)?;
+    promql_parser::parser::parse(&query).map_err(QueryError::Parse)
+}
+
+/// Go reads `\xHH` (and octal `\OOO`) escapes in PromQL strings as raw bytes, so
+/// `"\xc3\xa9"` is `é`; promql-parser reads each as the code point U+00HH. This
+/// rewrites runs of such escapes of bytes 0x80 and above into the characters they
+/// encode before parsing, and refuses a run that is not UTF-8 (`"\xff"`): names
+/// and values are UTF-8 strings here, and Prometheus 3 refuses such a label name
+/// too. Raw (backtick) strings have no escapes and are left alone.
+fn decode_byte_escapes(query: &str) -> Result<std::borrow::Cow<'_, str>> {
+    if !query.contains('\\') {
+        return Ok(std::borrow::Cow::Borrowed(query));
+    }
+    let b = query.as_bytes();
+    let (mut out, mut pending) = (String::with_capacity(query.len()), Vec::new());
+    let mut quote: Option<u8> = None;
+    let flush = |out: &mut String, pending: &mut Vec<u8>| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8(std::mem::take(pending)).map_err(|e| {
+            QueryError::Parse(format!(
+                "string escapes {:x?} are not UTF-8: names and values must be UTF-8",
+                e.as_bytes()
+            ))
+        })?;
+        out.push_str(&text);
+        Ok(())
+    };
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if q != b'`' && c == b'\\' && i + 1 < b.len() => {
+                let byte = match b[i + 1] {
+                    b'x' if i + 3 < b.len() => hex(b[i + 2])
+                        .zip(hex(b[i + 3]))
+                        .map(|(h, l)| (h * 16 + l, 4)),
+                    b'0'..=b'7' if i + 3 < b.len() => {
+                        let d = |k: usize| (b[i + k] as char).to_digit(8);
+                        match (d(1), d(2), d(3)) {
+                            (Some(x), Some(y), Some(z)) => Some((x * 64 + y * 8 + z, 4)),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                match byte {
+                    Some((v, len)) if v >= 0x80 && v <= 0xff => {
+                        pending.push(v as u8);
+                        i += len;
+                    }
+                    _ => {
+                        flush(&mut out, &mut pending)?;
+                        // Any other escape is copied as is (two bytes).
+                        out.push('\\');
+                        out.push(b[i + 1] as char);
+                        i += 2;
+                    }
+                }
+                continue;
+            }
+            Some(q) if c == q => quote = None,
+            None if c == b'"' || c == b'\'' || c == b'`' => quote = Some(c),
+            _ => {}
+        }
+        flush(&mut out, &mut pending)?;
+        // Copy one UTF-8 character.
+        let len = query[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&query[i..i + len]);
+        i += len;
+    }
+    flush(&mut out, &mut pending)?;
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// A parsed query: the expression, the text it was parsed from, and the modes of its

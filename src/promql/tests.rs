@@ -458,3 +458,33 @@ fn selectors_parse_into_matcher_sets() {
         );
     }
 }
+
+/// Go reads `\x` escapes as bytes: `"\xc3\xa9"` is `é` in Prometheus, and a
+/// destination label name that is not UTF-8 is an error (functions.test).
+#[test]
+fn byte_escapes_decode_as_utf8_bytes_like_go() {
+    let store = store_with(&[(&[("__name__", "m"), ("a", "é")], &[(0, 1.0)])]);
+    let e = Engine::default();
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\xc3\xa9"}"#, 0).unwrap()).len(),
+        1
+    );
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\303\251"}"#, 0).unwrap()).len(),
+        1
+    );
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\u00e9"}"#, 0).unwrap()).len(),
+        1
+    );
+    let err = e
+        .instant_query(&store, r#"label_replace(m, "\xff", "", "a", "(.*)")"#, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    // Escapes are copied untouched elsewhere; raw strings have none.
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a=~`\xc3.*`}"#, 0).unwrap()).len(),
+        0
+    );
+    assert!(e.instant_query(&store, r#"m{a="\\xff"}"#, 0).is_ok());
+}

@@ -790,8 +790,8 @@ mod tests {
                 "r.yml:6: group \"g\", rule \"A\": groups[0].rules[0].colour: unknown field `colour`",
             ),
             (
-                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'bad-name': x}\n",
-                "rule \"A\": invalid label name: bad-name",
+                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'': x}\n",
+                "rule \"A\": invalid label name: ",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations: {s: '{{ $label.x }}'}\n",
@@ -826,13 +826,13 @@ mod tests {
 
     #[test]
     fn check_reports_every_problem() {
-        let text = "groups:\n- name: g\n  rules:\n  - record: 'bad name'\n    expr: up\n  - alert: A\n    expr: 'sum('\n- name: g\n  rules: []\n";
+        let text = "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    labels: {'': x}\n  - alert: A\n    expr: 'sum('\n- name: g\n  rules: []\n";
         let errs = parse_file_all(text, Path::new("r.yml")).unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with("r.yml:4: group \"g\", rule \"bad name\""));
-        assert!(lines[1].starts_with("r.yml:6: group \"g\", rule \"A\": could not parse"));
-        assert!(lines[2].starts_with("r.yml:8: group \"g\": groupname"));
+        assert!(lines[0].starts_with("r.yml:4: group \"g\", rule \"r\""));
+        assert!(lines[1].starts_with("r.yml:7: group \"g\", rule \"A\": could not parse"));
+        assert!(lines[2].starts_with("r.yml:9: group \"g\": groupname"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod anomaly;
 mod answers;
 mod bad_input;
 mod common;
+mod compat_api;
 mod prometheus;
 mod promql_diff;
 mod real_material;

@@ -835,7 +835,7 @@ fn published_rules_and_dashboards_agree_with_prometheus() {
     let bad = rules_dir.path().join("zz-invalid.yml");
     std::fs::write(
         &bad,
-        "groups: [{name: x, rules: [{record: 'not a name', expr: '1'}]}]\n",
+        "groups: [{name: x, rules: [{record: x, expr: 'sum('}]}]\n",
     )
     .unwrap();
     let with_bad = format!("{list}, '{}'", bad.display());

@@ -1,0 +1,314 @@
+//! Regression tests of the drop-in compatibility items, each against the behaviour
+//! of the real Prometheus 2.42 / promtool 2.42 where one runs here, or the
+//! Prometheus 3 behaviour it matches (named in each test):
+//! - the status and tooling endpoints answer in Prometheus's shapes, with the same
+//!   cardinality figures for the same data, and `format_query` prints as 2.42 does;
+//! - `check rules` reports duplicate rules as promtool does (same name and labels,
+//!   whatever the expression), with promtool's output and exit codes;
+//! - an alert's default `generatorURL` points at a page closedloop serves;
+//! - UTF-8 metric and label names (Prometheus 3) are ingested, queried with the
+//!   quoted selector syntax and used in rule files.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::answers::write_to;
+use crate::common::*;
+
+fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The same series written to both; status endpoints compared.
+#[test]
+fn status_endpoints_answer_like_prometheus() {
+    let am = Alertmanager::start();
+    let cl = Closedloop::start(&format!(
+        "alerting: {{alertmanagers: [{{url: '{}'}}]}}\n",
+        am.url("")
+    ));
+    let prom = Prometheus::start(
+        |_| {
+            format!(
+                "alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{}']}}]\n      api_version: v2\n",
+                am.port
+            )
+        },
+        &["--web.enable-remote-write-receiver"],
+    );
+    let now = now_ms();
+    let mut series = Vec::new();
+    for (name, n) in [("a_total", 3), ("b", 2), ("c_info", 1)] {
+        for i in 0..n {
+            series.push((
+                vec![
+                    ("__name__".to_string(), name.to_string()),
+                    ("instance".to_string(), format!("host-{i}")),
+                    ("job".to_string(), "j".to_string()),
+                ],
+                vec![(now - 1000, 1.0)],
+            ));
+        }
+    }
+    for body in crate::answers::remote_write_bodies(&series, 60_000) {
+        write_to(&prom.url("/api/v1/write"), body.clone());
+        write_to(&cl.url("/api/v1/write"), body);
+    }
+
+    // buildinfo: exactly Prometheus's keys, closedloop's version.
+    let (p, c) = (
+        api_get(&prom.url("/api/v1/status/buildinfo")),
+        cl.api("/api/v1/status/buildinfo"),
+    );
+    assert_eq!(keys(&p), keys(&c), "{p} vs {c}");
+    assert_eq!(c["version"], env!("CARGO_PKG_VERSION"));
+    // runtimeinfo: every key 2.42 reports.
+    let (p, c) = (
+        api_get(&prom.url("/api/v1/status/runtimeinfo")),
+        cl.api("/api/v1/status/runtimeinfo"),
+    );
+    assert!(keys(&p).is_subset(&keys(&c)), "{p} vs {c}");
+    assert_eq!(c["reloadConfigSuccess"], true);
+    assert_eq!(c["storageRetention"], "6h");
+    // config: the YAML text; flags: a map of strings.
+    let c = cl.api("/api/v1/status/config");
+    assert!(c["yaml"].as_str().unwrap().contains("alertmanagers"), "{c}");
+    let c = cl.api("/api/v1/status/flags");
+    assert!(
+        c.as_object().unwrap().values().all(|v| v.is_string()),
+        "{c}"
+    );
+    assert_eq!(c["listen"], cl.addr.as_str());
+    // tsdb: the same head cardinality for the same series.
+    let (p, c) = (
+        api_get(&prom.url("/api/v1/status/tsdb")),
+        cl.api("/api/v1/status/tsdb"),
+    );
+    assert_eq!(keys(&p), keys(&c), "{p} vs {c}");
+    assert_eq!(keys(&p["headStats"]), keys(&c["headStats"]));
+    for k in [
+        "seriesCountByMetricName",
+        "labelValueCountByLabelName",
+        "memoryInBytesByLabelName",
+        "seriesCountByLabelValuePair",
+    ] {
+        assert_eq!(p[k], c[k], "{k}");
+    }
+    assert_eq!(p["headStats"]["numSeries"], c["headStats"]["numSeries"]);
+    assert_eq!(
+        p["headStats"]["numLabelPairs"],
+        c["headStats"]["numLabelPairs"]
+    );
+    let e = http()
+        .get(cl.url("/api/v1/status/tsdb?limit=0"))
+        .send()
+        .unwrap();
+    assert_eq!(e.status(), 400);
+    // targets: neither scrapes anything.
+    assert_eq!(
+        api_get(&prom.url("/api/v1/targets")),
+        cl.api("/api/v1/targets")
+    );
+    // alertmanagers: the same endpoint listed; closedloop adds its health.
+    wait_until(
+        "Prometheus to discover the Alertmanager",
+        Duration::from_secs(20),
+        || api_get(&prom.url("/api/v1/alertmanagers"))["activeAlertmanagers"][0]["url"].is_string(),
+    );
+    let p = api_get(&prom.url("/api/v1/alertmanagers"));
+    let c = cl.api("/api/v1/alertmanagers");
+    assert_eq!(
+        p["activeAlertmanagers"][0]["url"], c["activeAlertmanagers"][0]["url"],
+        "{p} vs {c}"
+    );
+    assert_eq!(c["activeAlertmanagers"][0]["health"], "unknown");
+    assert_eq!(c["droppedAlertmanagers"], serde_json::json!([]));
+}
+
+/// `format_query` pretty-prints as Prometheus 2.42 does (`parser.Prettify`), and
+/// both refuse a query that does not parse with `bad_data`.
+#[test]
+fn format_query_prints_as_prometheus() {
+    let cl = Closedloop::start("");
+    let prom = Prometheus::start(|_| String::new(), &[]);
+    for q in [
+        "up",
+        "sum by (job) (rate(http_requests_total{code=~\"5..\"}[5m])) / ignoring (code) group_left sum by (job) (rate(http_requests_total[5m]))",
+        "histogram_quantile(0.99, sum without (instance, pod) (rate(apiserver_request_duration_seconds_bucket{job=\"apiserver\",verb!~\"LIST|WATCH\"}[5m]))) > 1",
+        "max_over_time(deriv(rate(distance_covered_total[5s])[30s:5s])[10m:])",
+        "-a offset 5m + b @ 100 unless on (x) c",
+        "topk(5, count by (__name__) ({__name__=~\".+\"}))",
+    ] {
+        let get = |base: String| {
+            http()
+                .post(format!("{base}/api/v1/format_query"))
+                .form(&[("query", q)])
+                .send()
+                .unwrap()
+                .json::<serde_json::Value>()
+                .unwrap()
+        };
+        let (p, c) = (get(prom.url("")), get(cl.url("")));
+        assert_eq!(p["data"], c["data"], "{q}");
+    }
+    let bad = http()
+        .get(cl.url("/api/v1/format_query?query=sum("))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().unwrap();
+    assert_eq!(body["errorType"], "bad_data");
+    // parse_query (newer Prometheus): the syntax tree.
+    let tree = cl.api("/api/v1/parse_query?query=rate%28up%5B5m%5D%29");
+    assert_eq!(tree["type"], "call");
+    assert_eq!(tree["args"][0]["type"], "matrixSelector");
+}
+
+/// promtool's `duplicate-rules` lint (`checkDuplicates`): rules with the same
+/// name and labels are duplicates whatever their expressions; findings go under
+/// "FAILED:" and only `--lint-fatal` turns them into exit code 3.
+#[test]
+fn check_rules_lint_matches_promtool() {
+    let promtool = require_binary("promtool", "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let dup = dir.path().join("dup.yml");
+    std::fs::write(
+        &dup,
+        "groups:\n  - name: a\n    rules:\n      - record: job:x:sum\n        expr: sum by (job) (x)\n      - alert: Down\n        expr: up == 0\n        labels: {severity: page}\n  - name: b\n    rules:\n      - record: job:x:sum\n        expr: sum by (job) (x offset 1m)\n      - alert: Down\n        expr: up < 1\n        labels: {severity: page}\n      - alert: Down\n        expr: up < 1\n        labels: {severity: ticket}\n",
+    )
+    .unwrap();
+    let material = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/compat/rules/kube-prometheus/kubernetesControlPlane.yml"
+    );
+    for file in [dup.to_str().unwrap(), material] {
+        for flags in [&[][..], &["--lint-fatal"][..], &["--lint=none"][..]] {
+            let run = |bin: &std::path::Path, pre: &[&str]| {
+                let out = std::process::Command::new(bin)
+                    .args(pre)
+                    .args(["check", "rules"])
+                    .args(flags)
+                    .arg(file)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            };
+            let theirs = run(&promtool, &[]);
+            let ours = run(std::path::Path::new(env!("CARGO_BIN_EXE_closedloop")), &[]);
+            assert_eq!(theirs, ours, "{file} {flags:?}");
+        }
+    }
+}
+
+/// An alert's default `generatorURL` (`<external_url>/graph?g0.expr=...`) opens a
+/// page closedloop serves, showing the expression and its current value.
+#[test]
+fn generator_url_points_at_a_page_that_exists() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(42) > 1\n",
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        &format!(
+            "rule_files: ['rules.yml']\nglobal: {{rule_query_offset: 0s}}\nalerting: {{alertmanagers: [{{url: '{}'}}]}}\n",
+            am.url("")
+        ),
+    );
+    let mut url = String::new();
+    wait_until("the alert in Alertmanager", Duration::from_secs(30), || {
+        if let Some(a) = am
+            .alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "Always")
+        {
+            url = a["generatorURL"].as_str().unwrap_or_default().to_owned();
+        }
+        !url.is_empty()
+    });
+    // The default external URL is the listen address itself.
+    let path = url
+        .split_once("/graph")
+        .map(|(_, p)| format!("/graph{p}"))
+        .unwrap();
+    let page = http().get(cl.url(&path)).send().unwrap();
+    assert_eq!(page.status(), 200, "{url}");
+    let html = page.text().unwrap();
+    assert!(html.contains("vector(42) &gt; 1"), "{html}");
+    assert!(html.contains("<td>42</td>"), "{html}");
+}
+
+/// Prometheus 3 accepts UTF-8 metric and label names (OpenTelemetry's
+/// `http.server.request.duration`, `service.name`) on ingest and selects them with
+/// the quoted syntax, in queries and rule files alike.
+#[test]
+fn utf8_names_are_ingested_queried_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: otel\n    interval: 1s\n    rules:\n      - record: 'service:http.server.request.duration:sum'\n        expr: 'sum by (\"service.name\") ({\"http.server.request.duration\"})'\n        labels: {\"source.kind\": otel}\n",
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nglobal: {rule_query_offset: 0s}\n",
+    );
+    let now = now_ms();
+    let body = v1_body(&[
+        (
+            &[
+                ("__name__", "http.server.request.duration"),
+                ("service.name", "checkout"),
+                ("http.route", "/pay"),
+            ],
+            &[(now - 500, 2.0)],
+        ),
+        (
+            &[
+                ("__name__", "http.server.request.duration"),
+                ("service.name", "checkout"),
+                ("http.route", "/cart"),
+            ],
+            &[(now - 500, 3.0)],
+        ),
+    ]);
+    let (status, text) = post_write(&cl, body, "application/x-protobuf");
+    assert_eq!(status, 204, "{text}");
+    let q = |query: &str| {
+        let url = format!(
+            "/api/v1/query?query={}",
+            form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+        );
+        cl.api(&url)
+    };
+    let r = q(r#"{"http.server.request.duration", "http.route"="/pay"}"#);
+    assert_eq!(r["result"][0]["metric"]["service.name"], "checkout", "{r}");
+    assert_eq!(r["result"][0]["value"][1], "2");
+    let r = q(r#"sum by ("service.name") ({"http.server.request.duration"})"#);
+    assert_eq!(r["result"][0]["metric"]["service.name"], "checkout", "{r}");
+    assert_eq!(r["result"][0]["value"][1], "5");
+    let mut got = serde_json::Value::Null;
+    wait_until("the recorded UTF-8 series", Duration::from_secs(20), || {
+        got = q(r#"{"service:http.server.request.duration:sum"}"#);
+        got["result"][0]["value"][1] == "5"
+    });
+    assert_eq!(got["result"][0]["metric"]["source.kind"], "otel", "{got}");
+    let labels = cl.api("/api/v1/labels");
+    assert!(
+        labels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "service.name"),
+        "{labels}"
+    );
+}
