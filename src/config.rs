@@ -120,6 +120,12 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are rejected.
     pub max_series: usize,
+    /// Exemplars kept from remote write, in one circular buffer (Prometheus's
+    /// `storage.exemplars.max_exemplars`); 0 keeps none. Fixed at start.
+    pub max_exemplars: usize,
+    /// Metric names whose metadata (type, help, unit) is kept from remote write;
+    /// metadata of further names is dropped (counted). Fixed at start.
+    pub max_metadata: usize,
 }
 
 impl Default for StorageConfig {
@@ -127,6 +133,8 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
+            max_exemplars: 100_000,
+            max_metadata: 50_000,
         }
     }
 }

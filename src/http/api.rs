@@ -161,10 +161,34 @@ pub(crate) async fn buildinfo() -> Response {
     }))
 }
 
-/// Metric metadata is not collected (remote-write 1.0 metadata is ignored): an empty
-/// object, as Prometheus returns when it knows no metadata.
-pub(crate) async fn metadata() -> Response {
-    success(json!({}))
+/// Metric metadata from remote write, as Prometheus's `/api/v1/metadata`: per
+/// metric name its distinct entries; `metric` selects one name, `limit` caps the
+/// names (0 gives none), `limit_per_metric` the entries of each (0 or less: all).
+pub(crate) async fn metadata(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::from_request(&uri, &headers, &Bytes::new());
+    let number = |key: &str| -> Result<Option<i64>, ApiError> {
+        match params.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_data(format!("{key} must be a number"))),
+        }
+    };
+    let (limit, per_metric) = match (number("limit"), number("limit_per_metric")) {
+        (Ok(l), Ok(p)) => (l, p),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let data = app.metadata.query(
+        params.get("metric").filter(|m| !m.is_empty()),
+        limit.filter(|l| *l >= 0).map(|l| l as usize),
+        per_metric.filter(|p| *p > 0).map(|p| p as usize),
+    );
+    success(serde_json::to_value(data).unwrap_or_default())
 }
 
 /// Current anomaly incidents: one per fault, with member series and scores.
@@ -184,6 +208,7 @@ pub(crate) async fn ready() -> &'static str {
 }
 
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.observe_extras(&app.metadata, &app.exemplars);
     let text = app.metrics.render(app.store.stats());
     (
         [(

@@ -6,6 +6,7 @@
 mod api;
 mod auth;
 mod error;
+mod exemplars;
 mod graph;
 mod params;
 mod query;
@@ -38,6 +39,9 @@ pub struct Settings {
     pub retention_ms: i64,
     pub max_future_ms: i64,
     pub max_decoded_bytes: usize,
+    /// Exemplar and metadata store sizes (read at start only).
+    pub max_exemplars: usize,
+    pub max_metadata: usize,
 }
 
 impl Settings {
@@ -59,6 +63,8 @@ impl Settings {
             retention_ms: config.storage.retention.as_millis(),
             max_future_ms: config.remote_write.max_future.as_millis(),
             max_decoded_bytes: config.remote_write.max_decoded_bytes,
+            max_exemplars: config.storage.max_exemplars,
+            max_metadata: config.storage.max_metadata,
         })
     }
 }
@@ -76,6 +82,9 @@ pub struct App {
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
     /// Start time, configuration text, bound address (the status endpoints).
     status: status::RuntimeStatus,
+    /// Metric metadata and exemplars from remote write.
+    pub metadata: crate::storage::metadata::MetadataStore,
+    pub exemplars: crate::storage::exemplars::ExemplarStore,
 }
 
 impl App {
@@ -88,6 +97,8 @@ impl App {
         config_path: Option<PathBuf>,
     ) -> Self {
         App {
+            metadata: crate::storage::metadata::MetadataStore::new(settings.max_metadata),
+            exemplars: crate::storage::exemplars::ExemplarStore::new(settings.max_exemplars),
             store,
             metrics,
             engine,
@@ -178,6 +189,10 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
+        )
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
         // The page alerts' default generatorURL links to.

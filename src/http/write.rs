@@ -45,8 +45,19 @@ pub(crate) async fn remote_write(
         min_t: now.saturating_sub(settings.retention_ms),
         max_t: now.saturating_add(settings.max_future_ms),
     };
+    let extras = ingest::extras::ExtrasSink {
+        metadata: &app.metadata,
+        exemplars: &app.exemplars,
+    };
     let result = ingest::decompress(&body, settings.max_decoded_bytes).and_then(|decoded| {
-        ingest::write(&app.store, Some(&app.analyzer), protocol, decoded, bounds)
+        ingest::write_with_extras(
+            &app.store,
+            Some(&app.analyzer),
+            Some(extras),
+            protocol,
+            decoded,
+            bounds,
+        )
     });
     app.metrics
         .remote_write_request_duration
@@ -81,7 +92,7 @@ fn written_headers(outcome: &WriteOutcome) -> [(HeaderName, String); 3] {
     [
         (SAMPLES_WRITTEN, outcome.samples_written().to_string()),
         (HISTOGRAMS_WRITTEN, "0".to_owned()),
-        (EXEMPLARS_WRITTEN, "0".to_owned()),
+        (EXEMPLARS_WRITTEN, outcome.exemplars_written.to_string()),
     ]
 }
 

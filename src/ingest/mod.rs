@@ -7,6 +7,7 @@
 //! rejected; the outcome counts every rejection by reason so the reply can say so.
 //! Nothing in this module panics on input.
 
+pub mod extras;
 pub mod proto;
 mod wire;
 
@@ -141,7 +142,10 @@ pub struct WriteOutcome {
     pub series_received: u64,
     pub samples_received: u64,
     pub histograms_dropped: u64,
+    /// Exemplars received and not stored (no exemplar store, or refused by it).
     pub exemplars_dropped: u64,
+    /// Exemplars stored (see `extras`).
+    pub exemplars_written: u64,
     /// Series refused for their labels (bad UTF-8, invalid or duplicate names, no
     /// metric name, bad symbol references).
     pub invalid_series: u64,
@@ -324,14 +328,37 @@ pub fn write(
     body: Bytes,
     bounds: SampleBounds,
 ) -> Result<WriteOutcome> {
-    match protocol {
-        Protocol::V1 => write_v1(store, analyzer, &body, bounds),
+    write_with_extras(store, analyzer, None, protocol, body, bounds)
+}
+
+/// [`write`], also keeping the request's metadata and exemplars in `extras`.
+pub fn write_with_extras(
+    store: &Store,
+    analyzer: Option<&Analyzer>,
+    extras: Option<extras::ExtrasSink<'_>>,
+    protocol: Protocol,
+    body: Bytes,
+    bounds: SampleBounds,
+) -> Result<WriteOutcome> {
+    let mut outcome = match protocol {
+        Protocol::V1 => {
+            let mut outcome = write_v1(store, analyzer, &body, bounds)?;
+            if let Some(sink) = extras {
+                let got = sink.read_v1(&body, outcome.exemplars_dropped > 0);
+                outcome.exemplars_written = got.exemplars_stored;
+            }
+            outcome
+        }
         Protocol::V2 => {
             let req = proto::v2::Request::decode(body)
                 .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-            write_v2(store, analyzer, req, bounds)
+            write_v2(store, analyzer, extras, req, bounds)?
         }
-    }
+    };
+    outcome.exemplars_dropped = outcome
+        .exemplars_dropped
+        .saturating_sub(outcome.exemplars_written);
+    Ok(outcome)
 }
 
 /// Remote write 1.0 through the zero-allocation wire reader: label strings stay
@@ -384,6 +411,7 @@ fn write_v1(
 fn write_v2(
     store: &Store,
     analyzer: Option<&Analyzer>,
+    extras: Option<extras::ExtrasSink<'_>>,
     req: proto::v2::Request,
     bounds: SampleBounds,
 ) -> Result<WriteOutcome> {
@@ -442,6 +470,9 @@ fn write_v2(
         batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
     }
     outcome.append = batch.append_to(store, analyzer);
+    if let Some(sink) = extras {
+        outcome.exemplars_written = sink.read_v2(&req, &symbols).exemplars_stored;
+    }
     Ok(outcome)
 }
 

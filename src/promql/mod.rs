@@ -284,6 +284,42 @@ pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
     Ok(sets)
 }
 
+/// The matcher sets of every selector in `query` (each `or` alternative its own
+/// set), as Prometheus's `parser.ExtractSelectors`: what `/api/v1/query_exemplars`
+/// looks exemplars up by.
+pub fn query_selectors(query: &str) -> Result<Vec<Vec<Matcher>>> {
+    use promql_parser::parser::Expr;
+    fn walk(e: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<()> {
+        match e {
+            Expr::VectorSelector(vs) => out.extend(eval::selector_matchers(vs)?),
+            Expr::MatrixSelector(m) => out.extend(eval::selector_matchers(&m.vs)?),
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out)?;
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, out)?,
+            Expr::Subquery(s) => walk(&s.expr, out)?,
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, out)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&parse_extended(query, 0, 0)?.expr, &mut out)?;
+    Ok(out)
+}
+
 /// Parses a query, wrapping the parser's string error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
     register_functions();

@@ -10,9 +10,11 @@
 //! increasing in time; the number of series never exceeds the configured limit. The
 //! store never blocks on I/O and never reads the clock: callers pass times in.
 
+pub mod exemplars;
 mod index;
 pub mod labels;
 pub mod matcher;
+pub mod metadata;
 pub mod ring;
 
 use std::collections::{BTreeSet, HashMap};

@@ -312,3 +312,164 @@ fn utf8_names_are_ingested_queried_and_recorded() {
         "{labels}"
     );
 }
+
+/// Prometheus scrapes itself and remote-writes to closedloop with metadata on
+/// (`metadata_config.send`): closedloop's `/api/v1/metadata` then lists the same
+/// type, help and unit as Prometheus's own, and honours `metric`, `limit` and
+/// `limit_per_metric`.
+#[test]
+fn metadata_from_remote_write_matches_prometheus() {
+    let cl = Closedloop::start("");
+    let write_url = cl.url("/api/v1/write");
+    let prom = Prometheus::start(
+        |port| {
+            format!(
+                "global: {{scrape_interval: 1s}}\n\
+                 scrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
+                 remote_write:\n  - url: {write_url}\n    queue_config: {{batch_send_deadline: 500ms}}\n    metadata_config: {{send: true, send_interval: 1s}}\n"
+            )
+        },
+        &[],
+    );
+    let metric = "prometheus_http_requests_total";
+    let mut theirs = serde_json::Value::Null;
+    let mut ours = serde_json::Value::Null;
+    wait_until(
+        "the same metadata on both sides",
+        Duration::from_secs(40),
+        || {
+            theirs = api_get(&prom.url(&format!("/api/v1/metadata?metric={metric}")));
+            ours = cl.api(&format!("/api/v1/metadata?metric={metric}"));
+            !theirs[metric].is_null() && theirs == ours
+        },
+    );
+    assert_eq!(ours[metric][0]["type"], "counter", "{ours}");
+    // Many names arrived; `limit` and `limit_per_metric` cut the answer.
+    let all = cl.api("/api/v1/metadata");
+    assert!(all.as_object().unwrap().len() > 20, "{all}");
+    assert_eq!(
+        cl.api("/api/v1/metadata?limit=2")
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(cl.api("/api/v1/metadata?limit=0"), serde_json::json!({}));
+    let one = cl.api("/api/v1/metadata?limit_per_metric=1");
+    assert!(one
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| v.as_array().unwrap().len() == 1));
+    let bad = http()
+        .get(cl.url("/api/v1/metadata?limit=x"))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(cl.metric("closedloop_metadata_metrics", "") > 20.0);
+}
+
+/// The same exemplars remote-written to Prometheus (exemplar storage on) and to
+/// closedloop: `/api/v1/query_exemplars` answers the same for the same queries,
+/// and the v2 response header counts the stored exemplars.
+#[test]
+fn exemplars_from_remote_write_match_prometheus() {
+    let cl = Closedloop::start("");
+    let prom = Prometheus::start(
+        |_| String::new(),
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=exemplar-storage",
+        ],
+    );
+    use bytes::Bytes;
+    use closedloop::ingest::proto::v1;
+    use prost::Message;
+    let now = now_ms() / 1000 * 1000;
+    let label = |n: &str, v: &str| v1::Label {
+        name: Bytes::copy_from_slice(n.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+    };
+    let series = |le: &str, job: &str, traces: &[(&str, i64, f64)]| v1::TimeSeries {
+        labels: vec![
+            label("__name__", "request_seconds_bucket"),
+            label("job", job),
+            label("le", le),
+        ],
+        samples: vec![v1::Sample {
+            value: 10.0,
+            timestamp: now - 1000,
+        }],
+        exemplars: traces
+            .iter()
+            .map(|(trace, dt, v)| v1::Exemplar {
+                labels: vec![label("trace_id", trace)],
+                value: *v,
+                timestamp: now - 60_000 + dt,
+            })
+            .collect(),
+        histograms: vec![],
+    };
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series("0.5", "api", &[("a1", 0, 0.31), ("a2", 1500, 0.42)]),
+            series("1", "api", &[("a3", 2250, 0.9)]),
+            series("0.5", "db", &[("d1", 10_000, 0.25), ("d1", 10_000, 0.25)]),
+        ],
+        metadata: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    crate::answers::write_to(&prom.url("/api/v1/write"), body.clone());
+    let resp = http()
+        .post(cl.url("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    // Four stored; the repeated d1 is a duplicate.
+    assert_eq!(
+        resp.headers()["x-prometheus-remote-write-exemplars-written"],
+        "4"
+    );
+    for (q, start, end) in [
+        ("request_seconds_bucket", now - 120_000, now),
+        (
+            "sum(rate(request_seconds_bucket{job=\"api\"}[5m]))",
+            now - 120_000,
+            now,
+        ),
+        (
+            "request_seconds_bucket{le=\"0.5\"}",
+            now - 59_000,
+            now - 50_000,
+        ),
+        ("nothing_here", now - 120_000, now),
+    ] {
+        let params = [
+            ("query", q.to_owned()),
+            ("start", format!("{}", start as f64 / 1000.0)),
+            ("end", format!("{}", end as f64 / 1000.0)),
+        ];
+        let get = |base: String| -> serde_json::Value {
+            http()
+                .post(format!("{base}/api/v1/query_exemplars"))
+                .form(&params)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap()
+        };
+        let (p, c) = (get(prom.url("")), get(cl.url("")));
+        assert_eq!(p, c, "{q}");
+    }
+    assert_eq!(
+        cl.metric("closedloop_remote_write_exemplars_written_total", ""),
+        4.0
+    );
+    assert!(cl.metric("closedloop_exemplar_store_bytes", "") > 0.0);
+}
