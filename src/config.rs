@@ -401,9 +401,14 @@ impl Config {
         }
         self.rules.resolve_paths(base);
         for pattern in &mut self.rule_files {
-            if Path::new(pattern.as_str()).is_relative() {
-                *pattern = base.join(&*pattern).to_string_lossy().into_owned();
-            }
+            let joined = if Path::new(pattern.as_str()).is_relative() {
+                base.join(&*pattern)
+            } else {
+                PathBuf::from(&*pattern)
+            };
+            // Cleaned as Go's `filepath.Join` cleans them, so `/api/v1/rules` shows
+            // the `file` Prometheus would (`./rules.yml` is `rules.yml`).
+            *pattern = clean_path(&joined).to_string_lossy().into_owned();
         }
     }
 
@@ -425,6 +430,27 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+/// A path without `.` components and with `dir/..` pairs removed, lexically (Go's
+/// `filepath.Clean`).
+fn clean_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.last(), Some(Component::RootDir)) => {}
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
 }
 
 impl CredentialsConfig {
@@ -495,6 +521,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, Path::new("test.yml"))
+    }
+
+    #[test]
+    fn rule_file_paths_are_cleaned_like_go() {
+        for (base, pattern, want) in [
+            ("", "./rules.yml", "rules.yml"),
+            ("/etc/cl", "rules/../alerts/*.yml", "/etc/cl/alerts/*.yml"),
+            ("/etc/cl/.", "/abs/./r.yml", "/abs/r.yml"),
+            ("", "../shared/r.yml", "../shared/r.yml"),
+        ] {
+            let mut c = Config {
+                rule_files: vec![pattern.into()],
+                ..Config::default()
+            };
+            c.resolve_paths(Path::new(base));
+            assert_eq!(c.rule_files, vec![want.to_string()], "{base} {pattern}");
+        }
     }
 
     #[test]
