@@ -66,6 +66,9 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
+    /// channels (targets and secrets live here, never in rule files).
+    pub actuators: crate::act::config::ActuatorsConfig,
     /// The HTTP API as browsers see it.
     pub web: WebConfig,
 }
@@ -101,6 +104,7 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            actuators: Default::default(),
             web: WebConfig::default(),
         }
     }
@@ -364,6 +368,7 @@ impl Config {
             .global
             .validate()
             .and_then(|_| self.alerting.validate())
+            .and_then(|_| self.actuators.validate())
         {
             return Err(invalid(&key, reason));
         }
@@ -400,6 +405,7 @@ impl Config {
             }
         }
         self.rules.resolve_paths(base);
+        self.actuators.resolve_paths(base);
         for pattern in &mut self.rule_files {
             let joined = if Path::new(pattern.as_str()).is_relative() {
                 base.join(&*pattern)
@@ -454,7 +460,7 @@ fn clean_path(p: &Path) -> PathBuf {
 }
 
 impl CredentialsConfig {
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let set = [
             self.bearer_token_file.is_some(),
             self.bearer_token_env.is_some(),
@@ -479,24 +485,7 @@ impl CredentialsConfig {
     /// Loads the secret from its file or environment variable. `key` names the
     /// setting in errors; the secret itself never appears in them.
     pub fn resolve(&self, key: &str) -> std::result::Result<Credentials, String> {
-        fn read(
-            key: &str,
-            file: &Option<PathBuf>,
-            env: &Option<String>,
-        ) -> std::result::Result<Secret, String> {
-            let value = match (file, env) {
-                (Some(f), _) => std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
-                (None, Some(var)) => std::env::var(var)
-                    .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
-                (None, None) => return Err(format!("{key}: no secret source")),
-            };
-            let value = value.trim().to_owned();
-            if value.is_empty() {
-                return Err(format!("{key}: the secret is empty"));
-            }
-            Ok(Secret(value))
-        }
+        let read = load_secret;
         match &self.basic_auth {
             Some(b) => Ok(Credentials::Basic {
                 username: b.username.clone(),
@@ -513,6 +502,27 @@ impl CredentialsConfig {
             )?)),
         }
     }
+}
+
+/// Loads a secret from a file (preferred when both are set) or an environment
+/// variable, trimmed. `key` names the setting in errors; the secret never appears.
+pub fn load_secret(
+    key: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> std::result::Result<Secret, String> {
+    let value = match (file, env) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
+        (None, None) => return Err(format!("{key}: no secret source")),
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(format!("{key}: the secret is empty"));
+    }
+    Ok(Secret(value))
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
+/// Where an Alertmanager at `base` takes alerts: `<base>/api/v2/alerts`.
+pub fn alerts_endpoint(base: &str) -> String {
+    format!("{}/api/v2/alerts", base.trim_end_matches('/'))
+}
+
 /// An alert's `generatorURL`. By default Prometheus's link,
 /// `<external_url>/graph?g0.expr=<expr>&g0.tab=1` (closedloop serves `/graph`);
 /// with `alerting.generator_url` set, that template with `{{expr}}` replaced by
@@ -168,7 +173,7 @@ impl Notifier {
             .map(|am| {
                 let last = health.get(&am.url);
                 AlertmanagerStatus {
-                    url: format!("{}/api/v2/alerts", am.url.trim_end_matches('/')),
+                    url: alerts_endpoint(&am.url),
                     health: match last {
                         None => "unknown",
                         Some(o) if o.ok => "up",
@@ -251,7 +256,7 @@ impl Notifier {
                     let m = self.metrics.clone();
                     let this = self.clone();
                     tasks.push(tokio::spawn(async move {
-                        let url = format!("{}/api/v2/alerts", am.url.trim_end_matches('/'));
+                        let url = alerts_endpoint(&am.url);
                         let timeout = Duration::from_millis(am.timeout.as_millis().max(1) as u64);
                         let r = client
                             .post(&url)

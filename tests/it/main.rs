@@ -6,6 +6,7 @@ mod answers;
 mod bad_input;
 mod common;
 mod compat_api;
+mod kube_double;
 mod prometheus;
 mod promql_diff;
 mod real_material;
