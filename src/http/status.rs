@@ -125,9 +125,7 @@ pub(crate) async fn tsdb(
     let limit = match params.get("limit") {
         None | Some("") => 10,
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if n == 0 => {
-                return ApiError::bad_data("limit must be a positive number").into_response()
-            }
+            Ok(0) => return ApiError::bad_data("limit must be a positive number").into_response(),
             Ok(n) if n > MAX_TSDB_LIMIT => {
                 return ApiError::bad_data(format!("limit must not exceed {MAX_TSDB_LIMIT}"))
                     .into_response()

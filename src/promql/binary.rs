@@ -342,8 +342,14 @@ fn vector_vector(
     let rhs_present = present_per_step(&rhs, steps);
     for i in 0..steps.n {
         ev.check_deadline()?;
+        // Both sides present, or (with `fill`) at least one.
         let (l_any, r_any) = (lhs_present[i], rhs_present[i]);
-        if !(l_any || r_any) || (!has_fill && !(l_any && r_any)) {
+        let matchable = if has_fill {
+            l_any || r_any
+        } else {
+            l_any && r_any
+        };
+        if !matchable {
             continue;
         }
         for sg in one_touched.drain(..) {

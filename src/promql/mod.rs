@@ -373,7 +373,7 @@ fn decode_byte_escapes(query: &str) -> Result<std::borrow::Cow<'_, str>> {
                     _ => None,
                 };
                 match byte {
-                    Some((v, len)) if v >= 0x80 && v <= 0xff => {
+                    Some((v, len)) if (0x80..=0xff).contains(&v) => {
                         pending.push(v as u8);
                         i += len;
                     }

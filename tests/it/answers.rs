@@ -30,13 +30,13 @@ impl Rng {
 /// A result series: labels and `(t, v)` points.
 pub type ResultSeries = (BTreeMap<String, String>, Vec<(f64, f64)>);
 
+/// A series to write: labels (name, value) and samples (t ms, value).
+pub type OwnedSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
 /// Remote-write bodies, oldest first: every series' samples in each `slice_ms` of
 /// time (Prometheus's head accepts a series' samples only in order, and nothing
 /// older than an hour before its newest).
-pub fn remote_write_bodies(
-    series: &[(Vec<(String, String)>, Vec<(i64, f64)>)],
-    slice_ms: i64,
-) -> Vec<Vec<u8>> {
+pub fn remote_write_bodies(series: &[OwnedSeries], slice_ms: i64) -> Vec<Vec<u8>> {
     let (Some(start), Some(end)) = (
         series.iter().filter_map(|s| s.1.first()).map(|p| p.0).min(),
         series.iter().filter_map(|s| s.1.last()).map(|p| p.0).max(),
@@ -47,7 +47,8 @@ pub fn remote_write_bodies(
     let mut from = start;
     while from <= end {
         let to = from + slice_ms;
-        let parts: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)> = series
+        type Part<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
+        let parts: Vec<Part<'_>> = series
             .iter()
             .map(|(labels, samples)| {
                 let labels = labels

@@ -233,7 +233,7 @@ impl DataSet {
 
     /// Remote-write bodies, oldest first, in ten-minute slices.
     fn bodies(&self) -> Vec<Vec<u8>> {
-        let series: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = self
+        let series: Vec<OwnedSeries> = self
             .series
             .iter()
             .map(|s| (s.labels.clone(), s.samples.clone()))

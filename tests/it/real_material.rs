@@ -769,7 +769,7 @@ fn published_rules_and_dashboards_agree_with_prometheus() {
     let now = now_ms();
     let data_from = (now - HISTORY_MS) / 60_000 * 60_000;
     let data_to = now + WINDOW_MS + 60_000;
-    let data: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = series
+    let data: Vec<OwnedSeries> = series
         .iter()
         .enumerate()
         .map(|(i, (name, labels))| {
