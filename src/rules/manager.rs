@@ -411,7 +411,13 @@ impl RuleManager {
                         let alerts: Vec<serde_json::Value> = if f.exclude_alerts {
                             Vec::new()
                         } else {
-                            rule.active.values().map(alert_json).collect()
+                            // Prometheus lists active alerts only (`ActiveAlerts`):
+                            // resolved ones kept for resending are left out.
+                            rule.active
+                                .values()
+                                .filter(|a| a.state != AlertState::Inactive)
+                                .map(alert_json)
+                                .collect()
                         };
                         let state = rule
                             .active

@@ -253,8 +253,13 @@ fn remote_write_2_reports_what_was_written() {
         cl.metric("closedloop_remote_write_histograms_dropped_total", ""),
         1.0
     );
+    // The exemplar is kept (remote write 2.0 exemplars go to the exemplar store).
     assert_eq!(
-        cl.metric("closedloop_remote_write_exemplars_dropped_total", ""),
+        header("x-prometheus-remote-write-exemplars-written").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cl.metric("closedloop_remote_write_exemplars_written_total", ""),
         1.0
     );
     let series = cl.api("/api/v1/series?match[]=up");

@@ -137,6 +137,18 @@ fn alert_fires_in_alertmanager_and_resolves() {
                 .is_some_and(|a| a.is_empty())
         },
     );
+    // As Prometheus's `ActiveAlerts`: the resolved alert (still kept to be re-sent
+    // as resolved) is not listed under its rule either.
+    let rules = cl.api("/api/v1/rules");
+    assert_eq!(
+        rules["groups"][0]["rules"][1]["alerts"],
+        serde_json::json!([]),
+        "{rules}"
+    );
+    assert_eq!(
+        rules["groups"][0]["rules"][1]["state"], "inactive",
+        "{rules}"
+    );
 }
 
 #[test]
