@@ -183,12 +183,20 @@ pub(crate) async fn metadata(
         (Ok(l), Ok(p)) => (l, p),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    let data = app.metadata.query(
-        params.get("metric").filter(|m| !m.is_empty()),
-        limit.filter(|l| *l >= 0).map(|l| l as usize),
-        per_metric.filter(|p| *p > 0).map(|p| p as usize),
-    );
-    success(serde_json::to_value(data).unwrap_or_default())
+    let metric = params.get("metric").filter(|m| !m.is_empty()).map(str::to_owned);
+    let result = blocking(move || {
+        let data = app.metadata.query(
+            metric.as_deref(),
+            limit.filter(|l| *l >= 0).map(|l| l as usize),
+            per_metric.filter(|p| *p > 0).map(|p| p as usize),
+        );
+        serde_json::to_value(data).unwrap_or_default()
+    })
+    .await;
+    match result {
+        Ok(data) => success(data),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Current anomaly incidents: one per fault, with member series and scores.
