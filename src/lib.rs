@@ -13,3 +13,4 @@ pub mod promql;
 pub mod rules;
 pub mod service;
 pub mod storage;
+pub mod tools;

@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::api::{encode_success, json_body};
 use super::error::ApiError;
 use super::params::Params;
 use super::App;
@@ -70,25 +70,22 @@ pub(crate) async fn query_exemplars(
                 "end timestamp must not be before start timestamp",
             ));
         }
-        let query = params.get("query").unwrap_or_default();
-        let sets = crate::promql::query_selectors(query)
-            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
-        Ok((sets, start, end))
+        let query = params.get("query").unwrap_or_default().to_owned();
+        Ok((query, start, end))
     })();
-    let (sets, start, end) = match parsed {
+    let (query, start, end) = match parsed {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let found = tokio::task::spawn_blocking(move || app.exemplars.select(&sets, start, end)).await;
-    match found {
-        Ok(series) => {
+    let result = app
+        .read(move |app, _| {
+            let limits = &app.engine.options().limits;
+            let sets = crate::promql::query_selectors(&query, limits)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+            let series = app.exemplars.select(&sets, start, end);
             let data: Vec<SeriesJson<'_>> = series.iter().map(SeriesJson).collect();
-            Json(serde_json::json!({
-                "status": "success",
-                "data": serde_json::to_value(&data).unwrap_or_default(),
-            }))
-            .into_response()
-        }
-        Err(e) => ApiError::internal(format!("exemplar query failed: {e}")).into_response(),
-    }
+            encode_success(&data)
+        })
+        .await;
+    json_body(result)
 }

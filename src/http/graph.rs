@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::promql::{format_value, Value};
@@ -31,12 +32,13 @@ pub(crate) async fn graph(State(app): State<Arc<App>>, uri: Uri, headers: Header
     } else {
         let (app, q) = (app.clone(), expr.clone());
         Some(
-            tokio::task::spawn_blocking(move || {
-                app.engine.instant_query(app.store.as_ref(), &q, now)
+            app.read(move |app, ctx| {
+                app.engine
+                    .instant_query_with(app.store.as_ref(), &q, now, ctx)
+                    .map_err(|e| ApiError::bad_data(e.to_string()))
             })
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string())),
+            .map_err(|e| e.message),
         )
     };
     let body = render(

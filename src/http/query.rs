@@ -1,7 +1,7 @@
 //! `/api/v1/query` and `/api/v1/query_range` (GET and form POST) with Prometheus's
 //! JSON: `{"status":"success","data":{"resultType":..,"result":..},"warnings":[..]}`
-//! or `{"status":"error","errorType":..,"error":..}`. Queries run off the async
-//! workers.
+//! or `{"status":"error","errorType":..,"error":..}`. Queries wait for a query slot
+//! and run off the async workers (`admission.rs`).
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::duration::parse_duration;
-use crate::promql::{QueryError, QueryResult, StatsLevel};
+use crate::promql::{QueryContext, QueryError, QueryResult, StatsLevel};
 
 /// The status Prometheus answers for each error class.
 fn query_error(e: QueryError) -> ApiError {
@@ -84,14 +84,15 @@ fn stats_level(params: &Params) -> Option<StatsLevel> {
 }
 
 /// Runs a query and encodes its answer off the async workers (both are heavy for a
-/// large range query).
-async fn run_blocking(
-    f: impl FnOnce() -> Result<QueryResult, ApiError> + Send + 'static,
+/// large range query), once a query slot is free; cancelled if the client leaves.
+async fn run_query(
+    app: Arc<App>,
+    f: impl FnOnce(&App, &QueryContext) -> Result<QueryResult, ApiError> + Send + 'static,
 ) -> Response {
-    let result = tokio::task::spawn_blocking(move || f().and_then(|r| encode(&r)))
+    match app
+        .read(move |app, ctx| f(app, ctx).and_then(|r| encode(&r)))
         .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("query task failed: {e}"))));
-    match result {
+    {
         Err(e) => e.into_response(),
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
     }
@@ -112,10 +113,12 @@ pub(crate) async fn instant(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, t)) => {
-            let engine = app.engine.clone().with_stats(stats_level(&params));
-            run_blocking(move || {
-                engine
-                    .instant_query(app.store.as_ref(), &query, t)
+            let stats = stats_level(&params);
+            run_query(app, move |app, ctx| {
+                app.engine
+                    .clone()
+                    .with_stats(stats)
+                    .instant_query_with(app.store.as_ref(), &query, t, ctx)
                     .map_err(query_error)
             })
             .await
@@ -148,10 +151,12 @@ pub(crate) async fn range(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, start, end, step)) => {
-            let engine = app.engine.clone().with_stats(stats_level(&params));
-            run_blocking(move || {
-                engine
-                    .range_query(app.store.as_ref(), &query, start, end, step)
+            let stats = stats_level(&params);
+            run_query(app, move |app, ctx| {
+                app.engine
+                    .clone()
+                    .with_stats(stats)
+                    .range_query_with(app.store.as_ref(), &query, start, end, step, ctx)
                     .map_err(query_error)
             })
             .await

@@ -20,6 +20,7 @@ use axum::Json;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 
+use super::api::{encode_success, json_body};
 use super::error::ApiError;
 use super::params::Params;
 use super::App;
@@ -134,24 +135,24 @@ pub(crate) async fn tsdb(
             Err(_) => return ApiError::bad_data("limit must be a positive number").into_response(),
         },
     };
-    let store = app.store.clone();
-    match tokio::task::spawn_blocking(move || cardinality(&store, limit)).await {
-        Ok(v) => success(v),
-        Err(e) => ApiError::internal(format!("cardinality scan failed: {e}")).into_response(),
-    }
+    let result = app
+        .read(move |app, _| encode_success(&cardinality(&app.store, limit)))
+        .await;
+    json_body(result)
 }
 
 /// Counts over every stored series through [`crate::storage::Store::visit`].
 fn cardinality(store: &crate::storage::Store, limit: usize) -> Value {
     // label name -> value -> series count
     let mut pairs: HashMap<Arc<str>, HashMap<Arc<str>, u64>> = HashMap::new();
-    let (mut series, mut min_t, mut max_t) = (0u64, i64::MAX, i64::MIN);
-    store.visit(&[], i64::MIN, i64::MAX, |_, labels, ring| {
+    let (mut series, mut chunks, mut min_t, mut max_t) = (0u64, 0u64, i64::MAX, i64::MIN);
+    store.visit(&[], i64::MIN, i64::MAX, |_, labels, window| {
         series += 1;
-        if let Some(t) = ring.first_timestamp() {
+        chunks += window.chunks() as u64;
+        if let Some(t) = window.first_timestamp() {
             min_t = min_t.min(t);
         }
-        if let Some((t, _)) = ring.last() {
+        if let Some((t, _)) = window.last() {
             max_t = max_t.max(t);
         }
         for l in labels.iter() {
@@ -199,8 +200,8 @@ fn cardinality(store: &crate::storage::Store, limit: usize) -> Value {
         "headStats": {
             "numSeries": series,
             "numLabelPairs": num_pairs,
-            // One ring buffer per series is closedloop's unit of sample storage.
-            "chunkCount": series,
+            // Closed compressed chunks plus each series' open head chunk.
+            "chunkCount": chunks,
             "minTime": min_t,
             "maxTime": max_t,
         },
@@ -237,28 +238,48 @@ pub(crate) async fn alertmanagers(State(app): State<Arc<App>>) -> Response {
     success(json!({ "activeAlertmanagers": active, "droppedAlertmanagers": [] }))
 }
 
-fn query_param(params: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
-    let q = params.get("query").unwrap_or_default();
-    crate::promql::parse(q)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+/// Parses the `query` parameter within the engine's limits and answers `show(query,
+/// limits)`'s JSON text as `data`, off the async workers (printing a deeply nested
+/// query takes a while).
+async fn show_query(
+    app: Arc<App>,
+    params: Params,
+    show: fn(&str, &crate::promql::QueryLimits) -> crate::promql::Result<String>,
+) -> Response {
+    let query = params.get("query").unwrap_or_default().to_owned();
+    let result = app
+        .read(move |app, _| {
+            let data = show(&query, &app.engine.options().limits)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+            Ok(format!(r#"{{"status":"success","data":{data}}}"#).into_bytes())
+        })
+        .await;
+    json_body(result)
 }
 
 /// The query pretty-printed as Prometheus prints it (`parser.Prettify`).
-pub(crate) async fn format_query(uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn format_query(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
-    match query_param(&params) {
-        Ok(expr) => success(Value::String(expr.prettify())),
-        Err(e) => e.into_response(),
-    }
+    show_query(app, params, |q, limits| {
+        crate::promql::format_query(q, limits).map(|text| Value::String(text).to_string())
+    })
+    .await
 }
 
 /// The query's syntax tree as JSON, in the shape of Prometheus's `parse_query`.
-pub(crate) async fn parse_query(uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn parse_query(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
-    match query_param(&params) {
-        Ok(expr) => success(crate::promql::ast_json(&expr)),
-        Err(e) => e.into_response(),
-    }
+    show_query(app, params, crate::promql::parse_query_json).await
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! Remote write 1.0 is decoded on the zero-copy path without these; this module
 //! reads them in a second, cheap pass over the same bytes: the top level is walked
 //! key by key (series skipped by length) for metadata, and only series known to
-//! hold exemplars are decoded again. Remote write 2.0 is fully decoded already, so
-//! its series are read as they are.
+//! hold exemplars are decoded again. Remote write 2.0 hands each stored series'
+//! exemplar and metadata messages over while its samples are read (`wire_v2`), and
+//! only those small messages are decoded.
 //!
 //! Invariants: never fails a write — a malformed or refused entry is counted and
 //! skipped; exemplars are kept only for series whose labels are valid (what the
@@ -17,6 +18,7 @@ use prost::Message;
 
 use super::proto::{v1, v2};
 use super::wire::Reader;
+use super::wire_v2::{self, SeriesExtra};
 use crate::storage::exemplars::{Exemplar, ExemplarStore};
 use crate::storage::metadata::{metric_type, MetadataStore};
 use crate::storage::{is_valid_label_name, LabelSet, METRIC_NAME};
@@ -135,51 +137,55 @@ impl ExtrasSink<'_> {
         }
     }
 
-    /// Remote write 2.0: every series' metadata and exemplars, with the request's
-    /// symbols (already checked to be UTF-8).
-    pub fn read_v2(&self, req: &v2::Request, symbols: &[&str]) -> ExtrasOutcome {
-        let mut out = ExtrasOutcome::default();
-        let sym = |r: u32| symbols.get(r as usize).copied();
-        let pairs = |refs: &[u32]| -> Option<Vec<(&str, &str)>> {
-            if refs.len() % 2 != 0 {
-                return None;
-            }
-            refs.chunks_exact(2)
-                .map(|p| Some((sym(p[0])?, sym(p[1])?)))
-                .collect()
-        };
-        for ts in &req.timeseries {
-            let series = pairs(&ts.labels_refs).and_then(|p| valid_labels(p.into_iter()));
-            let Some(series) = series else {
-                out.exemplars_refused += ts.exemplars.len() as u64;
-                continue;
-            };
-            if let Some(m) = &ts.metadata {
+    /// Remote write 2.0: one exemplar or the metadata of a stored series, read
+    /// while its samples are (`labels` are the series' checked labels, `req` holds
+    /// the symbols the message refers to).
+    pub(super) fn read_v2(
+        &self,
+        req: &wire_v2::Request<'_>,
+        labels: &[(&str, &str)],
+        extra: SeriesExtra<'_>,
+        out: &mut ExtrasOutcome,
+    ) {
+        let sym = |r: u32| req.symbol(r);
+        match extra {
+            SeriesExtra::Metadata(bytes) => {
+                let Ok(m) = v2::Metadata::decode(bytes) else {
+                    return;
+                };
                 let (help, unit) = (sym(m.help_ref), sym(m.unit_ref));
                 if m.r#type != 0 || help.is_some_and(|h| !h.is_empty()) {
                     out.metadata_received += 1;
+                    let name = labels.iter().find(|(n, _)| *n == METRIC_NAME);
                     self.metadata.record(
-                        series.metric_name().unwrap_or_default(),
+                        name.map_or("", |(_, v)| v),
                         metric_type(m.r#type),
                         help.unwrap_or_default(),
                         unit.unwrap_or_default(),
                     );
                 }
             }
-            for e in &ts.exemplars {
-                match pairs(&e.labels_refs) {
-                    Some(p) => self.exemplar(
-                        &series,
-                        LabelSet::from_pairs(p),
-                        e.value,
-                        e.timestamp,
-                        &mut out,
-                    ),
+            SeriesExtra::Exemplar(bytes) => {
+                let pairs = v2::Exemplar::decode(bytes).ok().and_then(|e| {
+                    if e.labels_refs.len() % 2 != 0 {
+                        return None;
+                    }
+                    let pairs: Option<Vec<(&str, &str)>> = e
+                        .labels_refs
+                        .chunks_exact(2)
+                        .map(|p| Some((sym(p[0])?, sym(p[1])?)))
+                        .collect();
+                    Some((pairs?, e.value, e.timestamp))
+                });
+                match pairs {
+                    Some((p, value, t)) => {
+                        let series = LabelSet::from_pairs(labels.iter().copied());
+                        self.exemplar(&series, LabelSet::from_pairs(p), value, t, out)
+                    }
                     None => out.exemplars_refused += 1,
                 }
             }
         }
-        out
     }
 }
 
@@ -275,16 +281,42 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let out = sink.read_v2(&req, &symbols);
-        assert_eq!((out.exemplars_stored, out.metadata_received), (1, 1));
+        let store = crate::storage::Store::new(crate::storage::StoreConfig::default());
+        let write = |req: &v2::Request| {
+            let limits = crate::ingest::WriteLimits {
+                bounds: crate::ingest::SampleBounds::unbounded(),
+                labels: crate::ingest::LabelLimits::default(),
+            };
+            let body = req.encode_to_vec();
+            crate::ingest::write_with_extras(
+                &store,
+                None,
+                Some(sink),
+                crate::ingest::Protocol::V2,
+                &body,
+                limits,
+            )
+            .unwrap()
+        };
+        let out = write(&req);
+        assert_eq!((out.exemplars_written, out.exemplars_dropped), (1, 0));
         assert_eq!(
             meta.query(Some("http_requests_total"), None, None)["http_requests_total"][0].help,
             "Requests."
         );
+        let got = ex.select(
+            &[vec![Matcher::equal("__name__", "http_requests_total")]],
+            0,
+            10,
+        );
+        assert_eq!(got[0].1[0].labels.get("trace_id"), Some("t1"));
         // A bad symbol reference refuses the exemplar, not the request.
         let mut bad = req.clone();
         bad.timeseries[0].exemplars[0].labels_refs = vec![4, 99];
         bad.timeseries[0].exemplars[0].timestamp = 10;
-        assert_eq!(sink.read_v2(&bad, &symbols).exemplars_refused, 1);
+        bad.timeseries[0].samples[0].timestamp = 10;
+        let out = write(&bad);
+        assert_eq!((out.exemplars_written, out.exemplars_dropped), (0, 1));
+        assert_eq!(out.samples_received, 1);
     }
 }

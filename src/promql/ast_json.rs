@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::value::format_value;
 
 /// The JSON tree of `expr`.
-pub fn ast_json(expr: &Expr) -> Value {
+pub(super) fn ast_json(expr: &Expr) -> Value {
     match expr {
         Expr::Aggregate(a) => {
             let (grouping, without) = match &a.modifier {

@@ -20,15 +20,18 @@ mod durations;
 mod eval;
 mod functions;
 mod kernels;
+mod limits;
 pub mod stats;
 pub mod testscript;
 pub(crate) mod value;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::storage::{Matcher, SeriesSamples, Store};
 
-pub use ast_json::ast_json;
+pub use limits::{QueryLimits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH, MAX_DEPTH_CEILING};
 pub use stats::{QueryStats, StatsLevel};
 pub use value::{format_value, QueryResult, Sample, Series, Value};
 
@@ -67,6 +70,8 @@ pub struct EngineOptions {
     /// Step of a subquery written without one (`x[5m:]`); Prometheus uses the rule
     /// group interval or, for queries, 1m.
     pub default_subquery_step_ms: i64,
+    /// Bounds on the query text, checked before parsing.
+    pub limits: QueryLimits,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +81,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60 * 1000,
+            limits: QueryLimits::default(),
         }
     }
 }
@@ -86,6 +92,10 @@ pub enum QueryError {
     /// The query text does not parse (errorType `bad_data`).
     #[error("{0}")]
     Parse(String),
+    /// The query text is longer or nests deeper than allowed (errorType
+    /// `bad_data`); the message names the limit's configuration key.
+    #[error("{0}")]
+    Limit(String),
     /// Bad query parameters or an evaluation error in the data (errorType `bad_data`
     /// for parameters; Prometheus reports evaluation errors as `execution`).
     #[error("{0}")]
@@ -114,7 +124,7 @@ impl QueryError {
     /// Prometheus's `errorType` for this error.
     pub fn kind(&self) -> &'static str {
         match self {
-            QueryError::Parse(_) | QueryError::BadData(_) => "bad_data",
+            QueryError::Parse(_) | QueryError::Limit(_) | QueryError::BadData(_) => "bad_data",
             QueryError::Execution(_)
             | QueryError::TooManySamples(_)
             | QueryError::Storage(_)
@@ -126,6 +136,65 @@ impl QueryError {
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// What stops a running query from outside: a cancel flag, set when the query's
+/// client goes away, and optionally a deadline set before the query reached the
+/// engine (time spent queueing counts). The evaluator polls both as often as it
+/// checks the engine's own timeout.
+#[derive(Debug, Clone, Default)]
+pub struct QueryContext {
+    cancelled: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl QueryContext {
+    /// No deadline but the engine's timeout, and nobody cancels (rules, tools).
+    pub fn background() -> Self {
+        QueryContext::default()
+    }
+
+    /// A query that must be done by `deadline` (and within the engine's timeout).
+    pub fn with_deadline(deadline: Instant) -> Self {
+        QueryContext {
+            deadline: Some(deadline),
+            ..QueryContext::default()
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// A guard that cancels the query when dropped unless [`CancelOnDrop::disarm`]ed:
+    /// held by the future waiting for the answer, so dropping that future (the
+    /// client disconnected) stops the work.
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(Some(self.clone()))
+    }
+}
+
+/// Cancels its query when dropped; see [`QueryContext::on_drop`].
+#[derive(Debug)]
+pub struct CancelOnDrop(Option<QueryContext>);
+
+impl CancelOnDrop {
+    /// The answer arrived: dropping the guard no longer cancels anything.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
 
 /// The PromQL engine. Cheap to share; holds only settings.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +229,13 @@ impl Engine {
         &self.opts
     }
 
+    /// When a query starting now times out: parsing and evaluation share the
+    /// engine's timeout, and the context's deadline if it is earlier.
+    fn deadline(&self, ctx: &QueryContext) -> Instant {
+        let own = Instant::now() + self.opts.timeout;
+        ctx.deadline.map_or(own, |d| d.min(own))
+    }
+
     /// Evaluates `query` at `t_ms`.
     pub fn instant_query(
         &self,
@@ -167,15 +243,22 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
+        self.instant_query_with(store, query, t_ms, &QueryContext::background())
+    }
+
+    /// Evaluates `query` at `t_ms`, stopping early when `ctx` says so.
+    pub fn instant_query_with(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
-        let q = parse_extended(query, 0, 0)?;
+        let deadline = self.deadline(ctx);
+        let q = parse_extended(query, 0, 0, &self.opts.limits)?;
         check_time(t_ms)?;
-        let parsed = Instant::now();
-        let mut r = eval::run(
-            &self.opts, store, &q.expr, &q.text, &q.modes, t_ms, t_ms, 1, true, self.stats,
-        )?;
-        self.time(&mut r, started, parsed);
-        Ok(r)
+        self.run(store, &q, (t_ms, t_ms, 1, true), started, deadline, ctx)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -188,18 +271,19 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult> {
         check_time(t_ms)?;
-        eval::run(
-            &self.opts,
-            store,
+        let run = eval::Run {
             expr,
             query,
-            &[],
-            t_ms,
-            t_ms,
-            1,
-            true,
-            self.stats,
-        )
+            modes: &[],
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+            instant: true,
+            deadline: self.deadline(&QueryContext::background()),
+            ctx: &QueryContext::background(),
+            stats: self.stats,
+        };
+        eval::run(&self.opts, store, run)
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.
@@ -211,7 +295,28 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult> {
+        self.range_query_with(
+            store,
+            query,
+            start_ms,
+            end_ms,
+            step_ms,
+            &QueryContext::background(),
+        )
+    }
+
+    /// [`Engine::range_query`], stopping early when `ctx` says so.
+    pub fn range_query_with(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
+        let deadline = self.deadline(ctx);
         check_time(start_ms)?;
         check_time(end_ms)?;
         if step_ms <= 0 {
@@ -229,8 +334,8 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let q = parse_extended(query, step_ms, end_ms - start_ms)?;
-        match q.expr.value_type() {
+        let q = parse_extended(query, step_ms, end_ms - start_ms, &self.opts.limits)?;
+        match limits::with_tree_stack(q.depth, || q.expr.value_type()) {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
             other => {
@@ -240,11 +345,48 @@ impl Engine {
             )))
             }
         }
+        self.run(
+            store,
+            &q,
+            (start_ms, end_ms, step_ms, false),
+            started,
+            deadline,
+            ctx,
+        )
+    }
+
+    /// Evaluates a parsed query over `(start, end, step, instant)`, after checking
+    /// that parsing left time for it; `started` is when the query arrived (its
+    /// statistics' timings count from there).
+    fn run(
+        &self,
+        store: &dyn Queryable,
+        q: &ParsedQuery,
+        (start, end, step, instant): (i64, i64, i64, bool),
+        started: Instant,
+        deadline: Instant,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
+        if ctx.is_cancelled() {
+            return Err(QueryError::Canceled("query parsing"));
+        }
+        if Instant::now() > deadline {
+            return Err(QueryError::Timeout("query parsing"));
+        }
         let parsed = Instant::now();
-        let mut r = eval::run(
-            &self.opts, store, &q.expr, &q.text, &q.modes, start_ms, end_ms, step_ms, false,
-            self.stats,
-        )?;
+        let run = eval::Run {
+            expr: &q.expr,
+            query: &q.text,
+            modes: &q.modes,
+            start,
+            end,
+            step,
+            instant,
+            deadline,
+            ctx,
+            stats: self.stats,
+        };
+        let mut r = eval::run(&self.opts, store, run)?;
         self.time(&mut r, started, parsed);
         Ok(r)
     }
@@ -287,44 +429,75 @@ pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
 /// The matcher sets of every selector in `query` (each `or` alternative its own
 /// set), as Prometheus's `parser.ExtractSelectors`: what `/api/v1/query_exemplars`
 /// looks exemplars up by.
-pub fn query_selectors(query: &str) -> Result<Vec<Vec<Matcher>>> {
+pub fn query_selectors(query: &str, limits: &QueryLimits) -> Result<Vec<Vec<Matcher>>> {
     use promql_parser::parser::Expr;
-    fn walk(e: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<()> {
+    let q = parse_extended(query, 0, 0, limits)?;
+    let mut out = Vec::new();
+    // An explicit stack, in text order: a deep tree needs no deep call stack.
+    let mut todo = vec![&q.expr];
+    while let Some(e) = todo.pop() {
         match e {
             Expr::VectorSelector(vs) => out.extend(eval::selector_matchers(vs)?),
             Expr::MatrixSelector(m) => out.extend(eval::selector_matchers(&m.vs)?),
             Expr::Aggregate(a) => {
-                walk(&a.expr, out)?;
                 if let Some(p) = &a.param {
-                    walk(p, out)?;
+                    todo.push(p);
                 }
+                todo.push(&a.expr);
             }
-            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Unary(u) => todo.push(&u.expr),
             Expr::Binary(b) => {
-                walk(&b.lhs, out)?;
-                walk(&b.rhs, out)?;
+                todo.push(&b.rhs);
+                todo.push(&b.lhs);
             }
-            Expr::Paren(p) => walk(&p.expr, out)?,
-            Expr::Subquery(s) => walk(&s.expr, out)?,
-            Expr::Call(c) => {
-                for a in &c.args.args {
-                    walk(a, out)?;
-                }
-            }
+            Expr::Paren(p) => todo.push(&p.expr),
+            Expr::Subquery(s) => todo.push(&s.expr),
+            Expr::Call(c) => todo.extend(c.args.args.iter().rev().map(|a| &**a)),
             _ => {}
         }
-        Ok(())
     }
-    let mut out = Vec::new();
-    walk(&parse_extended(query, 0, 0)?.expr, &mut out)?;
     Ok(out)
 }
 
-/// Parses a query, wrapping the parser's string error.
+/// `query` pretty-printed as Prometheus's `parser.Prettify` prints it (the API's
+/// `format_query`), parsed within `limits`.
+pub fn format_query(query: &str, limits: &QueryLimits) -> Result<String> {
+    let depth = limits::check_text(query, limits)?;
+    let expr = parse_checked(query, depth)?;
+    // Printing (and dropping) the tree recurses as deep as it nests.
+    Ok(limits::with_tree_stack(depth, move || expr.prettify()))
+}
+
+/// The syntax tree of `query` as the JSON text of Prometheus's `parse_query`
+/// answer (its `data`), parsed within `limits`.
+pub fn parse_query_json(query: &str, limits: &QueryLimits) -> Result<String> {
+    let depth = limits::check_text(query, limits)?;
+    let expr = parse_checked(query, depth)?;
+    // Building, printing and dropping the JSON tree recurse as deep as it nests.
+    Ok(limits::with_tree_stack(depth, move || {
+        ast_json::ast_json(&expr).to_string()
+    }))
+}
+
+/// Parses a query within the default [`QueryLimits`], wrapping the parser's string
+/// error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
+    parse_limited(query, &QueryLimits::default())
+}
+
+/// Parses a query after checking its length and nesting against `limits`, on a
+/// stack sized for its nesting.
+pub fn parse_limited(query: &str, limits: &QueryLimits) -> Result<promql_parser::parser::Expr> {
+    let depth = limits::check_text(query, limits)?;
+    parse_checked(query, depth)
+}
+
+/// Parses text that passed [`limits::check_text`] with nesting bound `depth`.
+fn parse_checked(query: &str, depth: usize) -> Result<promql_parser::parser::Expr> {
     register_functions();
     let query = decode_byte_escapes(query)?;
-    promql_parser::parser::parse(&query).map_err(QueryError::Parse)
+    limits::with_tree_stack(depth, || promql_parser::parser::parse(&query))
+        .map_err(QueryError::Parse)
 }
 
 /// Go reads `\xHH` (and octal `\OOO`) escapes in PromQL strings as raw bytes, so
@@ -407,19 +580,30 @@ struct ParsedQuery {
     expr: promql_parser::parser::Expr,
     text: String,
     modes: Vec<durations::RangeMode>,
+    /// The nesting bound of the text (sizes the stack of walks over `expr`).
+    depth: usize,
 }
 
 /// Parses a query; when the parser rejects it, tries again with Prometheus 3's
 /// duration expressions computed (`x[26m+4m]`, `offset step()`), given what `step()`
 /// and `range()` mean for this query, and with `anchored`/`smoothed` range
 /// modifiers taken out and remembered.
-fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuery> {
+fn parse_extended(
+    query: &str,
+    step_ms: i64,
+    range_ms: i64,
+    limits: &QueryLimits,
+) -> Result<ParsedQuery> {
+    let depth = limits::check_text(query, limits)?;
+    // The rewrites below change durations and modifiers, never the nesting.
+    let parse = |text: &str| parse_checked(text, depth);
     let err = match parse(query) {
         Ok(expr) => {
             return Ok(ParsedQuery {
                 expr,
                 text: query.to_string(),
                 modes: Vec::new(),
+                depth,
             })
         }
         Err(e) => e,
@@ -430,6 +614,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
             expr,
             text,
             modes: Vec::new(),
+            depth,
         });
     }
     let (text, modes) = match durations::strip_range_modifiers(&text) {
@@ -439,6 +624,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
                     expr,
                     text: stripped,
                     modes,
+                    depth,
                 });
             }
             (stripped, modes)
@@ -451,6 +637,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
                 expr,
                 text: marked,
                 modes,
+                depth,
             });
         }
     }
@@ -460,7 +647,9 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
 /// Parses a query the way the engine would (extended syntax included), for analysis
 /// such as the test runner's native-histogram rule. `None` when it does not parse.
 pub(crate) fn parse_for_analysis(query: &str) -> Option<promql_parser::parser::Expr> {
-    parse_extended(query, 0, 0).ok().map(|q| q.expr)
+    parse_extended(query, 0, 0, &QueryLimits::default())
+        .ok()
+        .map(|q| q.expr)
 }
 
 /// Teaches the parser the functions it lacks but Prometheus 2.x users still write:
