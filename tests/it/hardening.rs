@@ -98,7 +98,8 @@ fn a_rule_file_evaluation_cannot_run_is_refused_and_the_server_stays_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    // As promtool: "Checking FILE" on stdout, the failure on stderr.
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("bad.yml:5: group \"g\", rule \"deep\"")
             && text.contains("over the limit of 1000 (query.max_depth)"),
