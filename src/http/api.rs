@@ -228,6 +228,19 @@ pub(crate) async fn ready() -> &'static str {
     "closedloop is Ready.\n"
 }
 
+/// What Go's `http.NotFound` answers, as Prometheus does for an unknown path.
+pub(crate) async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     // The store's figures walk every series: off the async workers.
     let text = match tokio::task::spawn_blocking(move || {

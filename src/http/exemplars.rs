@@ -81,7 +81,7 @@ pub(crate) async fn query_exemplars(
         .read(move |app, _| {
             let limits = &app.engine.options().limits;
             let sets = crate::promql::query_selectors(&query, limits)
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+                .map_err(|e| ApiError::bad_data(e.to_string()))?;
             let series = app.exemplars.select(&sets, start, end);
             let data: Vec<SeriesJson<'_>> = series.iter().map(SeriesJson).collect();
             encode_success(&data)

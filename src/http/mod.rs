@@ -252,6 +252,9 @@ fn read_routes() -> Router<Arc<App>> {
         .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/targets/metadata", get(status::targets_metadata))
+        .route("/api/v1/scrape_pools", get(status::scrape_pools))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
         .route("/api/v1/alertmanagers", get(status::alertmanagers))
         .route(
             "/api/v1/format_query",
@@ -301,6 +304,8 @@ pub fn router(app: Arc<App>, max_body_bytes: usize, cors_origin: &str) -> Router
         .merge(read)
         .merge(metrics)
         .merge(probes)
+        // An unknown path gets Go's plain-text 404, as from Prometheus.
+        .fallback(api::not_found)
         // Count and time every request by route.
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         // Bodies over the limit get 413 while being read, never buffered whole.

@@ -1,6 +1,7 @@
 //! The status and tooling endpoints of Prometheus's HTTP API that dashboards and
 //! tools call besides queries: `/api/v1/status/{config,flags,runtimeinfo,tsdb}`,
-//! `/api/v1/targets`, `/api/v1/alertmanagers`, `/api/v1/format_query` and
+//! `/api/v1/status/walreplay`, `/api/v1/targets`, `/api/v1/targets/metadata`,
+//! `/api/v1/scrape_pools`, `/api/v1/alertmanagers`, `/api/v1/format_query` and
 //! `/api/v1/parse_query`. Each answers in Prometheus's JSON shape with closedloop's
 //! own facts; where a Prometheus concept has no counterpart here the answer says
 //! so in Prometheus's terms (no scrape targets: empty lists).
@@ -216,6 +217,24 @@ fn cardinality(store: &crate::storage::Store, limit: usize) -> Value {
 /// in Prometheus's shape (`state` filters nothing out of nothing).
 pub(crate) async fn targets() -> Response {
     success(json!({ "activeTargets": [], "droppedTargets": [] }))
+}
+
+/// No targets, so no target metadata (`/api/v1/targets/metadata`); metric metadata
+/// from remote write is at `/api/v1/metadata`.
+pub(crate) async fn targets_metadata() -> Response {
+    success(json!([]))
+}
+
+/// No scrape configuration, so no scrape pools (`/api/v1/scrape_pools`).
+pub(crate) async fn scrape_pools() -> Response {
+    success(json!({ "scrapePools": [] }))
+}
+
+/// The store is in memory: there is no write-ahead log to replay at start, so
+/// the replay is always complete (`/api/v1/status/walreplay`, polled by
+/// Prometheus's UI while starting).
+pub(crate) async fn walreplay() -> Response {
+    success(json!({ "min": 0, "max": 0, "current": 0 }))
 }
 
 /// The configured Alertmanagers, in Prometheus's shape (`url` is the endpoint

@@ -145,6 +145,9 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 pub struct QueryContext {
     cancelled: Arc<AtomicBool>,
     deadline: Option<Instant>,
+    /// How long the query waited for a slot before it started (reported in its
+    /// statistics).
+    queued: Duration,
 }
 
 impl QueryContext {
@@ -159,6 +162,12 @@ impl QueryContext {
             deadline: Some(deadline),
             ..QueryContext::default()
         }
+    }
+
+    /// This context, for a query that waited `queued` for its slot.
+    pub fn with_queue_time(mut self, queued: Duration) -> Self {
+        self.queued = queued;
+        self
     }
 
     pub fn cancel(&self) {
@@ -216,12 +225,15 @@ impl Engine {
     }
 
     /// Adds the timings only the engine's entry points see to a result's stats.
-    fn time(&self, r: &mut QueryResult, started: Instant, parsed: Instant) {
+    /// `queued` is the time the query waited for a slot before reaching the engine
+    /// (Prometheus's `execQueueTime`, part of `execTotalTime`).
+    fn time(&self, r: &mut QueryResult, started: Instant, parsed: Instant, queued: Duration) {
         if let Some(s) = &mut r.stats {
             let t = &mut s.timings;
             t.query_preparation_time = (parsed - started).as_secs_f64();
             t.eval_total_time = t.query_preparation_time + t.inner_eval_time + t.result_sort_time;
-            t.exec_total_time = started.elapsed().as_secs_f64();
+            t.exec_queue_time = queued.as_secs_f64();
+            t.exec_total_time = (started.elapsed() + queued).as_secs_f64();
         }
     }
 
@@ -387,7 +399,7 @@ impl Engine {
             stats: self.stats,
         };
         let mut r = eval::run(&self.opts, store, run)?;
-        self.time(&mut r, started, parsed);
+        self.time(&mut r, started, parsed, ctx.queued);
         Ok(r)
     }
 }

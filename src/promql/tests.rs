@@ -642,3 +642,20 @@ fn a_huge_sliding_window_stops_at_the_timeout() {
         start.elapsed()
     );
 }
+
+/// `execQueueTime` is the wait for a query slot, and part of `execTotalTime`, as
+/// Prometheus reports them.
+#[test]
+fn stats_report_the_time_queued_for_a_slot() {
+    let store = store_with(&[(&[("__name__", "up")], &[(0, 1.0)])]);
+    let ctx = QueryContext::background().with_queue_time(std::time::Duration::from_millis(50));
+    let r = Engine::default()
+        .with_stats(Some(StatsLevel::Summary))
+        .instant_query_with(&store, "up", 0, &ctx)
+        .unwrap();
+    let t = r.stats.unwrap().timings;
+    assert_eq!(t.exec_queue_time, 0.05);
+    assert!(t.exec_total_time >= 0.05, "{t:?}");
+    let r = Engine::default().instant_query(&store, "up", 0).unwrap();
+    assert!(r.stats.is_none());
+}
