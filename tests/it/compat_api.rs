@@ -127,6 +127,29 @@ fn status_endpoints_answer_like_prometheus() {
     ] {
         assert_eq!(api_get(&prom.url(path)), cl.api(path), "{path}");
     }
+    // Bad parameters: the same status, error type and message.
+    for path in [
+        "/api/v1/query",
+        "/api/v1/query?query=up&time=abc",
+        "/api/v1/query?query=%20",
+        "/api/v1/query_range?query=%20&start=0&end=10&step=1",
+        "/api/v1/query_range?query=up",
+        "/api/v1/query_range?query=up&start=0&end=x",
+        "/api/v1/query_range?query=up&start=0&end=10",
+        "/api/v1/query_range?start=0&end=10&step=1",
+        "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+        "/api/v1/series",
+        "/api/v1/series?match[]=up&start=soon",
+        "/api/v1/labels?end=soon",
+        "/api/v1/query_exemplars?query=up&start=10&end=5",
+    ] {
+        let answer = |url: String| {
+            let r = http().get(url).send().unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().unwrap())
+        };
+        assert_eq!(answer(prom.url(path)), answer(cl.url(path)), "{path}");
+    }
     // An unknown path: Go's plain-text 404 from both.
     for base in [prom.url(""), cl.url("")] {
         let r = http()
