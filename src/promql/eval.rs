@@ -288,11 +288,20 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
 /// Addresses of the range selectors in `e`, in the order they appear in the text.
 /// Iterative (an explicit stack), so a deep tree needs no deep call stack.
 fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
+    out.extend(nodes(e).filter_map(|n| match n {
+        Expr::MatrixSelector(ms) => Some(ms as *const parser::MatrixSelector as usize),
+        _ => None,
+    }));
+}
+
+/// Every node of `e`, parents before children, in the order they appear in the
+/// text. Iterative (an explicit stack), so a deep tree needs no deep call stack.
+pub(crate) fn nodes(e: &Expr) -> impl Iterator<Item = &Expr> {
     let mut todo = vec![e];
-    while let Some(e) = todo.pop() {
+    std::iter::from_fn(move || {
+        let e = todo.pop()?;
         // Children are pushed last-first so they come off the stack in text order.
         match e {
-            Expr::MatrixSelector(ms) => out.push(ms as *const parser::MatrixSelector as usize),
             Expr::Aggregate(a) => {
                 todo.push(&a.expr);
                 if let Some(p) = &a.param {
@@ -309,7 +318,8 @@ fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
             Expr::Call(c) => todo.extend(c.args.args.iter().rev().map(|a| &**a)),
             _ => {}
         }
-    }
+        Some(e)
+    })
 }
 
 /// Applies delayed name removal and checks that no two series now share labels at

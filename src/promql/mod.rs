@@ -445,26 +445,10 @@ pub fn query_selectors(query: &str, limits: &QueryLimits) -> Result<Vec<Vec<Matc
     use promql_parser::parser::Expr;
     let q = parse_extended(query, 0, 0, limits)?;
     let mut out = Vec::new();
-    // An explicit stack, in text order: a deep tree needs no deep call stack.
-    let mut todo = vec![&q.expr];
-    while let Some(e) = todo.pop() {
-        match e {
+    for node in eval::nodes(&q.expr) {
+        match node {
             Expr::VectorSelector(vs) => out.extend(eval::selector_matchers(vs)?),
             Expr::MatrixSelector(m) => out.extend(eval::selector_matchers(&m.vs)?),
-            Expr::Aggregate(a) => {
-                if let Some(p) = &a.param {
-                    todo.push(p);
-                }
-                todo.push(&a.expr);
-            }
-            Expr::Unary(u) => todo.push(&u.expr),
-            Expr::Binary(b) => {
-                todo.push(&b.rhs);
-                todo.push(&b.lhs);
-            }
-            Expr::Paren(p) => todo.push(&p.expr),
-            Expr::Subquery(s) => todo.push(&s.expr),
-            Expr::Call(c) => todo.extend(c.args.args.iter().rev().map(|a| &**a)),
             _ => {}
         }
     }
