@@ -514,6 +514,12 @@ impl Store {
                 slot
             }
             None => {
+                if shard.slots.len() == shard.slots.capacity() {
+                    // Grow by a quarter, not double: a slot is over a hundred bytes,
+                    // and a doubled slab would leave up to half of them empty.
+                    let more = (shard.slots.len() / 4).max(8);
+                    shard.slots.reserve_exact(more);
+                }
                 shard.slots.push(Some(series));
                 (shard.slots.len() - 1) as u32
             }

@@ -5,7 +5,8 @@
 //! as it fills and grows in small steps, so an idle or new series costs little. It
 //! closes after [`CHUNK_SAMPLES`] samples, or once it spans an eighth of the
 //! retention (so a sparse series still drops its old samples in small steps), and
-//! becomes an exactly sized immutable chunk. Retention drops whole closed chunks; the
+//! moves to the end of the series' closed chunks, which share one allocation (a few
+//! bytes of framing per chunk). Retention drops whole closed chunks; the
 //! samples of a partly expired chunk stay allocated until the whole chunk expires but
 //! are hidden from every read, so reads see exactly the samples within the window.
 //!
@@ -24,15 +25,15 @@ use super::AppendError;
 /// Samples in a full chunk (as in Prometheus: about 30 minutes at a 15 s interval).
 pub const CHUNK_SAMPLES: u16 = 120;
 
-/// A closed chunk's trailer after the chunk bytes: its newest timestamp (8 bytes).
-const TRAILER_BYTES: usize = 8;
-
 /// Bytes a heap allocation costs beyond its payload (glibc: an 8-byte header and
 /// 16-byte size classes), counted in [`SeriesWindow::heap_bytes`].
 pub const ALLOC_OVERHEAD: usize = 16;
 
 /// Bytes the head grows by when full: a sample's worst case is 19 bytes.
 const HEAD_STEP: usize = 32;
+
+/// Most bytes a LEB128 varint of a `u64` takes.
+const VARINT_MAX: usize = 10;
 
 /// What happened to one appended sample that was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +46,18 @@ pub enum Appended {
 }
 
 /// The samples of one series within its retention window.
+///
+/// The closed chunks live back to back in one allocation, oldest first, each as a
+/// varint of its byte length, a varint of its newest timestamp minus its first
+/// (wrapping, as `u64`), then the chunk bytes: about 5 bytes of framing per chunk
+/// instead of a pointer, an allocation and a fixed trailer each. Dropping expired
+/// chunks moves the rest to the front (a few KiB every [`CHUNK_SAMPLES`] samples) and
+/// keeps the capacity for the chunks that follow, so a series at steady state does not
+/// reallocate.
 #[derive(Debug)]
 pub struct SeriesWindow {
-    /// Closed chunks, oldest first: chunk bytes then the newest timestamp.
-    closed: Vec<Box<[u8]>>,
-    /// Sum of the closed chunks' lengths.
-    closed_bytes: usize,
+    /// Closed chunks, framed as above.
+    closed: Vec<u8>,
     /// The open chunk (empty when the window holds no sample).
     head: Vec<u8>,
     app: Appender,
@@ -62,7 +69,6 @@ impl Default for SeriesWindow {
     fn default() -> Self {
         SeriesWindow {
             closed: Vec::new(),
-            closed_bytes: 0,
             head: Vec::new(),
             app: Appender::default(),
             visible_from: i64::MIN,
@@ -85,26 +91,68 @@ impl ChunkView<'_> {
     }
 }
 
-fn closed_view(c: &[u8]) -> ChunkView<'_> {
-    let (min_t, count) = header(c);
-    let split = c.len().saturating_sub(TRAILER_BYTES);
-    let mut max = [0u8; 8];
-    max.copy_from_slice(&c[split..]);
-    ChunkView {
-        bytes: &c[..split],
-        count,
-        min_t,
-        max_t: i64::from_le_bytes(max),
+fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        buf.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    buf.push(x as u8);
+}
+
+/// Bytes [`put_varint`] writes for `x`.
+fn varint_len(x: u64) -> usize {
+    (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Reads a varint from the front of `buf`: the value and the bytes it took.
+fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(VARINT_MAX) {
+        x |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((x, i + 1));
+        }
+    }
+    None
+}
+
+/// The closed chunks of a window, oldest first, with the bytes each takes in the
+/// framed list. Stops early on malformed framing (never written; never panics).
+struct ClosedChunks<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for ClosedChunks<'a> {
+    type Item = (ChunkView<'a>, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (len, a) = get_varint(self.rest)?;
+        let (span, b) = get_varint(self.rest.get(a..)?)?;
+        let start = a + b;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let bytes = self.rest.get(start..end)?;
+        self.rest = &self.rest[end..];
+        let (min_t, count) = header(bytes);
+        let view = ChunkView {
+            bytes,
+            count,
+            min_t,
+            max_t: min_t.wrapping_add(span as i64),
+        };
+        Some((view, end))
     }
 }
 
 impl SeriesWindow {
+    fn closed_chunks(&self) -> ClosedChunks<'_> {
+        ClosedChunks { rest: &self.closed }
+    }
+
     /// Samples held, including those of a partly expired chunk that reads no longer
     /// see.
     pub fn len(&self) -> usize {
-        self.closed
-            .iter()
-            .map(|c| usize::from(header(c).1))
+        self.closed_chunks()
+            .map(|(c, _)| usize::from(c.count))
             .sum::<usize>()
             + usize::from(self.app.count())
     }
@@ -116,19 +164,15 @@ impl SeriesWindow {
 
     /// Number of chunks, the open head included.
     pub fn chunks(&self) -> usize {
-        self.closed.len() + usize::from(self.app.count() > 0)
+        self.closed_chunks().count() + usize::from(self.app.count() > 0)
     }
 
-    /// Bytes held on the heap: the chunks, the head's allocation and the chunk
-    /// list, each allocation with [`ALLOC_OVERHEAD`].
+    /// Bytes held on the heap: the closed chunks' and the head's allocations, each
+    /// with [`ALLOC_OVERHEAD`].
     pub fn heap_bytes(&self) -> usize {
-        let allocs = self.closed.len()
-            + usize::from(self.closed.capacity() > 0)
-            + usize::from(self.head.capacity() > 0);
-        self.closed_bytes
-            + self.closed.capacity() * size_of::<Box<[u8]>>()
-            + self.head.capacity()
-            + allocs * ALLOC_OVERHEAD
+        let allocs =
+            usize::from(self.closed.capacity() > 0) + usize::from(self.head.capacity() > 0);
+        self.closed.capacity() + self.head.capacity() + allocs * ALLOC_OVERHEAD
     }
 
     /// The newest sample.
@@ -146,7 +190,7 @@ impl SeriesWindow {
             min_t: header(&self.head).0,
             max_t: self.app.last().0,
         });
-        self.closed.iter().map(|c| closed_view(c)).chain(head)
+        self.closed_chunks().map(|(c, _)| c).chain(head)
     }
 
     /// Appends a sample newer than every held one, then drops the chunks entirely
@@ -195,18 +239,20 @@ impl SeriesWindow {
         ))
     }
 
-    /// Seals the head into an exactly sized closed chunk.
+    /// Seals the head and moves it to the end of the closed chunks.
     fn close_head(&mut self) {
         self.app.seal(&mut self.head);
-        let max_t = self.app.last().0;
-        let mut bytes = std::mem::take(&mut self.head);
-        bytes.extend_from_slice(&max_t.to_le_bytes());
-        let bytes = bytes.into_boxed_slice();
-        self.closed_bytes += bytes.len();
-        if self.closed.len() == self.closed.capacity() {
-            self.closed.reserve_exact(1);
-        }
-        self.closed.push(bytes);
+        let min_t = header(&self.head).0;
+        let span = self.app.last().0.wrapping_sub(min_t) as u64;
+        let len = self.head.len() as u64;
+        let framed = varint_len(len) + varint_len(span) + self.head.len();
+        // Exactly what this chunk takes: the capacity freed by expiry is reused by the
+        // chunks that follow, so growth stops once the window is full.
+        self.closed.reserve_exact(framed);
+        put_varint(&mut self.closed, len);
+        put_varint(&mut self.closed, span);
+        self.closed.extend_from_slice(&self.head);
+        self.head = Vec::new();
         self.app = Appender::default();
     }
 
@@ -223,13 +269,12 @@ impl SeriesWindow {
             return;
         }
         self.visible_from = min_t;
-        let dead = self
-            .closed
-            .iter()
-            .take_while(|c| closed_view(c).max_t < min_t)
-            .count();
+        let dead: usize = self
+            .closed_chunks()
+            .take_while(|(c, _)| c.max_t < min_t)
+            .map(|(_, framed)| framed)
+            .sum();
         if dead > 0 {
-            self.closed_bytes -= self.closed[..dead].iter().map(|c| c.len()).sum::<usize>();
             self.closed.drain(..dead);
         }
         if self.closed.is_empty() && self.app.count() > 0 && self.app.last().0 < min_t {
@@ -238,9 +283,10 @@ impl SeriesWindow {
         }
     }
 
-    /// Frees spare capacity of the chunk list (after a series went quiet).
+    /// Frees spare capacity of the closed chunks (after a series went quiet or its
+    /// chunks shrank).
     pub fn shrink(&mut self) -> isize {
-        if self.closed.capacity() > self.closed.len() + 4 {
+        if self.closed.capacity() > self.closed.len() + self.closed.len() / 4 + 64 {
             let before = self.heap_bytes();
             self.closed.shrink_to_fit();
             return self.heap_bytes() as isize - before as isize;
@@ -393,6 +439,53 @@ mod tests {
         // Each chunk spans at most retention / 8 = 1 s, i.e. 2 samples here.
         assert!(w.len() <= 16 + 2, "{}", w.len());
         assert_eq!(collect(&w).0.len(), 17);
+    }
+
+    #[test]
+    fn chunk_framing_survives_extreme_timestamps() {
+        // Chunks whose spans need 9-byte varints, near the bottom of the range.
+        let mut w = SeriesWindow::default();
+        let ts = [i64::MIN, i64::MIN + (1 << 59), i64::MIN + (1 << 61), -1];
+        for &t in &ts {
+            w.push(t, t as f64, i64::MAX).unwrap();
+        }
+        assert_eq!(w.chunks(), 3);
+        assert_eq!(collect(&w).0, ts);
+        let (mut got, mut vs) = (Vec::new(), Vec::new());
+        w.copy_range(i64::MIN + 1, i64::MIN + (1 << 61), &mut got, &mut vs);
+        assert_eq!(got, ts[1..3]);
+        // Across zero to the top: the newest sample's retention hides the oldest.
+        let mut w = SeriesWindow::default();
+        for t in [i64::MIN, i64::MIN + 1, -5, 0, 1 << 40, i64::MAX - 1, i64::MAX] {
+            w.push(t, t as f64, i64::MAX).unwrap();
+        }
+        assert_eq!(w.chunks(), 2);
+        assert_eq!(collect(&w).0, [0, 1 << 40, i64::MAX - 1, i64::MAX]);
+        for x in [0, 1, 127, 128, 16_383, 16_384, u64::MAX / 3, u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, x);
+            assert_eq!(buf.len(), varint_len(x));
+            assert_eq!(get_varint(&buf), Some((x, buf.len())));
+        }
+    }
+
+    #[test]
+    fn a_full_window_stops_growing() {
+        let mut w = SeriesWindow::default();
+        let retention = 6 * 3600 * 1000;
+        let mut peak = 0;
+        for i in 0..20_000i64 {
+            w.push(i * 15_000, (i * 31) as f64, retention).unwrap();
+            if i == 5_000 {
+                peak = w.heap_bytes();
+            }
+            if i > 5_000 {
+                // The chunks' allocation is reused as the oldest chunk expires: what
+                // varies is the head's fill (within one chunk's bytes).
+                assert!(w.heap_bytes() <= peak * 11 / 10, "{} > {peak}", w.heap_bytes());
+            }
+        }
+        assert_eq!(w.shrink(), 0);
     }
 
     #[test]
