@@ -662,7 +662,10 @@ impl Store {
                     if s.window.is_empty() {
                         dead.push(slot as u32);
                     } else {
-                        freed_bytes += s.window.shrink();
+                        // Quiet for a chunk's span: give back the room kept for
+                        // its window.
+                        let quiet_before = now_ms.saturating_sub(self.config.retention_ms / 8);
+                        freed_bytes += s.window.shrink(quiet_before);
                     }
                 }
             }

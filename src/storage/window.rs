@@ -32,6 +32,9 @@ pub const ALLOC_OVERHEAD: usize = 16;
 /// Bytes the head grows by when full: a sample's worst case is 19 bytes.
 const HEAD_STEP: usize = 32;
 
+/// Most chunks the first closed chunk reserves room for (see [`growth`]).
+const MAX_PREDICTED_CHUNKS: usize = 64;
+
 /// Most bytes a LEB128 varint of a `u64` takes.
 const VARINT_MAX: usize = 10;
 
@@ -102,6 +105,23 @@ fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
 /// Bytes [`put_varint`] writes for `x`.
 fn varint_len(x: u64) -> usize {
     (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes to add to the closed chunks, which need `framed` more for a chunk spanning
+/// `span` ms. Growing a buffer by exactly what each chunk needs would move it a dozen
+/// times while a window fills, all series in step, and leave the allocator holes no
+/// later request fits. So the first chunk sizes the buffer for the whole window (the
+/// chunks that fit in the retention, at most [`MAX_PREDICTED_CHUNKS`]), and later
+/// growth is by an eighth at least. Spare capacity of a series that went quiet is
+/// given back by [`SeriesWindow::shrink`].
+fn growth(closed: &[u8], framed: usize, span: u64, retention_ms: i64) -> usize {
+    if closed.is_empty() {
+        let chunks = u64::try_from(retention_ms).unwrap_or(0) / span.max(1);
+        let chunks = usize::try_from(chunks).unwrap_or(MAX_PREDICTED_CHUNKS);
+        framed * chunks.clamp(1, MAX_PREDICTED_CHUNKS)
+    } else {
+        framed.max(closed.len() / 8)
+    }
 }
 
 /// Reads a varint from the front of `buf`: the value and the bytes it took.
@@ -221,7 +241,7 @@ impl SeriesWindow {
             let head_start = header(&self.head).0;
             let span_limit = (retention_ms / 8).max(1);
             if self.app.count() >= CHUNK_SAMPLES || t.saturating_sub(head_start) >= span_limit {
-                self.close_head();
+                self.close_head(retention_ms);
             }
         }
         if self.head.capacity() - self.head.len() < HEAD_STEP {
@@ -240,15 +260,16 @@ impl SeriesWindow {
     }
 
     /// Seals the head and moves it to the end of the closed chunks.
-    fn close_head(&mut self) {
+    fn close_head(&mut self, retention_ms: i64) {
         self.app.seal(&mut self.head);
         let min_t = header(&self.head).0;
         let span = self.app.last().0.wrapping_sub(min_t) as u64;
         let len = self.head.len() as u64;
         let framed = varint_len(len) + varint_len(span) + self.head.len();
-        // Exactly what this chunk takes: the capacity freed by expiry is reused by the
-        // chunks that follow, so growth stops once the window is full.
-        self.closed.reserve_exact(framed);
+        if self.closed.capacity() - self.closed.len() < framed {
+            self.closed
+                .reserve_exact(growth(&self.closed, framed, span, retention_ms));
+        }
         put_varint(&mut self.closed, len);
         put_varint(&mut self.closed, span);
         self.closed.extend_from_slice(&self.head);
@@ -283,10 +304,12 @@ impl SeriesWindow {
         }
     }
 
-    /// Frees spare capacity of the closed chunks (after a series went quiet or its
-    /// chunks shrank).
-    pub fn shrink(&mut self) -> isize {
-        if self.closed.capacity() > self.closed.len() + self.closed.len() / 4 + 64 {
+    /// Frees spare capacity of the closed chunks when the series went quiet: its
+    /// newest sample is older than `quiet_before`. (An active series keeps the room
+    /// [`growth`] reserved for its window.)
+    pub fn shrink(&mut self, quiet_before: i64) -> isize {
+        let quiet = self.last().is_none_or(|(t, _)| t < quiet_before);
+        if quiet && self.closed.capacity() > self.closed.len() + self.closed.len() / 8 + 64 {
             let before = self.heap_bytes();
             self.closed.shrink_to_fit();
             return self.heap_bytes() as isize - before as isize;
@@ -456,7 +479,15 @@ mod tests {
         assert_eq!(got, ts[1..3]);
         // Across zero to the top: the newest sample's retention hides the oldest.
         let mut w = SeriesWindow::default();
-        for t in [i64::MIN, i64::MIN + 1, -5, 0, 1 << 40, i64::MAX - 1, i64::MAX] {
+        for t in [
+            i64::MIN,
+            i64::MIN + 1,
+            -5,
+            0,
+            1 << 40,
+            i64::MAX - 1,
+            i64::MAX,
+        ] {
             w.push(t, t as f64, i64::MAX).unwrap();
         }
         assert_eq!(w.chunks(), 2);
@@ -482,10 +513,18 @@ mod tests {
             if i > 5_000 {
                 // The chunks' allocation is reused as the oldest chunk expires: what
                 // varies is the head's fill (within one chunk's bytes).
-                assert!(w.heap_bytes() <= peak * 11 / 10, "{} > {peak}", w.heap_bytes());
+                assert!(
+                    w.heap_bytes() <= peak * 11 / 10,
+                    "{} > {peak}",
+                    w.heap_bytes()
+                );
             }
         }
-        assert_eq!(w.shrink(), 0);
+        assert_eq!(w.shrink(i64::MIN), 0);
+        // Once quiet, the spare room goes back.
+        let last = w.last().unwrap().0;
+        assert!(w.shrink(last + 1) <= 0);
+        assert!(w.heap_bytes() <= peak * 11 / 10);
     }
 
     #[test]
