@@ -2,14 +2,17 @@
 //! One test binary (ripgrep-style) so the test build stays fast.
 
 mod anomaly;
+mod answers;
 mod bad_input;
 mod common;
+mod compat_api;
 mod dashboard;
 mod hardening;
 mod kube_double;
 mod kubernetes;
 mod prometheus;
 mod promql_diff;
+mod real_material;
 mod rules;
 mod service;
 mod simulate;
