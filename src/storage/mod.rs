@@ -516,12 +516,6 @@ impl Store {
                 slot
             }
             None => {
-                if shard.slots.len() == shard.slots.capacity() {
-                    // Grow by a quarter, not double: a slot is over a hundred bytes,
-                    // and a doubled slab would leave up to half of them empty.
-                    let more = (shard.slots.len() / 4).max(8);
-                    shard.slots.reserve_exact(more);
-                }
                 shard.slots.push(Some(series));
                 (shard.slots.len() - 1) as u32
             }
@@ -664,10 +658,7 @@ impl Store {
                     if s.window.is_empty() {
                         dead.push(slot as u32);
                     } else {
-                        // Quiet for a chunk's span: give back the room kept for
-                        // its window.
-                        let quiet_before = now_ms.saturating_sub(self.config.retention_ms / 8);
-                        freed_bytes += s.window.shrink(quiet_before);
+                        freed_bytes += s.window.shrink();
                     }
                 }
             }

@@ -5,8 +5,7 @@
 //! as it fills and grows in small steps, so an idle or new series costs little. It
 //! closes after [`CHUNK_SAMPLES`] samples, or once it spans an eighth of the
 //! retention (so a sparse series still drops its old samples in small steps), and
-//! moves to the end of the series' closed chunks, which share one allocation (a few
-//! bytes of framing per chunk). Retention drops whole closed chunks; the
+//! becomes an exactly sized immutable chunk. Retention drops whole closed chunks; the
 //! samples of a partly expired chunk stay allocated until the whole chunk expires but
 //! are hidden from every read, so reads see exactly the samples within the window.
 //!
@@ -25,18 +24,15 @@ use super::AppendError;
 /// Samples in a full chunk (as in Prometheus: about 30 minutes at a 15 s interval).
 pub const CHUNK_SAMPLES: u16 = 120;
 
+/// A closed chunk's trailer after the chunk bytes: its newest timestamp (8 bytes).
+const TRAILER_BYTES: usize = 8;
+
 /// Bytes a heap allocation costs beyond its payload (glibc: an 8-byte header and
 /// 16-byte size classes), counted in [`SeriesWindow::heap_bytes`].
 pub const ALLOC_OVERHEAD: usize = 16;
 
 /// Bytes the head grows by when full: a sample's worst case is 19 bytes.
 const HEAD_STEP: usize = 32;
-
-/// Most chunks the first closed chunk reserves room for (see [`growth`]).
-const MAX_PREDICTED_CHUNKS: usize = 64;
-
-/// Most bytes a LEB128 varint of a `u64` takes.
-const VARINT_MAX: usize = 10;
 
 /// What happened to one appended sample that was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,18 +45,12 @@ pub enum Appended {
 }
 
 /// The samples of one series within its retention window.
-///
-/// The closed chunks live back to back in one allocation, oldest first, each as a
-/// varint of its byte length, a varint of its newest timestamp minus its first
-/// (wrapping, as `u64`), then the chunk bytes: about 5 bytes of framing per chunk
-/// instead of a pointer, an allocation and a fixed trailer each. Dropping expired
-/// chunks moves the rest to the front (a few KiB every [`CHUNK_SAMPLES`] samples) and
-/// keeps the capacity for the chunks that follow, so a series at steady state does not
-/// reallocate.
 #[derive(Debug)]
 pub struct SeriesWindow {
-    /// Closed chunks, framed as above.
-    closed: Vec<u8>,
+    /// Closed chunks, oldest first: chunk bytes then the newest timestamp.
+    closed: Vec<Box<[u8]>>,
+    /// Sum of the closed chunks' lengths.
+    closed_bytes: usize,
     /// The open chunk (empty when the window holds no sample).
     head: Vec<u8>,
     app: Appender,
@@ -72,6 +62,7 @@ impl Default for SeriesWindow {
     fn default() -> Self {
         SeriesWindow {
             closed: Vec::new(),
+            closed_bytes: 0,
             head: Vec::new(),
             app: Appender::default(),
             visible_from: i64::MIN,
@@ -94,85 +85,26 @@ impl ChunkView<'_> {
     }
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        buf.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    buf.push(x as u8);
-}
-
-/// Bytes [`put_varint`] writes for `x`.
-fn varint_len(x: u64) -> usize {
-    (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// Bytes to add to the closed chunks, which need `framed` more for a chunk spanning
-/// `span` ms. Growing a buffer by exactly what each chunk needs would move it a dozen
-/// times while a window fills, all series in step, and leave the allocator holes no
-/// later request fits. So the first chunk sizes the buffer for the whole window (the
-/// chunks that fit in the retention, at most [`MAX_PREDICTED_CHUNKS`]), and later
-/// growth is by an eighth at least. Spare capacity of a series that went quiet is
-/// given back by [`SeriesWindow::shrink`].
-fn growth(closed: &[u8], framed: usize, span: u64, retention_ms: i64) -> usize {
-    if closed.is_empty() {
-        let chunks = u64::try_from(retention_ms).unwrap_or(0) / span.max(1);
-        let chunks = usize::try_from(chunks).unwrap_or(MAX_PREDICTED_CHUNKS);
-        framed * chunks.clamp(1, MAX_PREDICTED_CHUNKS)
-    } else {
-        framed.max(closed.len() / 8)
-    }
-}
-
-/// Reads a varint from the front of `buf`: the value and the bytes it took.
-fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
-    let mut x = 0u64;
-    for (i, &b) in buf.iter().enumerate().take(VARINT_MAX) {
-        x |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((x, i + 1));
-        }
-    }
-    None
-}
-
-/// The closed chunks of a window, oldest first, with the bytes each takes in the
-/// framed list. Stops early on malformed framing (never written; never panics).
-struct ClosedChunks<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for ClosedChunks<'a> {
-    type Item = (ChunkView<'a>, usize);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (len, a) = get_varint(self.rest)?;
-        let (span, b) = get_varint(self.rest.get(a..)?)?;
-        let start = a + b;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        let bytes = self.rest.get(start..end)?;
-        self.rest = &self.rest[end..];
-        let (min_t, count) = header(bytes);
-        let view = ChunkView {
-            bytes,
-            count,
-            min_t,
-            max_t: min_t.wrapping_add(span as i64),
-        };
-        Some((view, end))
+fn closed_view(c: &[u8]) -> ChunkView<'_> {
+    let (min_t, count) = header(c);
+    let split = c.len().saturating_sub(TRAILER_BYTES);
+    let mut max = [0u8; 8];
+    max.copy_from_slice(&c[split..]);
+    ChunkView {
+        bytes: &c[..split],
+        count,
+        min_t,
+        max_t: i64::from_le_bytes(max),
     }
 }
 
 impl SeriesWindow {
-    fn closed_chunks(&self) -> ClosedChunks<'_> {
-        ClosedChunks { rest: &self.closed }
-    }
-
     /// Samples held, including those of a partly expired chunk that reads no longer
     /// see.
     pub fn len(&self) -> usize {
-        self.closed_chunks()
-            .map(|(c, _)| usize::from(c.count))
+        self.closed
+            .iter()
+            .map(|c| usize::from(header(c).1))
             .sum::<usize>()
             + usize::from(self.app.count())
     }
@@ -184,15 +116,19 @@ impl SeriesWindow {
 
     /// Number of chunks, the open head included.
     pub fn chunks(&self) -> usize {
-        self.closed_chunks().count() + usize::from(self.app.count() > 0)
+        self.closed.len() + usize::from(self.app.count() > 0)
     }
 
-    /// Bytes held on the heap: the closed chunks' and the head's allocations, each
-    /// with [`ALLOC_OVERHEAD`].
+    /// Bytes held on the heap: the chunks, the head's allocation and the chunk
+    /// list, each allocation with [`ALLOC_OVERHEAD`].
     pub fn heap_bytes(&self) -> usize {
-        let allocs =
-            usize::from(self.closed.capacity() > 0) + usize::from(self.head.capacity() > 0);
-        self.closed.capacity() + self.head.capacity() + allocs * ALLOC_OVERHEAD
+        let allocs = self.closed.len()
+            + usize::from(self.closed.capacity() > 0)
+            + usize::from(self.head.capacity() > 0);
+        self.closed_bytes
+            + self.closed.capacity() * size_of::<Box<[u8]>>()
+            + self.head.capacity()
+            + allocs * ALLOC_OVERHEAD
     }
 
     /// Timestamp of the oldest sample reads see.
@@ -221,7 +157,7 @@ impl SeriesWindow {
             min_t: header(&self.head).0,
             max_t: self.app.last().0,
         });
-        self.closed_chunks().map(|(c, _)| c).chain(head)
+        self.closed.iter().map(|c| closed_view(c)).chain(head)
     }
 
     /// Appends a sample newer than every held one, then drops the chunks entirely
@@ -252,7 +188,7 @@ impl SeriesWindow {
             let head_start = header(&self.head).0;
             let span_limit = (retention_ms / 8).max(1);
             if self.app.count() >= CHUNK_SAMPLES || t.saturating_sub(head_start) >= span_limit {
-                self.close_head(retention_ms);
+                self.close_head();
             }
         }
         if self.head.capacity() - self.head.len() < HEAD_STEP {
@@ -270,21 +206,18 @@ impl SeriesWindow {
         ))
     }
 
-    /// Seals the head and moves it to the end of the closed chunks.
-    fn close_head(&mut self, retention_ms: i64) {
+    /// Seals the head into an exactly sized closed chunk.
+    fn close_head(&mut self) {
         self.app.seal(&mut self.head);
-        let min_t = header(&self.head).0;
-        let span = self.app.last().0.wrapping_sub(min_t) as u64;
-        let len = self.head.len() as u64;
-        let framed = varint_len(len) + varint_len(span) + self.head.len();
-        if self.closed.capacity() - self.closed.len() < framed {
-            self.closed
-                .reserve_exact(growth(&self.closed, framed, span, retention_ms));
+        let max_t = self.app.last().0;
+        let mut bytes = std::mem::take(&mut self.head);
+        bytes.extend_from_slice(&max_t.to_le_bytes());
+        let bytes = bytes.into_boxed_slice();
+        self.closed_bytes += bytes.len();
+        if self.closed.len() == self.closed.capacity() {
+            self.closed.reserve_exact(1);
         }
-        put_varint(&mut self.closed, len);
-        put_varint(&mut self.closed, span);
-        self.closed.extend_from_slice(&self.head);
-        self.head = Vec::new();
+        self.closed.push(bytes);
         self.app = Appender::default();
     }
 
@@ -301,12 +234,13 @@ impl SeriesWindow {
             return;
         }
         self.visible_from = min_t;
-        let dead: usize = self
-            .closed_chunks()
-            .take_while(|(c, _)| c.max_t < min_t)
-            .map(|(_, framed)| framed)
-            .sum();
+        let dead = self
+            .closed
+            .iter()
+            .take_while(|c| closed_view(c).max_t < min_t)
+            .count();
         if dead > 0 {
+            self.closed_bytes -= self.closed[..dead].iter().map(|c| c.len()).sum::<usize>();
             self.closed.drain(..dead);
         }
         if self.closed.is_empty() && self.app.count() > 0 && self.app.last().0 < min_t {
@@ -315,12 +249,9 @@ impl SeriesWindow {
         }
     }
 
-    /// Frees spare capacity of the closed chunks when the series went quiet: its
-    /// newest sample is older than `quiet_before`. (An active series keeps the room
-    /// [`growth`] reserved for its window.)
-    pub fn shrink(&mut self, quiet_before: i64) -> isize {
-        let quiet = self.last().is_none_or(|(t, _)| t < quiet_before);
-        if quiet && self.closed.capacity() > self.closed.len() + self.closed.len() / 8 + 64 {
+    /// Frees spare capacity of the chunk list (after a series went quiet).
+    pub fn shrink(&mut self) -> isize {
+        if self.closed.capacity() > self.closed.len() + 4 {
             let before = self.heap_bytes();
             self.closed.shrink_to_fit();
             return self.heap_bytes() as isize - before as isize;
@@ -473,69 +404,6 @@ mod tests {
         // Each chunk spans at most retention / 8 = 1 s, i.e. 2 samples here.
         assert!(w.len() <= 16 + 2, "{}", w.len());
         assert_eq!(collect(&w).0.len(), 17);
-    }
-
-    #[test]
-    fn chunk_framing_survives_extreme_timestamps() {
-        // Chunks whose spans need 9-byte varints, near the bottom of the range.
-        let mut w = SeriesWindow::default();
-        let ts = [i64::MIN, i64::MIN + (1 << 59), i64::MIN + (1 << 61), -1];
-        for &t in &ts {
-            w.push(t, t as f64, i64::MAX).unwrap();
-        }
-        assert_eq!(w.chunks(), 3);
-        assert_eq!(collect(&w).0, ts);
-        let (mut got, mut vs) = (Vec::new(), Vec::new());
-        w.copy_range(i64::MIN + 1, i64::MIN + (1 << 61), &mut got, &mut vs);
-        assert_eq!(got, ts[1..3]);
-        // Across zero to the top: the newest sample's retention hides the oldest.
-        let mut w = SeriesWindow::default();
-        for t in [
-            i64::MIN,
-            i64::MIN + 1,
-            -5,
-            0,
-            1 << 40,
-            i64::MAX - 1,
-            i64::MAX,
-        ] {
-            w.push(t, t as f64, i64::MAX).unwrap();
-        }
-        assert_eq!(w.chunks(), 2);
-        assert_eq!(collect(&w).0, [0, 1 << 40, i64::MAX - 1, i64::MAX]);
-        for x in [0, 1, 127, 128, 16_383, 16_384, u64::MAX / 3, u64::MAX] {
-            let mut buf = Vec::new();
-            put_varint(&mut buf, x);
-            assert_eq!(buf.len(), varint_len(x));
-            assert_eq!(get_varint(&buf), Some((x, buf.len())));
-        }
-    }
-
-    #[test]
-    fn a_full_window_stops_growing() {
-        let mut w = SeriesWindow::default();
-        let retention = 6 * 3600 * 1000;
-        let mut peak = 0;
-        for i in 0..20_000i64 {
-            w.push(i * 15_000, (i * 31) as f64, retention).unwrap();
-            if i == 5_000 {
-                peak = w.heap_bytes();
-            }
-            if i > 5_000 {
-                // The chunks' allocation is reused as the oldest chunk expires: what
-                // varies is the head's fill (within one chunk's bytes).
-                assert!(
-                    w.heap_bytes() <= peak * 11 / 10,
-                    "{} > {peak}",
-                    w.heap_bytes()
-                );
-            }
-        }
-        assert_eq!(w.shrink(i64::MIN), 0);
-        // Once quiet, the spare room goes back.
-        let last = w.last().unwrap().0;
-        assert!(w.shrink(last + 1) <= 0);
-        assert!(w.heap_bytes() <= peak * 11 / 10);
     }
 
     #[test]
