@@ -66,6 +66,8 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// Root-cause analysis: topology, incidents, ranking.
+    pub rca: crate::rca::RcaConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            rca: Default::default(),
         }
     }
 }
@@ -324,6 +327,7 @@ impl Config {
             .global
             .validate()
             .and_then(|_| self.alerting.validate())
+            .and_then(|_| self.rca.validate())
         {
             return Err(invalid(&key, reason));
         }

@@ -1,0 +1,319 @@
+//! Cause ranking over one incident's candidates: a single-fault Bayesian model over
+//! the dependency graph, and the two simple baselines the benchmark compares it
+//! with.
+//!
+//! The model. Each candidate `v` has a probability `a(v)` of being abnormal, read
+//! from its strongest change (`a = σ((score − z0) / width)`; at least
+//! `touched_floor` when a detector or alert fired on it), and an onset. For each
+//! hypothesis "the fault is at `r`":
+//! - `r` itself should be abnormal: `P = p_root`;
+//! - a component depending on `r` at `h` hops should be abnormal with probability
+//!   `pi^h` (faults propagate to dependents, attenuating), less if its onset is
+//!   more than `tol` *before* `r`'s (`× exp(−lead / tau)`: effects do not precede
+//!   causes, but measured onsets are noisy);
+//! - anything else should be normal: `P = eps` (background anomalies).
+//!
+//! The soft evidence enters as `a·P + (1 − a)·(1 − P)` per candidate; the prior is
+//! uniform, times `change_boost` when `r` was deployed or reconfigured shortly
+//! before its onset. The posterior over candidates is the confidence. This one
+//! product combines the three signals the issue names: position in the graph (a
+//! cause explains its anomalous dependents and is not explained by an anomalous
+//! dependency), onset order, and the size of the change.
+//!
+//! Baselines: *earliest onset* (the component whose change started first) and
+//! *largest change* (the largest robust z-score), over the same candidates and the
+//! same features.
+//!
+//! Must never: depend on the candidates' order for anything but exact ties (broken
+//! by component id); produce NaN confidences.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::signals::ComponentChange;
+use super::topology::ComponentId;
+
+/// A deploy or configuration change seen in the metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeEvent {
+    /// When (ms).
+    #[serde(rename = "at", serialize_with = "ser_secs")]
+    pub at_ms: i64,
+    /// What changed, e.g. `new ReplicaSet shop/checkout-7d9f8b6c5`.
+    pub what: String,
+}
+
+fn ser_secs<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*v as f64 / 1000.0)
+}
+
+/// One candidate cause with its evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The unit (its representative component).
+    pub id: ComponentId,
+    /// Its signals' changes; `None` when no series of it was found.
+    pub change: Option<ComponentChange>,
+    /// Whether a detector or an alert fired on it in this incident.
+    pub touched: bool,
+    /// Its first detector event or alert (ms).
+    pub first_signal_ms: Option<i64>,
+    /// Deploys and config changes.
+    pub changes: Vec<ChangeEvent>,
+}
+
+/// The candidates and their dependencies (`deps[u]` = candidates `u` depends on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub candidates: Vec<Candidate>,
+    pub deps: Vec<Vec<usize>>,
+    /// The incident's start (ms), for change events of components without an onset.
+    pub start_ms: i64,
+}
+
+/// The model's parameters (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankParams {
+    pub eps: f64,
+    pub p_root: f64,
+    pub pi: f64,
+    pub tol_ms: i64,
+    pub tau_ms: f64,
+    pub z0: f64,
+    pub width: f64,
+    pub touched_floor: f64,
+    pub change_boost: f64,
+    /// A change this long before the onset (or less) boosts the prior.
+    pub change_lead_ms: i64,
+}
+
+impl Default for RankParams {
+    fn default() -> Self {
+        RankParams {
+            eps: 0.05,
+            p_root: 0.9,
+            pi: 0.7,
+            tol_ms: 30_000,
+            tau_ms: 60_000.0,
+            z0: 5.0,
+            width: 1.2,
+            touched_floor: 0.7,
+            change_boost: 3.0,
+            change_lead_ms: 20 * 60_000,
+        }
+    }
+}
+
+/// A ranked candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranked {
+    /// Index into [`Evidence::candidates`].
+    pub index: usize,
+    /// Log posterior (unnormalised) or the baseline's key.
+    pub score: f64,
+    /// Posterior probability (0 for the baselines).
+    pub confidence: f64,
+}
+
+impl Evidence {
+    /// `rdeps[v]` = candidates depending directly on `v`.
+    fn dependents(&self) -> Vec<Vec<usize>> {
+        let mut r = vec![Vec::new(); self.candidates.len()];
+        for (u, ds) in self.deps.iter().enumerate() {
+            for &d in ds {
+                if d != u && !r[d].contains(&u) {
+                    r[d].push(u);
+                }
+            }
+        }
+        r
+    }
+
+    /// Hop distance from `from` to every candidate depending on it (transitively).
+    fn distances(&self, rdeps: &[Vec<usize>], from: usize) -> Vec<Option<u32>> {
+        let mut dist = vec![None; self.candidates.len()];
+        dist[from] = Some(0);
+        let mut q = VecDeque::from([from]);
+        while let Some(u) = q.pop_front() {
+            let d = dist[u].unwrap_or(0);
+            for &v in &rdeps[u] {
+                if dist[v].is_none() {
+                    dist[v] = Some(d + 1);
+                    q.push_back(v);
+                }
+            }
+        }
+        dist
+    }
+
+    /// The probability that candidate `i` is abnormal, or `None` without data.
+    pub fn anomaly(&self, i: usize, p: &RankParams) -> Option<f64> {
+        let c = &self.candidates[i];
+        let from_change = c
+            .change
+            .as_ref()
+            .map(|ch| 1.0 / (1.0 + (-(ch.score - p.z0) / p.width).exp()));
+        match (from_change, c.touched) {
+            (Some(a), true) => Some(a.max(p.touched_floor)),
+            (Some(a), false) => Some(a),
+            (None, true) => Some(p.touched_floor),
+            (None, false) => None,
+        }
+    }
+
+    /// The candidate's onset: its signals' onset, else its first detector event or
+    /// alert.
+    pub fn onset(&self, i: usize) -> Option<i64> {
+        let c = &self.candidates[i];
+        c.change
+            .as_ref()
+            .and_then(|ch| ch.onset_ms)
+            .or(c.first_signal_ms)
+    }
+
+    /// The path the fault takes from `cause` to `symptom` (cause first), if the
+    /// symptom depends on the cause.
+    pub fn path(&self, cause: usize, symptom: usize) -> Option<Vec<usize>> {
+        let rdeps = self.dependents();
+        let mut prev = vec![usize::MAX; self.candidates.len()];
+        prev[cause] = cause;
+        let mut q = VecDeque::from([cause]);
+        while let Some(u) = q.pop_front() {
+            if u == symptom {
+                let mut path = vec![u];
+                let mut x = u;
+                while x != cause {
+                    x = prev[x];
+                    path.push(x);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for &v in &rdeps[u] {
+                if prev[v] == usize::MAX {
+                    prev[v] = u;
+                    q.push_back(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// Candidates depending on `cause` (transitively), with their hop distance.
+    pub fn affected(&self, cause: usize) -> Vec<(usize, u32)> {
+        let rdeps = self.dependents();
+        self.distances(&rdeps, cause)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(v, d)| d.filter(|&d| d > 0).map(|d| (v, d)))
+            .collect()
+    }
+}
+
+fn sort_ranked(ev: &Evidence, mut out: Vec<Ranked>) -> Vec<Ranked> {
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| ev.candidates[a.index].id.cmp(&ev.candidates[b.index].id))
+    });
+    out
+}
+
+/// The single-fault Bayesian ranking (see the module docs), best first.
+pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
+    let n = ev.candidates.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let rdeps = ev.dependents();
+    let a: Vec<Option<f64>> = (0..n).map(|i| ev.anomaly(i, p)).collect();
+    let onset: Vec<Option<i64>> = (0..n).map(|i| ev.onset(i)).collect();
+    let soft = |a: f64, prob: f64| (a * prob + (1.0 - a) * (1.0 - prob)).max(1e-12).ln();
+    let mut out = Vec::with_capacity(n);
+    for r in 0..n {
+        let dist = ev.distances(&rdeps, r);
+        let anchor = onset[r].unwrap_or(ev.start_ms);
+        let boosted = ev.candidates[r]
+            .changes
+            .iter()
+            .any(|c| c.at_ms >= anchor - p.change_lead_ms && c.at_ms <= anchor + p.tol_ms);
+        let mut ll = if boosted { p.change_boost.ln() } else { 0.0 };
+        for v in 0..n {
+            let Some(av) = a[v] else {
+                if v == r {
+                    ll += 0.5f64.ln();
+                }
+                continue;
+            };
+            let prob = if v == r {
+                p.p_root
+            } else if let Some(h) = dist[v] {
+                let mut prob = p.pi.powi(h as i32);
+                if let (Some(ov), Some(or)) = (onset[v], onset[r]) {
+                    let early = or - p.tol_ms - ov;
+                    if early > 0 {
+                        prob *= (-(early as f64) / p.tau_ms).exp();
+                    }
+                }
+                prob.max(p.eps)
+            } else {
+                p.eps
+            };
+            ll += soft(av, prob);
+        }
+        out.push(Ranked {
+            index: r,
+            score: ll,
+            confidence: 0.0,
+        });
+    }
+    let max = out.iter().map(|r| r.score).fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = out.iter().map(|r| (r.score - max).exp()).sum();
+    for r in &mut out {
+        r.confidence = (r.score - max).exp() / total;
+    }
+    sort_ranked(ev, out)
+}
+
+/// Baseline: the candidate whose change started first (ties and candidates without
+/// an onset by the size of their change).
+pub fn earliest_onset(ev: &Evidence) -> Vec<Ranked> {
+    let mut idx: Vec<usize> = (0..ev.candidates.len()).collect();
+    let size = |i: usize| ev.candidates[i].change.as_ref().map_or(0.0, |c| c.score);
+    idx.sort_by(|&a, &b| {
+        let (oa, ob) = (ev.onset(a), ev.onset(b));
+        match (oa, ob) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then_with(|| size(b).total_cmp(&size(a)))
+        .then_with(|| ev.candidates[a].id.cmp(&ev.candidates[b].id))
+    });
+    let n = idx.len();
+    idx.into_iter()
+        .enumerate()
+        .map(|(k, i)| Ranked {
+            index: i,
+            score: (n - k) as f64,
+            confidence: 0.0,
+        })
+        .collect()
+}
+
+/// Baseline: the candidate with the largest robust z-score of change.
+pub fn largest_change(ev: &Evidence) -> Vec<Ranked> {
+    let out = (0..ev.candidates.len())
+        .map(|i| Ranked {
+            index: i,
+            score: ev.candidates[i].change.as_ref().map_or(0.0, |c| c.score),
+            confidence: 0.0,
+        })
+        .collect();
+    sort_ranked(ev, out)
+}
+
+#[cfg(test)]
+mod tests;
