@@ -544,4 +544,5 @@ pub fn analyze(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_
     report(req, &g, &ranked, Method::Bayes, cfg.analysis.max_causes, started)
 }
 
-// TESTS-PENDING
+#[cfg(test)]
+mod tests;

@@ -503,4 +503,5 @@ async fn event_loop(
     }
 }
 
-// TESTS-PENDING
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,9 @@
 //!   causes, but measured onsets are noisy);
 //! - anything else should be normal: `P = eps` (background anomalies).
 //!
-//! The soft evidence enters as `a·P + (1 − a)·(1 − P)` per candidate; the prior is
+//! The soft evidence enters as `a·P + (1 − a)·(1 − P)` per candidate (a candidate
+//! without series adds nothing, except as the hypothesised cause itself, which
+//! costs `unobserved_root`); the prior is
 //! uniform, times `change_boost` when `r` was deployed or reconfigured shortly
 //! before its onset. The posterior over candidates is the confidence. This one
 //! product combines the three signals the issue names: position in the graph (a
@@ -84,6 +86,9 @@ pub struct RankParams {
     pub width: f64,
     pub touched_floor: f64,
     pub change_boost: f64,
+    /// Likelihood factor of a cause without any series (an external API, a node
+    /// without node metrics): it can be the cause only on its dependents' evidence.
+    pub unobserved_root: f64,
     /// A change this long before the onset (or less) boosts the prior.
     pub change_lead_ms: i64,
 }
@@ -100,6 +105,7 @@ impl Default for RankParams {
             width: 1.2,
             touched_floor: 0.7,
             change_boost: 3.0,
+            unobserved_root: 0.2,
             change_lead_ms: 20 * 60_000,
         }
     }
@@ -242,7 +248,7 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
         for v in 0..n {
             let Some(av) = a[v] else {
                 if v == r {
-                    ll += 0.5f64.ln();
+                    ll += p.unobserved_root.ln();
                 }
                 continue;
             };
