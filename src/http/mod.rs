@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod params;
 mod query;
+mod rca;
 mod rules;
 mod write;
 
@@ -72,6 +73,8 @@ pub struct App {
     config_path: Option<PathBuf>,
     /// The rules engine, once the service has started it.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
+    /// Root-cause analysis, when enabled.
+    rca: std::sync::OnceLock<Arc<crate::rca::RcaEngine>>,
 }
 
 impl App {
@@ -91,7 +94,18 @@ impl App {
             settings: RwLock::new(Arc::new(settings)),
             config_path,
             rules: std::sync::OnceLock::new(),
+            rca: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the RCA engine (once, at start); reloads then include `rca:`.
+    pub fn set_rca(&self, rca: Arc<crate::rca::RcaEngine>) {
+        let _ = self.rca.set(rca);
+    }
+
+    /// The RCA engine, if enabled.
+    pub fn rca(&self) -> Option<&Arc<crate::rca::RcaEngine>> {
+        self.rca.get()
     }
 
     /// Attaches the rules engine (once, at start); reloads then include rule files.
@@ -121,6 +135,9 @@ impl App {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
                         rules.reload(&c).map_err(|e| e.to_string())?;
+                    }
+                    if let Some(rca) = self.rca.get() {
+                        rca.reload(&c.rca);
                     }
                     *self.settings.write() = Arc::new(settings);
                     Ok(())
@@ -169,6 +186,9 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/metadata", get(api::metadata))
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
+        .route("/api/v1/topology", get(rca::topology))
+        .route("/api/v1/incidents", get(rca::incidents))
+        .route("/api/v1/incidents/{id}", get(rca::incident))
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
         .route("/metrics", get(api::metrics));
