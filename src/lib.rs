@@ -14,3 +14,4 @@ pub mod rca;
 pub mod rules;
 pub mod service;
 pub mod storage;
+pub mod tools;

@@ -1,9 +1,10 @@
 //! One analysis of one incident: choose the candidates, read their series from the
 //! store, measure each one's change, read deploys, rank, and write the report.
 //!
-//! Candidates are the units the incident touched (anomaly events, alerts) plus the
-//! units they depend on up to `analysis.hops` away, at most `max_candidates`
-//! (touched first, then by distance). The time grid runs from `baseline + lead`
+//! Candidates are the units the incident touched (anomaly events, alerts), the
+//! units they depend on up to `analysis.hops` away, and the direct dependents of
+//! all of those (as evidence: the healthy neighbours of a node, the other callers of
+//! a service), at most `max_candidates` (touched first, then by distance). The time grid runs from `baseline + lead`
 //! before the incident's first signal to `horizon` after it (or now); onsets are
 //! searched from `lead` before the first signal.
 //!
@@ -21,7 +22,7 @@ use super::identity::Identity;
 use super::rank::{self, Candidate, ChangeEvent, Evidence, RankParams, Ranked};
 use super::signals::{self, Change, ChangeParams, Grid, SeriesData};
 use super::topology::{ComponentId, ComponentKind, Topology};
-use crate::storage::{Matcher, SeriesId, Store, METRIC_NAME};
+use crate::storage::{MatchOp, Matcher, SeriesId, Store, METRIC_NAME};
 
 /// A component the incident touched, and when it first did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,22 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
             }
         }
     }
+    // Every candidate's direct dependents join as evidence: a node whose other pods
+    // are healthy, or a service whose other callers are fine, is a weaker cause.
+    let potential = ids.len();
+    for k in 0..potential {
+        let Some(i) = topo.index_of(&ids[k]) else { continue };
+        for dep in topo.unit_dependents(topo.unit_of(i)) {
+            if ids.len() >= max {
+                break;
+            }
+            let id = topo.component(dep).id.clone();
+            if !index.contains_key(&id) {
+                index.insert(id.clone(), ids.len());
+                ids.push(id);
+            }
+        }
+    }
     let deps: Vec<Vec<usize>> = ids
         .iter()
         .map(|id| match topo.index_of(id) {
@@ -118,10 +135,11 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
     let identity = Identity::new(topo, &cfg.identity.service_labels);
     let params = ChangeParams::default();
     let touched_at: HashMap<&ComponentId, i64> = touched.iter().map(|(c, t)| (c, *t)).collect();
+    let series = read_series(store, topo, &identity, &ids, &index, &grid, a.max_series_per_component);
+    let mut events = change_events(store, topo, &ids, &grid);
     let mut candidates = Vec::with_capacity(ids.len());
     let mut owners = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let series = read_series(store, topo, &identity, id, &grid, a.max_series_per_component);
+    for ((id, series), changes) in ids.iter().zip(series).zip(events.drain(..)) {
         let change = if series.is_empty() {
             None
         } else {
@@ -142,7 +160,7 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
             change,
             touched: touched_at.contains_key(id),
             first_signal_ms: touched_at.get(id).copied(),
-            changes: change_events(store, topo, id, &grid),
+            changes,
         });
     }
     let touched_idx = touched.iter().filter_map(|(c, _)| index.get(c).copied()).collect();
@@ -158,34 +176,38 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
     }
 }
 
-/// The series of unit `unit` with samples on the grid, at most `max`.
+/// The series of every candidate unit with samples on the grid, at most `max` per
+/// candidate, in candidate order.
 fn read_series(
     store: &Store,
     topo: &Topology,
     identity: &Identity<'_>,
-    unit: &ComponentId,
+    ids: &[ComponentId],
+    index: &HashMap<ComponentId, usize>,
     grid: &Grid,
     max: usize,
-) -> Vec<SeriesData> {
+) -> Vec<Vec<SeriesData>> {
     let (mint, maxt) = (grid.start_ms - 2 * grid.step_ms, grid.end_ms());
     let mut seen: HashSet<SeriesId> = HashSet::new();
-    let mut out = Vec::new();
-    for sel in identity.selectors_for_unit(unit) {
-        if out.len() >= max {
-            break;
-        }
+    let mut out: Vec<Vec<SeriesData>> = vec![Vec::new(); ids.len()];
+    for sel in identity.selectors_for_units(ids) {
         store.visit(&sel, mint, maxt, |id, labels, ring| {
-            if out.len() >= max || seen.contains(&id) {
+            if seen.contains(&id) {
                 return;
             }
             let name = labels.metric_name().unwrap_or("");
             if signals::is_excluded(name) {
                 return;
             }
-            let belongs = identity
-                .of_series(labels)
-                .is_some_and(|c| topo.unit_id(&c) == *unit);
-            if !belongs {
+            let Some(c) = identity.of_series(labels) else {
+                return;
+            };
+            let unit = match topo.index_of(&c) {
+                Some(i) => &topo.component(topo.unit_of(i)).id,
+                None => &c,
+            };
+            let Some(&k) = index.get(unit) else { return };
+            if out[k].len() >= max {
                 return;
             }
             seen.insert(id);
@@ -195,65 +217,88 @@ fn read_series(
                 vs: Vec::new(),
             };
             ring.copy_range(mint, maxt, &mut s.ts, &mut s.vs);
-            out.push(s);
+            out[k].push(s);
         });
     }
     out
 }
 
-/// Deploys and config changes of the unit's workloads inside the grid (kube-state-
-/// metrics: a `metadata_generation` increase, a ReplicaSet born in the window).
-fn change_events(store: &Store, topo: &Topology, unit: &ComponentId, grid: &Grid) -> Vec<ChangeEvent> {
-    let Some(i) = topo.index_of(unit) else {
-        return Vec::new();
-    };
-    let (mint, maxt) = (grid.start_ms, grid.end_ms());
-    let mut out = Vec::new();
-    for &m in topo.unit_members(topo.unit_of(i)) {
-        let c = topo.component(m);
-        if c.id.kind != ComponentKind::Workload {
-            continue;
-        }
-        let Some((ns, name)) = c.id.name.split_once('/') else {
-            continue;
-        };
-        for (metric, label) in [
-            ("kube_deployment_metadata_generation", "deployment"),
-            ("kube_statefulset_metadata_generation", "statefulset"),
-            ("kube_daemonset_metadata_generation", "daemonset"),
-        ] {
-            let sel = [
-                Matcher::equal(METRIC_NAME, metric),
-                Matcher::equal("namespace", ns),
-                Matcher::equal(label, name),
-            ];
-            store.visit(&sel, mint, maxt, |_, _, ring| {
-                let (mut ts, mut vs) = (Vec::new(), Vec::new());
-                ring.copy_range(mint, maxt, &mut ts, &mut vs);
-                for k in 1..vs.len() {
-                    if vs[k].is_finite() && vs[k - 1].is_finite() && vs[k] > vs[k - 1] {
-                        out.push(ChangeEvent {
-                            at_ms: ts[k],
-                            what: format!(
-                                "{label} {ns}/{name} generation {} -> {}",
-                                vs[k - 1],
-                                vs[k]
-                            ),
-                        });
-                    }
+/// Deploys and config changes of the candidates' workloads inside the grid
+/// (kube-state-metrics: a `metadata_generation` increase, a ReplicaSet born in the
+/// window), in candidate order. Two store scans for all candidates together.
+fn change_events(
+    store: &Store,
+    topo: &Topology,
+    ids: &[ComponentId],
+    grid: &Grid,
+) -> Vec<Vec<ChangeEvent>> {
+    let mut out: Vec<Vec<ChangeEvent>> = vec![Vec::new(); ids.len()];
+    // (namespace, workload name) -> candidate.
+    let mut workloads: HashMap<(&str, &str), usize> = HashMap::new();
+    for (k, id) in ids.iter().enumerate() {
+        let Some(i) = topo.index_of(id) else { continue };
+        for &m in topo.unit_members(topo.unit_of(i)) {
+            let c = topo.component(m);
+            if c.id.kind == ComponentKind::Workload {
+                if let Some((ns, name)) = c.id.name.split_once('/') {
+                    workloads.insert((ns, name), k);
                 }
-            });
+            }
         }
-        // A ReplicaSet first seen well after the data starts was created then.
-        let sel = [
-            Matcher::equal(METRIC_NAME, "kube_replicaset_owner"),
-            Matcher::equal("namespace", ns),
-            Matcher::equal("owner_name", name),
-        ];
+    }
+    if workloads.is_empty() {
+        return out;
+    }
+    let (mint, maxt) = (grid.start_ms, grid.end_ms());
+    let generations = "kube_deployment_metadata_generation|kube_statefulset_metadata_generation|kube_daemonset_metadata_generation";
+    if let Ok(m) = Matcher::new(MatchOp::Regex, METRIC_NAME, generations) {
+        store.visit(&[m], mint, maxt, |_, labels, ring| {
+            let ns = labels.get("namespace").unwrap_or("");
+            let Some((label, name, k)) = ["deployment", "statefulset", "daemonset"]
+                .iter()
+                .find_map(|l| {
+                    let name = labels.get(l)?;
+                    workloads.get(&(ns, name)).map(|&k| (*l, name, k))
+                })
+            else {
+                return;
+            };
+            let (mut ts, mut vs) = (Vec::new(), Vec::new());
+            ring.copy_range(mint, maxt, &mut ts, &mut vs);
+            for j in 1..vs.len() {
+                if vs[j].is_finite() && vs[j - 1].is_finite() && vs[j] > vs[j - 1] {
+                    out[k].push(ChangeEvent {
+                        at_ms: ts[j],
+                        what: format!("{label} {ns}/{name} generation {} -> {}", vs[j - 1], vs[j]),
+                    });
+                }
+            }
+        });
+    }
+    // A ReplicaSet first seen well after the data starts was created then.
+    let mut owners: Vec<&str> = workloads.keys().map(|(_, n)| *n).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let plain = owners
+        .iter()
+        .all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let alternation: Vec<String> = owners
+        .iter()
+        .map(|n| if plain { n.to_string() } else { regex::escape(n) })
+        .collect();
+    if let Ok(m) = Matcher::new(MatchOp::Regex, "owner_name", alternation.join("|")) {
+        let sel = [Matcher::equal(METRIC_NAME, "kube_replicaset_owner"), m];
         store.visit(&sel, mint, maxt, |_, labels, ring| {
+            let ns = labels.get("namespace").unwrap_or("");
+            let Some(&k) = labels
+                .get("owner_name")
+                .and_then(|o| workloads.get(&(ns, o)))
+            else {
+                return;
+            };
             if let Some(born) = ring.first_timestamp() {
                 if born > mint + 5 * grid.step_ms && born <= maxt {
-                    out.push(ChangeEvent {
+                    out[k].push(ChangeEvent {
                         at_ms: born,
                         what: format!(
                             "new ReplicaSet {ns}/{}",
@@ -264,8 +309,10 @@ fn change_events(store: &Store, topo: &Topology, unit: &ComponentId, grid: &Grid
             }
         });
     }
-    out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.what.cmp(&b.what)));
-    out.dedup();
+    for events in &mut out {
+        events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.what.cmp(&b.what)));
+        events.dedup();
+    }
     out
 }
 

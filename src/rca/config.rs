@@ -145,6 +145,10 @@ pub struct IncidentsConfig {
     pub join_hops: u32,
     /// Incidents without a new signal for this long are over.
     pub resolve_after: PromDuration,
+    /// An incident this old takes no new signals (they open a new incident), so a
+    /// steady trickle of noise cannot keep one incident open for ever and hide a
+    /// new fault behind an old start time.
+    pub max_duration: PromDuration,
     /// Most incidents kept (the oldest is dropped first).
     pub max_incidents: usize,
     /// Most components recorded per incident.
@@ -157,6 +161,7 @@ impl Default for IncidentsConfig {
             window: PromDuration::from_secs(300),
             join_hops: 3,
             resolve_after: PromDuration::from_secs(900),
+            max_duration: PromDuration::from_secs(3600),
             max_incidents: 1000,
             max_components: 200,
         }
@@ -175,7 +180,8 @@ pub struct AnalysisConfig {
     /// How long before the incident's first signal a cause may have started
     /// (the start of the window searched for onsets).
     pub lead: PromDuration,
-    /// How far after the incident's first signal the analysis looks.
+    /// How far after the incident's first signal the analysis looks (at most up to
+    /// now); keep it at least `incidents.max_duration`.
     pub horizon: PromDuration,
     /// Grid step signals are aligned to (about the scrape interval).
     pub step: PromDuration,
@@ -195,7 +201,7 @@ impl Default for AnalysisConfig {
             hops: 3,
             baseline: PromDuration::from_secs(3600),
             lead: PromDuration::from_secs(600),
-            horizon: PromDuration::from_secs(900),
+            horizon: PromDuration::from_secs(3600),
             step: PromDuration::from_secs(15),
             interval: PromDuration::from_secs(5),
             max_candidates: 200,
@@ -275,6 +281,7 @@ impl RcaConfig {
         let inc = &self.incidents;
         positive("rca.incidents.window", inc.window)?;
         positive("rca.incidents.resolve_after", inc.resolve_after)?;
+        positive("rca.incidents.max_duration", inc.max_duration)?;
         at_least("rca.incidents.max_incidents", inc.max_incidents, 1)?;
         at_least("rca.incidents.max_components", inc.max_components, 1)?;
         if inc.join_hops > 10 {

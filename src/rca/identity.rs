@@ -116,59 +116,64 @@ impl<'a> Identity<'a> {
     }
 
     /// Selector sets (each a conjunction) that together find every series of the
-    /// unit `unit` (a representative id); callers check each series with
-    /// [`Identity::of_series`] since a selector may also find other units' series.
-    pub fn selectors_for_unit(&self, unit: &ComponentId) -> Vec<Vec<Matcher>> {
-        let members: Vec<&ComponentId> = match self.topo.index_of(unit) {
-            Some(i) => self
-                .topo
-                .unit_members(self.topo.unit_of(i))
-                .iter()
-                .map(|&m| &self.topo.component(m).id)
-                .collect(),
-            None => vec![unit],
-        };
+    /// given units (representative ids): one literal alternation per label
+    /// (`service=~"a|b|c"`, `pod=~"…"`), so reading the series of many units costs a
+    /// handful of index lookups. Callers attribute each series found with
+    /// [`Identity::of_series`], since a selector also finds other units' series.
+    pub fn selectors_for_units(&self, units: &[ComponentId]) -> Vec<Vec<Matcher>> {
+        let mut by_label: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut out: Vec<Vec<Matcher>> = Vec::new();
-        let mut pods: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for id in members {
-            match id.kind {
-                ComponentKind::Service => {
-                    if let Some(i) = self.topo.index_of(id) {
-                        let sel = &self.topo.component(i).selector;
-                        if !sel.is_empty() {
-                            out.push(sel.iter().map(|(k, v)| Matcher::equal(k, v)).collect());
+        for unit in units {
+            let members: Vec<&ComponentId> = match self.topo.index_of(unit) {
+                Some(i) => self
+                    .topo
+                    .unit_members(self.topo.unit_of(i))
+                    .iter()
+                    .map(|&m| &self.topo.component(m).id)
+                    .collect(),
+                None => vec![unit],
+            };
+            for id in members {
+                match id.kind {
+                    ComponentKind::Service => {
+                        if let Some(i) = self.topo.index_of(id) {
+                            let sel = &self.topo.component(i).selector;
+                            if !sel.is_empty() {
+                                out.push(sel.iter().map(|(k, v)| Matcher::equal(k, v)).collect());
+                            }
+                        }
+                        for l in self.service_labels {
+                            by_label.entry(l.as_str()).or_default().push(&id.name);
                         }
                     }
-                    for l in self.service_labels {
-                        out.push(vec![Matcher::equal(l, &id.name)]);
+                    ComponentKind::Workload => {
+                        let name = id.short_name();
+                        for l in WORKLOAD_LABELS {
+                            by_label.entry(l).or_default().push(name);
+                        }
                     }
-                }
-                ComponentKind::Workload => {
-                    let (ns, name) = id.name.split_once('/').unwrap_or(("", &id.name));
-                    for l in WORKLOAD_LABELS {
-                        out.push(vec![Matcher::equal("namespace", ns), Matcher::equal(l, name)]);
+                    ComponentKind::Pod => {
+                        by_label.entry("pod").or_default().push(id.short_name());
                     }
-                }
-                ComponentKind::Pod => {
-                    if let Some((ns, name)) = id.name.split_once('/') {
-                        pods.entry(ns).or_default().push(name);
+                    ComponentKind::Node => {
+                        by_label.entry("node").or_default().push(&id.name);
+                        by_label.entry("instance").or_default().push(&id.name);
                     }
-                }
-                ComponentKind::Node => {
-                    out.push(vec![Matcher::equal("node", &id.name)]);
-                    out.push(vec![Matcher::equal("instance", &id.name)]);
                 }
             }
         }
-        for (ns, names) in pods {
-            // Plain names stay a literal alternation the postings index answers directly.
-            let plain = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            let alternation: Vec<String> = names
+        // Plain names stay a literal alternation the postings index answers directly.
+        let plain = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        for (label, mut values) in by_label {
+            values.sort_unstable();
+            values.dedup();
+            let escaped = values.iter().any(|v| !plain(v));
+            let alternation: Vec<String> = values
                 .iter()
-                .map(|n| if plain(n) { n.to_string() } else { regex::escape(n) })
+                .map(|v| if escaped { regex::escape(v) } else { v.to_string() })
                 .collect();
-            if let Ok(m) = Matcher::new(MatchOp::Regex, "pod", alternation.join("|")) {
-                out.push(vec![Matcher::equal("namespace", ns), m]);
+            if let Ok(m) = Matcher::new(MatchOp::Regex, label, alternation.join("|")) {
+                out.push(vec![m]);
             }
         }
         out
@@ -252,7 +257,7 @@ mod tests {
         let t = topo();
         let sl = vec!["service".to_string()];
         let id = Identity::new(&t, &sl);
-        let sels = id.selectors_for_unit(&ComponentId::service("checkout"));
+        let sels = id.selectors_for_units(&[ComponentId::service("checkout")]);
         let text: Vec<String> = sels
             .iter()
             .map(|s| {
@@ -262,7 +267,7 @@ mod tests {
                     .join(",")
             })
             .collect();
-        assert!(text.contains(&"service=\"checkout\"".to_string()), "{text:?}");
+        assert!(text.contains(&"service=~\"checkout\"".to_string()), "{text:?}");
         assert!(
             text.iter().any(|t| t.contains("pod=~\"checkout-abc\"")),
             "{text:?}"

@@ -7,7 +7,8 @@
 //! Invariants: a signal joins the most recently updated open incident whose last
 //! update is at most `window` old and which already holds its unit or a unit within
 //! `join_hops` of it (any direction); with an empty topology, time alone groups.
-//! Otherwise it opens an incident. Incidents idle for `resolve_after` are dropped; at
+//! Otherwise it opens an incident. An incident older than `max_duration` takes no
+//! new signals. Incidents idle for `resolve_after` are dropped; at
 //! most `max_incidents` are kept (oldest dropped first) and `max_components` units
 //! per incident. Each change bumps the incident's `version`, so analyses are redone
 //! only when something changed. Incidents never merge.
@@ -117,7 +118,11 @@ impl Correlator {
     pub fn record(&mut self, topo: &Topology, component: &ComponentId, t_ms: i64, signal: &Signal) -> u64 {
         let unit = topo.unit_id(component);
         let window = self.cfg.window.as_millis();
-        let recent = |inc: &Incident| t_ms.saturating_sub(inc.last_ms) <= window;
+        let max_duration = self.cfg.max_duration.as_millis();
+        let recent = |inc: &Incident| {
+            t_ms.saturating_sub(inc.last_ms) <= window
+                && t_ms.saturating_sub(inc.start_ms) <= max_duration
+        };
         // Same unit in a recent incident: the common case, no graph walk.
         let mut target = self
             .open
@@ -315,6 +320,21 @@ mod tests {
         assert_ne!(first, later);
         assert_eq!(c.expire(16 * 60_000), vec![first]);
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn an_old_incident_takes_no_new_signals() {
+        let t = chain();
+        let mut c = Correlator::new(IncidentsConfig {
+            max_duration: PromDuration::from_secs(600),
+            ..cfg(3)
+        });
+        let first = c.record(&t, &ComponentId::service("b"), 0, &anomaly());
+        // A signal every 4 minutes keeps it fresh, but not past 10 minutes of age.
+        for i in 1..=2 {
+            assert_eq!(c.record(&t, &ComponentId::service("b"), i * 240_000, &anomaly()), first);
+        }
+        assert_ne!(c.record(&t, &ComponentId::service("b"), 720_000, &anomaly()), first);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   `pi^h` (faults propagate to dependents, attenuating), less if its onset is
 //!   more than `tol` *before* `r`'s (`× exp(−lead / tau)`: effects do not precede
 //!   causes, but measured onsets are noisy);
+//! - a node hosting `r`'s pods may be abnormal too (`P = pi_host`: a node's usage
+//!   is the sum of its pods', so a pod's CPU hog shows on its node);
 //! - anything else should be normal: `P = eps` (background anomalies).
 //!
 //! The soft evidence enters as `a·P + (1 − a)·(1 − P)` per candidate (a candidate
@@ -34,7 +36,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use super::signals::ComponentChange;
-use super::topology::ComponentId;
+use super::topology::{ComponentId, ComponentKind};
 
 /// A deploy or configuration change seen in the metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,6 +82,7 @@ pub struct RankParams {
     pub eps: f64,
     pub p_root: f64,
     pub pi: f64,
+    pub pi_host: f64,
     pub tol_ms: i64,
     pub tau_ms: f64,
     pub z0: f64,
@@ -97,8 +100,9 @@ impl Default for RankParams {
     fn default() -> Self {
         RankParams {
             eps: 0.05,
-            p_root: 0.9,
+            p_root: 0.97,
             pi: 0.7,
+            pi_host: 0.5,
             tol_ms: 30_000,
             tau_ms: 60_000.0,
             z0: 5.0,
@@ -239,6 +243,15 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
     let mut out = Vec::with_capacity(n);
     for r in 0..n {
         let dist = ev.distances(&rdeps, r);
+        let hosts: Vec<usize> = if ev.candidates[r].id.kind == ComponentKind::Node {
+            Vec::new()
+        } else {
+            ev.deps[r]
+                .iter()
+                .copied()
+                .filter(|&d| ev.candidates[d].id.kind == ComponentKind::Node)
+                .collect()
+        };
         let anchor = onset[r].unwrap_or(ev.start_ms);
         let boosted = ev.candidates[r]
             .changes
@@ -263,6 +276,8 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
                     }
                 }
                 prob.max(p.eps)
+            } else if hosts.contains(&v) {
+                p.pi_host
             } else {
                 p.eps
             };

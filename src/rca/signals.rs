@@ -237,14 +237,16 @@ fn on_grid(s: &SeriesData, grid: &Grid, counter: bool) -> Vec<f64> {
     // Points (t, v) cleaned of staleness markers and non-finite values.
     let mut pts: Vec<(i64, f64)> = Vec::with_capacity(s.ts.len());
     let mut prev: Option<(i64, f64)> = None;
-    let mut gaps: Vec<i64> = Vec::new();
+    // The typical sample interval: the mean gap between consecutive samples.
+    let (mut gap_sum, mut gaps) = (0i64, 0i64);
     for (&t, &v) in s.ts.iter().zip(&s.vs) {
         if is_stale_marker(v) || !v.is_finite() {
             prev = None;
             continue;
         }
         if let Some((pt, _)) = prev {
-            gaps.push(t - pt);
+            gap_sum += t - pt;
+            gaps += 1;
         }
         if counter {
             if let Some((pt, pv)) = prev {
@@ -259,11 +261,10 @@ fn on_grid(s: &SeriesData, grid: &Grid, counter: bool) -> Vec<f64> {
         }
         prev = Some((t, v));
     }
-    let interval = if gaps.is_empty() {
+    let interval = if gaps == 0 {
         grid.step_ms
     } else {
-        let mut g: Vec<f64> = gaps.iter().map(|&x| x as f64).collect();
-        median(&mut g) as i64
+        gap_sum / gaps
     };
     let lookback = (2 * grid.step_ms).max(interval + interval / 2);
     let mut out = vec![f64::NAN; grid.len];

@@ -181,3 +181,23 @@ fn empty_evidence_ranks_nothing() {
     assert!(earliest_onset(&ev).is_empty());
     assert!(largest_change(&ev).is_empty());
 }
+
+#[test]
+fn a_cpu_hog_shows_on_its_node_without_blaming_the_node() {
+    // hog runs on n1 with two healthy neighbours; its CPU fault raises n1's load
+    // and slows its caller.
+    let ev = Evidence {
+        candidates: vec![
+            cand("service:web", Some(change(9.0, 110))),
+            cand("service:hog", Some(change(30.0, 100))),
+            cand("node:n1", Some(change(20.0, 100))),
+            cand("service:quiet-1", Some(change(1.0, 0))),
+            cand("service:quiet-2", Some(change(0.5, 0))),
+        ],
+        deps: vec![vec![1], vec![2], vec![], vec![2], vec![2]],
+        start_ms: 60_000,
+    };
+    let r = bayes(&ev, &RankParams::default());
+    assert_eq!(names(&ev, &r)[0], "service:hog", "{r:?}");
+    assert_eq!(names(&ev, &r)[1], "node:n1");
+}
