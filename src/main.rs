@@ -78,9 +78,12 @@ enum Command {
         /// Most services in a world.
         #[arg(long, default_value_t = 50)]
         max_services: usize,
-        /// Print one line per case.
+        /// Print one line per case (and the evidence of misses).
         #[arg(long, short)]
         verbose: bool,
+        /// Run only the case with this index.
+        #[arg(long)]
+        only: Option<usize>,
     },
     /// Run test scripts against the engines.
     Test {
@@ -291,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             min_services,
             max_services,
             verbose,
+            only,
         } => {
             use closedloop::tools::rca_bench::{run, BenchArgs};
             let args = BenchArgs {
@@ -299,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 min_services,
                 max_services,
                 verbose,
+                only,
             };
             run(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

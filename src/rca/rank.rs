@@ -7,10 +7,14 @@
 //! `touched_floor` when a detector or alert fired on it), and an onset. For each
 //! hypothesis "the fault is at `r`":
 //! - `r` itself should be abnormal: `P = p_root`;
-//! - a component depending on `r` at `h` hops should be abnormal with probability
-//!   `pi^h` (faults propagate to dependents, attenuating), less if its onset is
-//!   more than `tol` *before* `r`'s (`× exp(−lead / tau)`: effects do not precede
-//!   causes, but measured onsets are noisy);
+//! - a component depending on `r` (transitively) is abnormal through its
+//!   dependencies on the fault's path: a noisy-OR `1 − (1 − eps)·Π(1 − pi·a(u)·t(u))`
+//!   over those dependencies `u` (`a(r) = 1` under the hypothesis), where `t(u)`
+//!   discounts a `u` whose onset is more than `tol` *after* the component's own
+//!   (`exp(−lead / tau)`: effects do not precede causes, but measured onsets are
+//!   noisy). So a chain of abnormal components is explained link by link, without
+//!   penalising a deep cause for its distance, and an abnormal component behind a
+//!   normal one is not explained;
 //! - a node hosting `r`'s pods may be abnormal too (`P = pi_host`: a node's usage
 //!   is the sum of its pods', so a pod's CPU hog shows on its node);
 //! - anything else should be normal: `P = eps` (background anomalies).
@@ -258,30 +262,50 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
             .iter()
             .any(|c| c.at_ms >= anchor - p.change_lead_ms && c.at_ms <= anchor + p.tol_ms);
         let mut ll = if boosted { p.change_boost.ln() } else { 0.0 };
-        for v in 0..n {
-            let Some(av) = a[v] else {
-                if v == r {
-                    ll += p.unobserved_root.ln();
+        ll += match a[r] {
+            Some(ar) => soft(ar, p.p_root),
+            None => p.unobserved_root.ln(),
+        };
+        // Components depending on r, nearest first: each is abnormal through its
+        // dependencies on the fault's path (noisy-OR over them, weighted by how
+        // abnormal they look and whether they started first).
+        let mut order: Vec<usize> = (0..n).filter(|&v| v != r && dist[v].is_some()).collect();
+        order.sort_by_key(|&v| dist[v]);
+        let mut under: Vec<f64> = vec![f64::NAN; n];
+        under[r] = 1.0;
+        for &v in &order {
+            let mut none = 1.0 - p.eps;
+            for &u in &ev.deps[v] {
+                if u != r && dist[u].is_none() {
+                    continue;
                 }
-                continue;
-            };
-            let prob = if v == r {
-                p.p_root
-            } else if let Some(h) = dist[v] {
-                let mut prob = p.pi.powi(h as i32);
-                if let (Some(ov), Some(or)) = (onset[v], onset[r]) {
-                    let early = or - p.tol_ms - ov;
-                    if early > 0 {
-                        prob *= (-(early as f64) / p.tau_ms).exp();
+                let au = if u == r {
+                    1.0
+                } else {
+                    a[u].unwrap_or(if under[u].is_nan() { p.pi } else { under[u] })
+                };
+                let timing = match (onset[u], onset[v]) {
+                    (Some(ou), Some(ov)) if ou - p.tol_ms > ov => {
+                        (-((ou - p.tol_ms - ov) as f64) / p.tau_ms).exp()
                     }
-                }
-                prob.max(p.eps)
-            } else if hosts.contains(&v) {
-                p.pi_host
-            } else {
-                p.eps
-            };
-            ll += soft(av, prob);
+                    _ => 1.0,
+                };
+                none *= 1.0 - p.pi * au * timing;
+            }
+            let prob = (1.0 - none).max(p.eps);
+            under[v] = prob;
+            if let Some(av) = a[v] {
+                ll += soft(av, prob);
+            }
+        }
+        for v in 0..n {
+            if v == r || dist[v].is_some() {
+                continue;
+            }
+            if let Some(av) = a[v] {
+                let prob = if hosts.contains(&v) { p.pi_host } else { p.eps };
+                ll += soft(av, prob);
+            }
         }
         out.push(Ranked {
             index: r,

@@ -44,6 +44,8 @@ pub struct BenchArgs {
     pub max_services: usize,
     /// Print one line per case.
     pub verbose: bool,
+    /// Run only the case with this index (for investigating one case).
+    pub only: Option<usize>,
 }
 
 impl Default for BenchArgs {
@@ -54,6 +56,7 @@ impl Default for BenchArgs {
             min_services: 10,
             max_services: 50,
             verbose: false,
+            only: None,
         }
     }
 }
@@ -100,14 +103,14 @@ fn detectors() -> Result<Vec<DetectorSpec>, BenchError> {
   algorithm: zscore
   window: 30m
   threshold: 4
-  warmup: 120
+  warmup: 100
   outputs: [anomaly_score]
 - name: memory
   selector: container_memory_working_set_bytes
   algorithm: zscore
   window: 30m
   threshold: 5
-  warmup: 120
+  warmup: 100
   outputs: [anomaly_score]
 - name: target_down
   selector: up
@@ -301,9 +304,13 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
                     .collect()
             })
             .unwrap_or_default();
+        let names = |v: &[usize]| v.iter().map(|&j| ev.candidates[j].id.to_string()).collect::<Vec<_>>().join(",");
+        let dependents: Vec<usize> = (0..ev.candidates.len()).filter(|&j| ev.deps[j].contains(&i)).collect();
         format!(
-            "{} a={:.2} onset={} z={:.1}{} <{}>",
+            "{} deps=[{}] dependents=[{}] a={:.2} onset={} z={:.1}{} <{}>",
             ev.candidates[i].id,
+            names(&ev.deps[i]),
+            names(&dependents),
             ev.anomaly(i, &p).unwrap_or(f64::NAN),
             ev.onset(i).map_or("-".into(), |o| format!("{:+}s", (o - fault) / 1000)),
             ev.candidates[i].change.as_ref().map_or(0.0, |c| c.score),
@@ -376,6 +383,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
     let started = Instant::now();
     let mut cases = Vec::with_capacity(args.cases);
     for i in 0..args.cases {
+        if args.only.is_some_and(|o| o != i) {
+            continue;
+        }
         let seed = case_seed(args.seed, i);
         let span = (args.max_services - args.min_services + 1) as u64;
         let services = args.min_services + (case_seed(seed, 7) % span) as usize;

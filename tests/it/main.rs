@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod prometheus;
 mod promql_diff;
+mod rca;
 mod rules;
 mod service;
