@@ -3,8 +3,9 @@
 //! with.
 //!
 //! The model. Each candidate `v` has a probability `a(v)` of being abnormal, read
-//! from its strongest change (`a = σ((score − z0) / width)`; at least
-//! `touched_floor` when a detector or alert fired on it), and an onset. For each
+//! from its strongest change (`a = σ((score − z0) / width)`; when a detector or
+//! alert fired on it, at least `touched_floor` without series, or
+//! `touched_with_data_floor` when its series show nothing), and an onset. For each
 //! hypothesis "the fault is at `r`":
 //! - `r` itself should be abnormal: `P = p_root`;
 //! - a component depending on `r` (transitively) is abnormal through its
@@ -12,12 +13,20 @@
 //!   over those dependencies `u` (`a(r) = 1` under the hypothesis), where `t(u)`
 //!   discounts a `u` whose onset is more than `tol` *after* the component's own
 //!   (`exp(−lead / tau)`: effects do not precede causes, but measured onsets are
-//!   noisy). So a chain of abnormal components is explained link by link, without
+//!   noisy), or more than `late_tol` before it (`exp(−extra / late_tau)`: faults
+//!   reach callers within minutes, not a quarter of an hour later). So a chain of abnormal components is explained link by link, without
 //!   penalising a deep cause for its distance, and an abnormal component behind a
 //!   normal one is not explained;
 //! - a node hosting `r`'s pods may be abnormal too (`P = pi_host`: a node's usage
 //!   is the sum of its pods', so a pod's CPU hog shows on its node);
-//! - anything else should be normal: `P = eps` (background anomalies).
+//! - anything else should be normal: `P = eps` for an ongoing change,
+//!   `eps_transient` for one that is over (background anomalies; short bursts are
+//!   common).
+//!
+//! A cause whose every strong change is over by the end of the window (a burst
+//! that came and went) costs `recovered_root`: the cause of an ongoing incident is
+//! usually still abnormal; and an ongoing change is explained by a dependency whose
+//! change is over only with `recovered_parent`.
 //!
 //! The soft evidence enters as `a·P + (1 − a)·(1 − P)` per candidate (a candidate
 //! without series adds nothing, except as the hypothesised cause itself, which
@@ -92,6 +101,22 @@ pub struct RankParams {
     pub z0: f64,
     pub width: f64,
     pub touched_floor: f64,
+    /// The floor when the touched component's own series show no change (a
+    /// detector firing on one noisy series is weaker evidence than no data at all).
+    pub touched_with_data_floor: f64,
+    /// Likelihood factor of a cause whose every strong change is over: the cause of
+    /// an ongoing incident is usually still abnormal.
+    pub recovered_root: f64,
+    /// Background rate of abnormal components the hypothesis does not explain whose
+    /// change is over (short bursts are common); `eps` is for ongoing ones.
+    pub eps_transient: f64,
+    /// An ongoing change is explained by a dependency whose change is over only
+    /// with this factor.
+    pub recovered_parent: f64,
+    /// Propagation that shows up later than this after its source is discounted…
+    pub late_tol_ms: i64,
+    /// …by `exp(−extra / late_tau)`.
+    pub late_tau_ms: f64,
     pub change_boost: f64,
     /// Likelihood factor of a cause without any series (an external API, a node
     /// without node metrics): it can be the cause only on its dependents' evidence.
@@ -112,6 +137,12 @@ impl Default for RankParams {
             z0: 5.0,
             width: 1.2,
             touched_floor: 0.7,
+            touched_with_data_floor: 0.4,
+            recovered_root: 0.2,
+            eps_transient: 0.3,
+            recovered_parent: 0.2,
+            late_tol_ms: 5 * 60_000,
+            late_tau_ms: 600_000.0,
             change_boost: 3.0,
             unobserved_root: 0.2,
             change_lead_ms: 20 * 60_000,
@@ -169,7 +200,7 @@ impl Evidence {
             .as_ref()
             .map(|ch| 1.0 / (1.0 + (-(ch.score - p.z0) / p.width).exp()));
         match (from_change, c.touched) {
-            (Some(a), true) => Some(a.max(p.touched_floor)),
+            (Some(a), true) => Some(a.max(p.touched_with_data_floor)),
             (Some(a), false) => Some(a),
             (None, true) => Some(p.touched_floor),
             (None, false) => None,
@@ -243,6 +274,11 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
     let rdeps = ev.dependents();
     let a: Vec<Option<f64>> = (0..n).map(|i| ev.anomaly(i, p)).collect();
     let onset: Vec<Option<i64>> = (0..n).map(|i| ev.onset(i)).collect();
+    let recovered: Vec<bool> = ev
+        .candidates
+        .iter()
+        .map(|c| c.change.as_ref().is_some_and(|ch| ch.recovered))
+        .collect();
     let soft = |a: f64, prob: f64| (a * prob + (1.0 - a) * (1.0 - prob)).max(1e-12).ln();
     let mut out = Vec::with_capacity(n);
     for r in 0..n {
@@ -266,6 +302,9 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
             Some(ar) => soft(ar, p.p_root),
             None => p.unobserved_root.ln(),
         };
+        if recovered[r] {
+            ll += p.recovered_root.ln();
+        }
         // Components depending on r, nearest first: each is abnormal through its
         // dependencies on the fault's path (noisy-OR over them, weighted by how
         // abnormal they look and whether they started first).
@@ -288,9 +327,17 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
                     (Some(ou), Some(ov)) if ou - p.tol_ms > ov => {
                         (-((ou - p.tol_ms - ov) as f64) / p.tau_ms).exp()
                     }
+                    (Some(ou), Some(ov)) if ov - ou > p.late_tol_ms => {
+                        (-((ov - ou - p.late_tol_ms) as f64) / p.late_tau_ms).exp()
+                    }
                     _ => 1.0,
                 };
-                none *= 1.0 - p.pi * au * timing;
+                let ended = if recovered[u] && !recovered[v] {
+                    p.recovered_parent
+                } else {
+                    1.0
+                };
+                none *= 1.0 - p.pi * au * timing * ended;
             }
             let prob = (1.0 - none).max(p.eps);
             under[v] = prob;
@@ -303,7 +350,13 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
                 continue;
             }
             if let Some(av) = a[v] {
-                let prob = if hosts.contains(&v) { p.pi_host } else { p.eps };
+                let prob = if hosts.contains(&v) {
+                    p.pi_host
+                } else if recovered[v] {
+                    p.eps_transient
+                } else {
+                    p.eps
+                };
                 ll += soft(av, prob);
             }
         }

@@ -69,6 +69,17 @@ pub fn is_excluded(name: &str) -> bool {
         || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
+/// Whether a counter counts events (requests, errors, restarts) rather than
+/// amounts (seconds, bytes), by the Prometheus unit-suffix conventions.
+fn counts_events(signal: &str) -> bool {
+    let name = signal
+        .trim_start_matches("rate(")
+        .split(['{', ')'])
+        .next()
+        .unwrap_or("");
+    !(name.ends_with("_sum") || name.ends_with("_seconds_total") || name.ends_with("_bytes_total"))
+}
+
 /// Counters by the Prometheus naming conventions.
 pub fn is_counter(name: &str) -> bool {
     name.ends_with("_total") || name.ends_with("_count") || name.ends_with("_sum")
@@ -167,6 +178,9 @@ pub struct Change {
     pub baseline: f64,
     /// The level after the onset (median of the following points), or the last value.
     pub level: f64,
+    /// Whether the signal is back near its baseline at the end of the window (a
+    /// transient that is over).
+    pub recovered: bool,
 }
 
 fn ser_opt_secs<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
@@ -398,6 +412,7 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
                 onset_ms: Some(grid.t(first)),
                 baseline: f64::NAN,
                 level: median(&mut after),
+                recovered: false,
             });
         }
         return None;
@@ -406,11 +421,29 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
     let m = median(&mut base);
     let mut dev: Vec<f64> = base.iter().map(|v| (v - m).abs()).collect();
     let mad = median(&mut dev);
-    let sigma = (1.4826 * mad)
+    let mut sigma = (1.4826 * mad)
         .max(p.rel_floor * m.abs())
         .max(1e-3 * scale)
         .max(1e-12);
+    if signal.kind == SignalKind::Rate && counts_events(&signal.name) {
+        // Counting noise: a rate of sporadic events (a few errors a minute) is
+        // Poisson; one more or less per step is not a change.
+        let dt = grid.step_ms as f64 / 1000.0;
+        sigma = sigma.max((m.max(0.0) * dt + 1.0).sqrt() / dt);
+    }
     let z = |v: f64| (v - m) / sigma;
+    // Back near the baseline over the last RUN points?
+    let tail: Vec<f64> = x[split..]
+        .iter()
+        .rev()
+        .copied()
+        .filter(|v| v.is_finite())
+        .take(RUN)
+        .collect();
+    let recovered = {
+        let mut t = tail.clone();
+        !t.is_empty() && z(median(&mut t)).abs() < p.theta
+    };
     // Vanished: no data for the last GONE points after reporting in the window.
     let last = (0..x.len()).rev().find(|&i| x[i].is_finite());
     let vanished = match last {
@@ -458,6 +491,7 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
                 onset_ms: Some(grid.t(i)),
                 baseline: m,
                 level,
+                recovered,
             });
             break;
         }
@@ -476,6 +510,7 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
                 onset_ms: Some(grid.t(v)),
                 baseline: m,
                 level: f64::NAN,
+                recovered: false,
             });
         }
     }
@@ -500,6 +535,7 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
         onset_ms: None,
         baseline: m,
         level,
+        recovered,
     })
 }
 
@@ -513,6 +549,8 @@ pub struct ComponentChange {
     pub onset_ms: Option<i64>,
     /// Signals read.
     pub signals: usize,
+    /// Whether every strong change is over (the component is back to normal).
+    pub recovered: bool,
     /// The strongest changes, best first.
     pub changes: Vec<Change>,
 }
@@ -522,16 +560,18 @@ pub fn summarize(mut changes: Vec<Change>, signals: usize, theta: f64, keep: usi
     changes.sort_by(|a, b| b.score.total_cmp(&a.score));
     let score = changes.first().map_or(0.0, |c| c.score);
     let bar = theta.max(score / 2.0);
-    let onset_ms = changes
+    let strong: Vec<&Change> = changes
         .iter()
-        .filter(|c| c.score >= bar)
-        .filter_map(|c| c.onset_ms)
-        .min();
+        .filter(|c| c.score >= bar && c.onset_ms.is_some())
+        .collect();
+    let onset_ms = strong.iter().filter_map(|c| c.onset_ms).min();
+    let recovered = !strong.is_empty() && strong.iter().all(|c| c.recovered);
     changes.truncate(keep);
     ComponentChange {
         score,
         onset_ms,
         signals,
+        recovered,
         changes,
     }
 }
@@ -580,6 +620,34 @@ mod tests {
         assert_eq!(c.onset_ms, Some(50 * STEP));
         assert!(c.score > 20.0, "{c:?}");
         assert!((c.level - 0.2).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_burst_that_ended_is_recovered() {
+        let g = grid();
+        let s = series(&[("__name__", "latency_seconds")], |i| {
+            Some(0.1 + 0.005 * noise(i) + if (50..62).contains(&i) { 0.2 } else { 0.0 })
+        });
+        let c = change(&extract(&[s], &g, 10)[0], &g, &ChangeParams::default()).unwrap();
+        assert_eq!(c.onset_ms, Some(50 * STEP));
+        assert!(c.recovered, "{c:?}");
+    }
+
+    #[test]
+    fn sporadic_errors_are_counting_noise_not_a_change() {
+        let g = grid();
+        // Zero errors in the baseline, then one or two every few scrapes.
+        let s = series(&[("__name__", "errors_total")], |i| {
+            Some(if i < 45 { 0.0 } else { ((i - 45) / 2) as f64 })
+        });
+        let c = change(&extract(&[s], &g, 10)[0], &g, &ChangeParams::default()).unwrap();
+        assert_eq!(c.onset_ms, None, "{c:?}");
+        // A real error burst still is one.
+        let s = series(&[("__name__", "errors_total")], |i| {
+            Some(if i < 45 { 0.0 } else { (i - 45) as f64 * 60.0 })
+        });
+        let c = change(&extract(&[s], &g, 10)[0], &g, &ChangeParams::default()).unwrap();
+        assert!(c.onset_ms.is_some() && c.score > 20.0, "{c:?}");
     }
 
     #[test]
@@ -701,8 +769,10 @@ mod tests {
             onset_ms: Some(onset),
             baseline: 0.0,
             level: 0.0,
+            recovered: false,
         };
         let s = summarize(vec![ch(4.5, 100), ch(30.0, 500), ch(20.0, 400)], 3, 4.0, 2);
+        assert!(!s.recovered);
         assert_eq!(s.score, 30.0);
         assert_eq!(s.onset_ms, Some(400), "the weak early signal does not set the onset");
         assert_eq!(s.changes.len(), 2);

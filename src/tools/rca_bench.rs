@@ -82,8 +82,11 @@ pub struct CaseResult {
     pub detected: bool,
     pub candidates: usize,
     pub ranks: [Option<usize>; 3],
-    /// Gather + rank of the runtime's method (ms).
+    /// Gather + rank of the runtime's method (ms), first run.
     pub analysis_ms: f64,
+    /// The fastest of five runs (ms): the cost with the least interference from
+    /// other processes on a shared machine.
+    pub analysis_best_ms: f64,
     pub confidence: f64,
     /// Whether the cause's measured onset was strictly the earliest among the
     /// abnormal candidates.
@@ -258,6 +261,7 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
         candidates: 0,
         ranks: [None; 3],
         analysis_ms: 0.0,
+        analysis_best_ms: 0.0,
         confidence: 0.0,
         cause_first: false,
         notes: String::new(),
@@ -276,6 +280,13 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
     let gathered = analysis::gather(&store, &topo, &cfg, &req);
     let bayes = Method::Bayes.rank(&gathered.evidence);
     result.analysis_ms = started.elapsed().as_secs_f64() * 1000.0;
+    result.analysis_best_ms = result.analysis_ms;
+    for _ in 0..4 {
+        let again = Instant::now();
+        let g = analysis::gather(&store, &topo, &cfg, &req);
+        let _ = Method::Bayes.rank(&g.evidence);
+        result.analysis_best_ms = result.analysis_best_ms.min(again.elapsed().as_secs_f64() * 1000.0);
+    }
     let ev = &gathered.evidence;
     result.candidates = ev.candidates.len();
     result.confidence = bayes.first().map_or(0.0, |r| r.confidence);
@@ -471,13 +482,29 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
     big.sort_by(f64::total_cmp);
     writeln!(
         out,
-        "analysis time (gather + rank): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; 40–50 services: p50 {:.2} ms, p99 {:.2} ms ({} cases)",
+        "analysis time (gather + rank), first run: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; 40–50 services: p50 {:.2} ms, p99 {:.2} ms ({} cases)",
         percentile(&times, 0.5),
         percentile(&times, 0.99),
         times.last().copied().unwrap_or(f64::NAN),
         percentile(&big, 0.5),
         percentile(&big, 0.99),
         big.len()
+    )?;
+    let mut best: Vec<f64> = cases.iter().filter(|c| c.detected).map(|c| c.analysis_best_ms).collect();
+    best.sort_by(f64::total_cmp);
+    let mut best_big: Vec<f64> = cases
+        .iter()
+        .filter(|c| c.detected && c.services >= 40)
+        .map(|c| c.analysis_best_ms)
+        .collect();
+    best_big.sort_by(f64::total_cmp);
+    writeln!(
+        out,
+        "analysis time, fastest of 5 runs: p50 {:.2} ms, p99 {:.2} ms; 40–50 services: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&best, 0.5),
+        percentile(&best, 0.99),
+        percentile(&best_big, 0.5),
+        percentile(&best_big, 0.99),
     )?;
     let detected = cases.iter().filter(|c| c.detected).count();
     let candidates: f64 =

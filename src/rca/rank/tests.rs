@@ -8,6 +8,7 @@ fn change(score: f64, onset_s: i64) -> ComponentChange {
         score,
         onset_ms: (score >= 4.0).then_some(onset_s * 1000),
         signals: 5,
+        recovered: false,
         changes: vec![Change {
             signal: "latency".into(),
             direction: Direction::Up,
@@ -15,6 +16,7 @@ fn change(score: f64, onset_s: i64) -> ComponentChange {
             onset_ms: (score >= 4.0).then_some(onset_s * 1000),
             baseline: 0.1,
             level: 0.2,
+            recovered: false,
         }],
     }
 }
@@ -200,4 +202,29 @@ fn a_cpu_hog_shows_on_its_node_without_blaming_the_node() {
     let r = bayes(&ev, &RankParams::default());
     assert_eq!(names(&ev, &r)[0], "service:hog", "{r:?}");
     assert_eq!(names(&ev, &r)[1], "node:n1");
+}
+
+#[test]
+fn a_burst_that_is_over_is_a_weaker_cause_than_an_ongoing_fault() {
+    // A datastore had a burst 3 minutes before the fault and slowed its callers,
+    // auth among them; billing, which calls auth, has an ongoing fault. The burst
+    // explains everything by the graph, but it is over.
+    let over = |score: f64, onset: i64| {
+        let mut c = change(score, onset);
+        c.recovered = true;
+        Some(c)
+    };
+    let ev = Evidence {
+        candidates: vec![
+            cand("service:mongo", over(50.0, -190)),
+            cand("service:geo", over(9.0, -180)),
+            cand("service:auth", over(8.0, -175)),
+            cand("service:billing", Some(change(40.0, 19))),
+            cand("service:gateway", Some(change(12.0, 40))),
+        ],
+        deps: vec![vec![], vec![0], vec![0], vec![2], vec![3]],
+        start_ms: -200_000,
+    };
+    let r = bayes(&ev, &RankParams::default());
+    assert_eq!(names(&ev, &r)[0], "service:billing", "{r:?}");
 }
