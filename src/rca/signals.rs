@@ -544,7 +544,8 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
 pub struct ComponentChange {
     /// The largest change score among its signals.
     pub score: f64,
-    /// Earliest onset among the signals scoring at least `max(theta, score / 2)`.
+    /// Earliest onset among the signals scoring at least `max(theta, score / 2)`
+    /// that are still changed (or among all of them, when every one is over).
     #[serde(rename = "onset", serialize_with = "ser_opt_secs")]
     pub onset_ms: Option<i64>,
     /// Signals read.
@@ -564,7 +565,10 @@ pub fn summarize(mut changes: Vec<Change>, signals: usize, theta: f64, keep: usi
         .iter()
         .filter(|c| c.score >= bar && c.onset_ms.is_some())
         .collect();
-    let onset_ms = strong.iter().filter_map(|c| c.onset_ms).min();
+    // The onset of what is still going on: a burst that is over does not date an
+    // ongoing change that started later.
+    let ongoing = strong.iter().filter(|c| !c.recovered).filter_map(|c| c.onset_ms).min();
+    let onset_ms = ongoing.or_else(|| strong.iter().filter_map(|c| c.onset_ms).min());
     let recovered = !strong.is_empty() && strong.iter().all(|c| c.recovered);
     changes.truncate(keep);
     ComponentChange {
@@ -776,5 +780,11 @@ mod tests {
         assert_eq!(s.score, 30.0);
         assert_eq!(s.onset_ms, Some(400), "the weak early signal does not set the onset");
         assert_eq!(s.changes.len(), 2);
+        // An earlier burst that is over does not date the ongoing change.
+        let mut burst = ch(40.0, 50);
+        burst.recovered = true;
+        let s = summarize(vec![burst, ch(30.0, 500)], 2, 4.0, 2);
+        assert_eq!(s.onset_ms, Some(500));
+        assert!(!s.recovered);
     }
 }
