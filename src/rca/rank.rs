@@ -10,7 +10,8 @@
 //! - `r` itself should be abnormal: `P = p_root`;
 //! - a component depending on `r` (transitively) is abnormal through its
 //!   dependencies on the fault's path: a noisy-OR `1 − (1 − eps)·Π(1 − pi·a(u)·t(u))`
-//!   over those dependencies `u` (`a(r) = 1` under the hypothesis), where `t(u)`
+//!   over those dependencies `u` (`a(r) = 1` under the hypothesis; `pi` = 0.5: a
+//!   dependency's fault shows in a given dependent about half the time), where `t(u)`
 //!   discounts a `u` whose onset is more than `tol` *after* the component's own
 //!   (`exp(−lead / tau)`: effects do not precede causes, but measured onsets are
 //!   noisy), or more than `late_tol` before it (`exp(−extra / late_tau)`: faults
@@ -19,9 +20,10 @@
 //!   normal one is not explained;
 //! - a node hosting `r`'s pods may be abnormal too (`P = pi_host`: a node's usage
 //!   is the sum of its pods', so a pod's CPU hog shows on its node);
-//! - anything else should be normal: `P = eps` for an ongoing change,
-//!   `eps_transient` for one that is over (background anomalies; short bursts are
-//!   common).
+//! - anything else should be normal: `P = eps` for an ongoing change (less for a
+//!   large one: `eps · eps_size / score`, at least `eps / 5` — noise makes small
+//!   changes more often than large ones), `eps_transient` for one that is over
+//!   (background anomalies; short bursts are common).
 //!
 //! A cause whose every strong change is over by the end of the window (a burst
 //! that came and went) costs `recovered_root`: the cause of an ongoing incident is
@@ -93,6 +95,10 @@ pub struct Evidence {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RankParams {
     pub eps: f64,
+    /// Unexplained ongoing changes larger than this robust z are rarer than `eps`
+    /// (background noise makes small changes more often than large ones): `eps`
+    /// scales by `eps_size / score`, down to a fifth.
+    pub eps_size: f64,
     pub p_root: f64,
     pub pi: f64,
     pub pi_host: f64,
@@ -129,9 +135,10 @@ impl Default for RankParams {
     fn default() -> Self {
         RankParams {
             eps: 0.05,
-            p_root: 0.97,
-            pi: 0.7,
-            pi_host: 0.5,
+            eps_size: 10.0,
+            p_root: 0.99,
+            pi: 0.5,
+            pi_host: 0.25,
             tol_ms: 30_000,
             tau_ms: 60_000.0,
             z0: 5.0,
@@ -355,7 +362,8 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
                 } else if recovered[v] {
                     p.eps_transient
                 } else {
-                    p.eps
+                    let size = ev.candidates[v].change.as_ref().map_or(0.0, |c| c.score);
+                    p.eps * (p.eps_size / size.max(1e-9)).clamp(0.2, 1.0)
                 };
                 ll += soft(av, prob);
             }

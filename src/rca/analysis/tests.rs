@@ -98,6 +98,16 @@ impl World {
         );
     }
 
+    /// node-exporter's load average of both nodes, flat.
+    fn nodes(&self) {
+        for (k, n) in ["n1", "n2"].into_iter().enumerate() {
+            self.series(
+                &[("__name__", "node_load1"), ("instance", n), ("job", "node-exporter")],
+                |i| Some(1.0 + 0.05 * noise(i, 10 + k)),
+            );
+        }
+    }
+
     fn edge(&self, client: &str, server: &str) {
         self.series(
             &[
@@ -229,6 +239,7 @@ fn a_deploy_is_evidence_and_named_in_the_report() {
     w.service("cart", 3, step(FAULT, 0.3));
     w.edge("frontend", "checkout");
     w.edge("frontend", "cart");
+    w.nodes();
     w.series(
         &[
             ("__name__", "kube_replicaset_owner"),
