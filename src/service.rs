@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
-use crate::http::{self, App, Settings};
+use crate::http::{self, App, LimitAcceptor, Settings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
 use crate::storage::Store;
@@ -35,6 +35,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Registering the connection metrics failed (a programming error).
+    #[error("registering connection metrics: {0}")]
+    ConnMetrics(#[from] prometheus::Error),
     /// The rule files could not be loaded.
     #[error("rules: {0}")]
     Rules(String),
@@ -44,6 +47,9 @@ pub enum ServiceError {
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
+    /// The anomaly scoring thread could not be started.
+    #[error("starting the anomaly scoring worker: {0}")]
+    Worker(std::io::Error),
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -56,11 +62,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .config_last_reload_success_timestamp
         .set(chrono::Utc::now().timestamp());
     let engine = Engine::new(config.engine_options());
-    let analyzer = Arc::new(Analyzer::new(
-        metrics.detections.clone(),
-        metrics.anomaly_outputs_dropped.clone(),
-        IncidentConfig::default(),
-    ));
+    // Detectors score on their own thread, fed by a bounded queue: a remote-write
+    // request returns once its samples are stored.
+    let analyzer = Arc::new(
+        Analyzer::with_worker(
+            metrics.detections.clone(),
+            metrics.anomaly_outputs_dropped.clone(),
+            IncidentConfig::default(),
+            store.clone(),
+            config.anomaly.queue_samples,
+            metrics.scoring.clone(),
+        )
+        .map_err(ServiceError::Worker)?,
+    );
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),
@@ -113,11 +127,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     tokio::spawn(collect_garbage(
         store,
         analyzer,
-        metrics,
+        metrics.clone(),
         config.storage.retention.as_millis(),
     ));
 
     let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    let limits = config.http.limits();
     match &config.tls {
         Some(tls) => {
             // One process-wide crypto provider; a second install attempt is harmless.
@@ -131,14 +146,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                         source,
                     })?;
             tracing::info!(address = %addr, tls = true, "listening");
-            axum_server::from_tcp_rustls(listener, rustls_config)
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config);
+            let acceptor = LimitAcceptor::new(tls, limits, metrics.registry())?;
+            axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
         }
         None => {
             tracing::info!(address = %addr, tls = false, "listening");
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            let acceptor = LimitAcceptor::new(plain, limits, metrics.registry())?;
             axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
@@ -168,7 +189,7 @@ async fn watch_signals(handle: axum_server::Handle, app: Arc<App>) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let _ = app.reload();
+                let _ = app.reload_blocking().await;
             }
         }
     }

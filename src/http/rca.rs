@@ -1,6 +1,8 @@
 //! Root-cause analysis endpoints: `GET /api/v1/topology` (JSON, DOT or Mermaid),
-//! `GET /api/v1/incidents` and `GET /api/v1/incidents/<id>`. Analyses run on the
-//! blocking pool; errors become statuses in `error.rs`.
+//! `GET /api/v1/incidents` and `GET /api/v1/incidents/<id>`. They sit behind the
+//! read guard with the other read routes, and like them wait for a query slot and
+//! run (store reads, analyses, rendering and encoding) on the blocking pool; errors
+//! become statuses in `error.rs`.
 
 use std::sync::Arc;
 
@@ -8,7 +10,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use super::error::{rca_error, ApiError};
@@ -25,74 +26,83 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("analysis task failed: {e}")))
+/// A response body and its content type.
+type Body = (&'static str, Vec<u8>);
+
+fn success(data: impl serde::Serialize) -> Result<Body, ApiError> {
+    serde_json::to_vec(&json!({"status": "success", "data": data}))
+        .map(|body| ("application/json", body))
+        .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
+}
+
+/// Runs `read` as every read route does: once a query slot is free, on the
+/// blocking pool, within the query timeout.
+async fn run_read(
+    app: Arc<App>,
+    read: impl FnOnce(&RcaEngine) -> Result<Body, ApiError> + Send + 'static,
+) -> Response {
+    let engine = match engine(&app) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let timeout = app.engine.options().timeout;
+    match app.queries.run(timeout, move |_| read(&engine)).await {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /api/v1/topology?format=json|dot|mermaid&view=all|units`.
 pub(crate) async fn topology(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
     let params = Params::from_request(&uri, &headers, &Bytes::new());
-    let result = (|| {
-        let engine = engine(&app)?;
-        let format = params.get("format").unwrap_or("json");
-        let view = match params.get("view") {
-            None | Some("all") => View::All,
-            Some("units") => View::Units,
-            Some(v) => {
-                return Err(ApiError::bad_data(format!(
-                    "invalid view {v:?}: use all or units"
-                )))
-            }
-        };
+    let view = match params.get("view") {
+        None | Some("all") => View::All,
+        Some("units") => View::Units,
+        Some(v) => {
+            return ApiError::bad_data(format!("invalid view {v:?}: use all or units"))
+                .into_response()
+        }
+    };
+    let format = params.get("format").unwrap_or("json").to_owned();
+    if !matches!(format.as_str(), "json" | "dot" | "mermaid") {
+        return ApiError::bad_data(format!(
+            "invalid format {format:?}: use json, dot or mermaid"
+        ))
+        .into_response();
+    }
+    run_read(app, move |engine| {
         let topo = engine.topology();
-        Ok(match format {
-            "json" => Json(json!({"status": "success", "data": render::to_json(&topo, view)}))
-                .into_response(),
+        Ok(match format.as_str() {
             "dot" => (
-                [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
-                render::to_dot(&topo, view),
-            )
-                .into_response(),
+                "text/vnd.graphviz; charset=utf-8",
+                render::to_dot(&topo, view).into_bytes(),
+            ),
             "mermaid" => (
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                render::to_mermaid(&topo, view),
-            )
-                .into_response(),
-            f => {
-                return Err(ApiError::bad_data(format!(
-                    "invalid format {f:?}: use json, dot or mermaid"
-                )))
-            }
+                "text/plain; charset=utf-8",
+                render::to_mermaid(&topo, view).into_bytes(),
+            ),
+            _ => return success(render::to_json(&topo, view)),
         })
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
 }
 
 /// `GET /api/v1/incidents`: open incidents, newest first, with their latest analysis.
 pub(crate) async fn incidents(State(app): State<Arc<App>>) -> Response {
-    let result = async {
-        let engine = engine(&app)?;
-        let list = blocking(move || engine.incidents(now_ms())).await?;
-        Ok::<_, ApiError>(Json(json!({"status": "success", "data": {"incidents": list}})))
-    }
-    .await;
-    result.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+    run_read(app, |engine| {
+        success(json!({"incidents": engine.incidents(now_ms())}))
+    })
+    .await
 }
 
 /// `GET /api/v1/incidents/<id>`: one incident with an up-to-date analysis.
 pub(crate) async fn incident(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let result = async {
-        let engine = engine(&app)?;
-        let id: u64 = id
-            .parse()
-            .map_err(|_| ApiError::bad_data(format!("invalid incident id {id:?}")))?;
-        let view = blocking(move || engine.incident(id, now_ms()))
-            .await?
-            .map_err(|e| rca_error(&e))?;
-        Ok::<_, ApiError>(Json(json!({"status": "success", "data": view})))
-    }
-    .await;
-    result.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+    let Ok(id) = id.parse::<u64>() else {
+        return ApiError::bad_data(format!("invalid incident id {id:?}")).into_response();
+    };
+    run_read(app, move |engine| {
+        let view = engine.incident(id, now_ms()).map_err(|e| rca_error(&e))?;
+        success(view)
+    })
+    .await
 }

@@ -288,7 +288,8 @@ fn change_events(
         .collect();
     if let Ok(m) = Matcher::new(MatchOp::Regex, "owner_name", alternation.join("|")) {
         let sel = [Matcher::equal(METRIC_NAME, "kube_replicaset_owner"), m];
-        store.visit(&sel, mint, maxt, |_, labels, ring| {
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        store.visit(&sel, mint, maxt, |_, labels, window| {
             let ns = labels.get("namespace").unwrap_or("");
             let Some(&k) = labels
                 .get("owner_name")
@@ -296,7 +297,10 @@ fn change_events(
             else {
                 return;
             };
-            if let Some(born) = ring.first_timestamp() {
+            ts.clear();
+            vs.clear();
+            window.copy_range(mint, maxt, &mut ts, &mut vs);
+            if let Some(&born) = ts.first() {
                 if born > mint + 5 * grid.step_ms && born <= maxt {
                     out[k].push(ChangeEvent {
                         at_ms: born,

@@ -4,8 +4,13 @@
 mod anomaly;
 mod bad_input;
 mod common;
+mod dashboard;
+mod hardening;
+mod kube_double;
+mod kubernetes;
 mod prometheus;
 mod promql_diff;
 mod rca;
 mod rules;
 mod service;
+mod simulate;
