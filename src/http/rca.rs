@@ -19,7 +19,9 @@ use crate::rca::render::{self, View};
 use crate::rca::{RcaEngine, RcaError};
 
 fn engine(app: &App) -> Result<Arc<RcaEngine>, ApiError> {
-    app.rca().cloned().ok_or_else(|| rca_error(&RcaError::Disabled))
+    app.rca()
+        .cloned()
+        .ok_or_else(|| rca_error(&RcaError::Disabled))
 }
 
 fn now_ms() -> i64 {
@@ -53,7 +55,11 @@ async fn run_read(
 }
 
 /// `GET /api/v1/topology?format=json|dot|mermaid&view=all|units`.
-pub(crate) async fn topology(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn topology(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let params = Params::from_request(&uri, &headers, &Bytes::new());
     let view = match params.get("view") {
         None | Some("all") => View::All,

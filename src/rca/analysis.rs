@@ -91,7 +91,9 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
         if d >= a.hops {
             continue;
         }
-        let Some(i) = topo.index_of(&id) else { continue };
+        let Some(i) = topo.index_of(&id) else {
+            continue;
+        };
         for dep in topo.unit_dependencies(topo.unit_of(i)) {
             if ids.len() >= max {
                 break;
@@ -108,7 +110,9 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
     // are healthy, or a service whose other callers are fine, is a weaker cause.
     let potential = ids.len();
     for k in 0..potential {
-        let Some(i) = topo.index_of(&ids[k]) else { continue };
+        let Some(i) = topo.index_of(&ids[k]) else {
+            continue;
+        };
         for dep in topo.unit_dependents(topo.unit_of(i)) {
             if ids.len() >= max {
                 break;
@@ -135,7 +139,15 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
     let identity = Identity::new(topo, &cfg.identity.service_labels);
     let params = ChangeParams::default();
     let touched_at: HashMap<&ComponentId, i64> = touched.iter().map(|(c, t)| (c, *t)).collect();
-    let series = read_series(store, topo, &identity, &ids, &index, &grid, a.max_series_per_component);
+    let series = read_series(
+        store,
+        topo,
+        &identity,
+        &ids,
+        &index,
+        &grid,
+        a.max_series_per_component,
+    );
     let mut events = change_events(store, topo, &ids, &grid);
     let mut candidates = Vec::with_capacity(ids.len());
     let mut owners = Vec::with_capacity(ids.len());
@@ -163,7 +175,10 @@ pub fn gather(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_>
             changes,
         });
     }
-    let touched_idx = touched.iter().filter_map(|(c, _)| index.get(c).copied()).collect();
+    let touched_idx = touched
+        .iter()
+        .filter_map(|(c, _)| index.get(c).copied())
+        .collect();
     Gathered {
         evidence: Evidence {
             candidates,
@@ -279,12 +294,19 @@ fn change_events(
     let mut owners: Vec<&str> = workloads.keys().map(|(_, n)| *n).collect();
     owners.sort_unstable();
     owners.dedup();
-    let plain = owners
-        .iter()
-        .all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let plain = owners.iter().all(|n| {
+        n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    });
     let alternation: Vec<String> = owners
         .iter()
-        .map(|n| if plain { n.to_string() } else { regex::escape(n) })
+        .map(|n| {
+            if plain {
+                n.to_string()
+            } else {
+                regex::escape(n)
+            }
+        })
         .collect();
     if let Ok(m) = Matcher::new(MatchOp::Regex, "owner_name", alternation.join("|")) {
         let sel = [Matcher::equal(METRIC_NAME, "kube_replicaset_owner"), m];
@@ -492,7 +514,9 @@ pub fn report(
         .map(|(k, r)| {
             let c = &ev.candidates[r.index];
             let ids = |path: Vec<usize>| -> Vec<ComponentId> {
-                path.into_iter().map(|i| ev.candidates[i].id.clone()).collect()
+                path.into_iter()
+                    .map(|i| ev.candidates[i].id.clone())
+                    .collect()
             };
             let path = focus
                 .and_then(|f| ev.path(r.index, f))
@@ -545,7 +569,9 @@ pub fn report(
             };
             summary.push_str(&format!(
                 "; {n_explained} of {} abnormal candidates depend on it",
-                abnormal_total.saturating_sub(usize::from(ev.anomaly(r.index, &p).is_some_and(|a| a >= 0.5)))
+                abnormal_total.saturating_sub(usize::from(
+                    ev.anomaly(r.index, &p).is_some_and(|a| a >= 0.5)
+                ))
             ));
             if let Some(ch) = c.changes.last() {
                 summary.push_str(&format!("; {} at {}", ch.what, rfc3339(ch.at_ms)));
@@ -592,7 +618,14 @@ pub fn analyze(store: &Store, topo: &Topology, cfg: &RcaConfig, req: &Request<'_
     let started = Instant::now();
     let g = gather(store, topo, cfg, req);
     let ranked = Method::Bayes.rank(&g.evidence);
-    report(req, &g, &ranked, Method::Bayes, cfg.analysis.max_causes, started)
+    report(
+        req,
+        &g,
+        &ranked,
+        Method::Bayes,
+        cfg.analysis.max_causes,
+        started,
+    )
 }
 
 #[cfg(test)]

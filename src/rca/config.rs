@@ -255,7 +255,8 @@ impl RcaConfig {
             }
             for (j, w) in s.workloads.iter().enumerate() {
                 match w.split_once('/') {
-                    Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
+                    Some((ns, name))
+                        if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
                     _ => {
                         return Err((
                             format!("{key}.workloads[{j}]"),
@@ -285,7 +286,10 @@ impl RcaConfig {
         at_least("rca.incidents.max_incidents", inc.max_incidents, 1)?;
         at_least("rca.incidents.max_components", inc.max_components, 1)?;
         if inc.join_hops > 10 {
-            return Err(("rca.incidents.join_hops".into(), "must be at most 10".into()));
+            return Err((
+                "rca.incidents.join_hops".into(),
+                "must be at most 10".into(),
+            ));
         }
         let a = &self.analysis;
         if a.hops > 10 {
@@ -357,7 +361,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let e = parse("topology:\n  services:\n    - {name: a, depends_on: [a]}\n").unwrap_err();
-        assert!(e.starts_with("rca.topology.services[0].depends_on[0]"), "{e}");
+        assert!(
+            e.starts_with("rca.topology.services[0].depends_on[0]"),
+            "{e}"
+        );
         let e = parse("topology:\n  services:\n    - {name: a}\n    - {name: a}\n").unwrap_err();
         assert!(e.contains("listed twice"), "{e}");
         let e = parse("topology:\n  services:\n    - {name: a, workloads: [x]}\n").unwrap_err();

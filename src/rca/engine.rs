@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 use serde::Serialize;
 
 use super::analysis::{self, RcaReport, Request};
@@ -27,7 +29,7 @@ use super::identity::Identity;
 use super::incident::{Correlator, Incident, Signal};
 use super::topology::{ComponentId, Topology, TopologyBuilder};
 use super::RcaError;
-use crate::anomaly::{AnomalyEvent, Analyzer};
+use crate::anomaly::{Analyzer, AnomalyEvent};
 use crate::storage::Store;
 
 /// The `closed_loop_rca_*` metrics.

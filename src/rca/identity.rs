@@ -163,14 +163,23 @@ impl<'a> Identity<'a> {
             }
         }
         // Plain names stay a literal alternation the postings index answers directly.
-        let plain = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let plain = |n: &str| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
         for (label, mut values) in by_label {
             values.sort_unstable();
             values.dedup();
             let escaped = values.iter().any(|v| !plain(v));
             let alternation: Vec<String> = values
                 .iter()
-                .map(|v| if escaped { regex::escape(v) } else { v.to_string() })
+                .map(|v| {
+                    if escaped {
+                        regex::escape(v)
+                    } else {
+                        v.to_string()
+                    }
+                })
                 .collect();
             if let Ok(m) = Matcher::new(MatchOp::Regex, label, alternation.join("|")) {
                 out.push(vec![m]);
@@ -229,8 +238,12 @@ mod tests {
             Some("service:payments")
         );
         assert_eq!(
-            of(&[("namespace", "shop"), ("pod", "checkout-abc"), ("service", "checkout")])
-                .as_deref(),
+            of(&[
+                ("namespace", "shop"),
+                ("pod", "checkout-abc"),
+                ("service", "checkout")
+            ])
+            .as_deref(),
             Some("pod:shop/checkout-abc")
         );
         assert_eq!(
@@ -267,7 +280,10 @@ mod tests {
                     .join(",")
             })
             .collect();
-        assert!(text.contains(&"service=~\"checkout\"".to_string()), "{text:?}");
+        assert!(
+            text.contains(&"service=~\"checkout\"".to_string()),
+            "{text:?}"
+        );
         assert!(
             text.iter().any(|t| t.contains("pod=~\"checkout-abc\"")),
             "{text:?}"

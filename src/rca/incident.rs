@@ -25,10 +25,7 @@ use super::topology::{ComponentId, Topology};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// A detector's threshold crossing.
-    Anomaly {
-        detector: String,
-        severity: String,
-    },
+    Anomaly { detector: String, severity: String },
     /// A firing alert.
     Alert { name: String, severity: String },
 }
@@ -115,7 +112,13 @@ impl Correlator {
 
     /// Records a signal on `component` (any component; it is mapped to its unit) at
     /// `t_ms`. Returns the incident's id.
-    pub fn record(&mut self, topo: &Topology, component: &ComponentId, t_ms: i64, signal: &Signal) -> u64 {
+    pub fn record(
+        &mut self,
+        topo: &Topology,
+        component: &ComponentId,
+        t_ms: i64,
+        signal: &Signal,
+    ) -> u64 {
         let unit = topo.unit_id(component);
         let window = self.cfg.window.as_millis();
         let max_duration = self.cfg.max_duration.as_millis();
@@ -299,13 +302,26 @@ mod tests {
         let mut c = Correlator::new(cfg(2));
         let a = c.record(&t, &ComponentId::service("c"), 1_000, &anomaly());
         // A pod of c is c's unit.
-        assert_eq!(c.record(&t, &ComponentId::pod("ns", "c-1"), 2_000, &anomaly()), a);
-        assert_eq!(c.record(&t, &ComponentId::service("a"), 3_000, &anomaly()), a);
-        assert_eq!(c.record(&t, &ComponentId::service("e"), 4_000, &anomaly()), a);
+        assert_eq!(
+            c.record(&t, &ComponentId::pod("ns", "c-1"), 2_000, &anomaly()),
+            a
+        );
+        assert_eq!(
+            c.record(&t, &ComponentId::service("a"), 3_000, &anomaly()),
+            a
+        );
+        assert_eq!(
+            c.record(&t, &ComponentId::service("e"), 4_000, &anomaly()),
+            a
+        );
         let x = c.record(&t, &ComponentId::service("x"), 5_000, &anomaly());
         assert_ne!(x, a);
         let inc = c.get(a).unwrap();
-        let members: Vec<String> = inc.members.iter().map(|m| m.component.to_string()).collect();
+        let members: Vec<String> = inc
+            .members
+            .iter()
+            .map(|m| m.component.to_string())
+            .collect();
         assert_eq!(members, vec!["service:c", "service:a", "service:e"]);
         assert_eq!(inc.members[0].anomalies, 2);
         assert_eq!(inc.version, 4);
@@ -332,9 +348,15 @@ mod tests {
         let first = c.record(&t, &ComponentId::service("b"), 0, &anomaly());
         // A signal every 4 minutes keeps it fresh, but not past 10 minutes of age.
         for i in 1..=2 {
-            assert_eq!(c.record(&t, &ComponentId::service("b"), i * 240_000, &anomaly()), first);
+            assert_eq!(
+                c.record(&t, &ComponentId::service("b"), i * 240_000, &anomaly()),
+                first
+            );
         }
-        assert_ne!(c.record(&t, &ComponentId::service("b"), 720_000, &anomaly()), first);
+        assert_ne!(
+            c.record(&t, &ComponentId::service("b"), 720_000, &anomaly()),
+            first
+        );
     }
 
     #[test]

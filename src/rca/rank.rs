@@ -374,7 +374,10 @@ pub fn bayes(ev: &Evidence, p: &RankParams) -> Vec<Ranked> {
             confidence: 0.0,
         });
     }
-    let max = out.iter().map(|r| r.score).fold(f64::NEG_INFINITY, f64::max);
+    let max = out
+        .iter()
+        .map(|r| r.score)
+        .fold(f64::NEG_INFINITY, f64::max);
     let total: f64 = out.iter().map(|r| (r.score - max).exp()).sum();
     for r in &mut out {
         r.confidence = (r.score - max).exp() / total;

@@ -381,7 +381,10 @@ pub fn extract(series: &[SeriesData], grid: &Grid, max_signals: usize) -> Vec<Si
             }
         }
         let (kind, text) = if acc.counter {
-            (SignalKind::Rate, format!("rate({})", describe(name, labels)))
+            (
+                SignalKind::Rate,
+                format!("rate({})", describe(name, labels)),
+            )
         } else {
             (SignalKind::Gauge, describe(name, labels))
         };
@@ -466,10 +469,7 @@ pub fn change(signal: &Signal, grid: &Grid, p: &ChangeParams) -> Option<Change> 
             .copied()
             .filter(|v| v.is_finite())
             .collect();
-        let hits = run
-            .iter()
-            .filter(|&&v| z(v) * sign >= p.theta)
-            .count();
+        let hits = run.iter().filter(|&&v| z(v) * sign >= p.theta).count();
         let enough = if run.len() >= RUN {
             hits >= PERSIST
         } else {
@@ -557,7 +557,12 @@ pub struct ComponentChange {
 }
 
 /// Summarises a component's changes, keeping the `keep` strongest.
-pub fn summarize(mut changes: Vec<Change>, signals: usize, theta: f64, keep: usize) -> ComponentChange {
+pub fn summarize(
+    mut changes: Vec<Change>,
+    signals: usize,
+    theta: f64,
+    keep: usize,
+) -> ComponentChange {
     changes.sort_by(|a, b| b.score.total_cmp(&a.score));
     let score = changes.first().map_or(0.0, |c| c.score);
     let bar = theta.max(score / 2.0);
@@ -567,7 +572,11 @@ pub fn summarize(mut changes: Vec<Change>, signals: usize, theta: f64, keep: usi
         .collect();
     // The onset of what is still going on: a burst that is over does not date an
     // ongoing change that started later.
-    let ongoing = strong.iter().filter(|c| !c.recovered).filter_map(|c| c.onset_ms).min();
+    let ongoing = strong
+        .iter()
+        .filter(|c| !c.recovered)
+        .filter_map(|c| c.onset_ms)
+        .min();
     let onset_ms = ongoing.or_else(|| strong.iter().filter_map(|c| c.onset_ms).min());
     let recovered = !strong.is_empty() && strong.iter().all(|c| c.recovered);
     changes.truncate(keep);
@@ -671,22 +680,44 @@ mod tests {
         // Two pods at 10/s each; pod b is replaced by pod c at point 30 (a deploy);
         // from point 60 pod a's rate doubles.
         let a = series(
-            &[("__name__", "requests_total"), ("pod", "a"), ("code", "200")],
-            |i| Some(if i < 60 { 150.0 * i as f64 } else { 150.0 * 60.0 + 300.0 * (i - 60) as f64 }),
+            &[
+                ("__name__", "requests_total"),
+                ("pod", "a"),
+                ("code", "200"),
+            ],
+            |i| {
+                Some(if i < 60 {
+                    150.0 * i as f64
+                } else {
+                    150.0 * 60.0 + 300.0 * (i - 60) as f64
+                })
+            },
         );
         let b = series(
-            &[("__name__", "requests_total"), ("pod", "b"), ("code", "200")],
+            &[
+                ("__name__", "requests_total"),
+                ("pod", "b"),
+                ("code", "200"),
+            ],
             |i| (i < 30).then(|| 150.0 * i as f64),
         );
         let c = series(
-            &[("__name__", "requests_total"), ("pod", "c"), ("code", "200")],
+            &[
+                ("__name__", "requests_total"),
+                ("pod", "c"),
+                ("code", "200"),
+            ],
             |i| (i >= 30).then(|| 150.0 * (i - 30) as f64),
         );
         let sig = extract(&[a, b, c], &g, 10);
         assert_eq!(sig.len(), 1);
         assert_eq!(sig[0].name, "rate(requests_total{code=\"200\"})");
         assert_eq!(sig[0].kind, SignalKind::Rate);
-        assert!((sig[0].values[20] - 20.0).abs() < 1e-9, "{:?}", sig[0].values);
+        assert!(
+            (sig[0].values[20] - 20.0).abs() < 1e-9,
+            "{:?}",
+            sig[0].values
+        );
         let ch = change(&sig[0], &g, &ChangeParams::default()).unwrap();
         assert_eq!(ch.direction, Direction::Up);
         assert_eq!(ch.onset_ms, Some(61 * STEP));
@@ -697,14 +728,23 @@ mod tests {
     fn sum_and_count_give_a_mean() {
         let g = grid();
         let sum = series(&[("__name__", "rpc_seconds_sum")], |i| {
-            Some(if i < 50 { 1.0 * i as f64 } else { 50.0 + 5.0 * (i - 50) as f64 })
+            Some(if i < 50 {
+                1.0 * i as f64
+            } else {
+                50.0 + 5.0 * (i - 50) as f64
+            })
         });
-        let count = series(&[("__name__", "rpc_seconds_count")], |i| Some(10.0 * i as f64));
+        let count = series(&[("__name__", "rpc_seconds_count")], |i| {
+            Some(10.0 * i as f64)
+        });
         let sig = extract(&[sum, count], &g, 10);
         let names: Vec<&str> = sig.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            vec!["rate(rpc_seconds_count)", "rate(rpc_seconds_sum) / rate(rpc_seconds_count)"]
+            vec![
+                "rate(rpc_seconds_count)",
+                "rate(rpc_seconds_sum) / rate(rpc_seconds_count)"
+            ]
         );
         let mean = &sig[1];
         assert!((mean.values[20] - 0.1).abs() < 1e-9);
@@ -778,7 +818,11 @@ mod tests {
         let s = summarize(vec![ch(4.5, 100), ch(30.0, 500), ch(20.0, 400)], 3, 4.0, 2);
         assert!(!s.recovered);
         assert_eq!(s.score, 30.0);
-        assert_eq!(s.onset_ms, Some(400), "the weak early signal does not set the onset");
+        assert_eq!(
+            s.onset_ms,
+            Some(400),
+            "the weak early signal does not set the onset"
+        );
         assert_eq!(s.changes.len(), 2);
         // An earlier burst that is over does not date the ongoing change.
         let mut burst = ch(40.0, 50);

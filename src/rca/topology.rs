@@ -362,7 +362,10 @@ impl TopologyBuilder {
         let mut workloads: HashMap<&str, Vec<u32>> = HashMap::new();
         for (i, c) in self.components.iter().enumerate() {
             if c.id.kind == ComponentKind::Workload {
-                workloads.entry(c.id.short_name()).or_default().push(i as u32);
+                workloads
+                    .entry(c.id.short_name())
+                    .or_default()
+                    .push(i as u32);
             }
         }
         let mut links = Vec::new();

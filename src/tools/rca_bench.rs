@@ -81,6 +81,9 @@ pub struct CaseResult {
     pub cause: String,
     pub detected: bool,
     pub candidates: usize,
+    /// Components in the topology the analysis ran on (services, workloads, pods,
+    /// nodes).
+    pub components: usize,
     pub ranks: [Option<usize>; 3],
     /// Gather + rank of the runtime's method (ms), first run.
     pub analysis_ms: f64,
@@ -125,7 +128,8 @@ fn detectors() -> Result<Vec<DetectorSpec>, BenchError> {
     )
     .map_err(|e| BenchError::Detectors(e.to_string()))?;
     for s in &specs {
-        s.validate().map_err(|e| BenchError::Detectors(e.to_string()))?;
+        s.validate()
+            .map_err(|e| BenchError::Detectors(e.to_string()))?;
     }
     Ok(specs)
 }
@@ -259,6 +263,7 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
         cause: sc.cause().to_string(),
         detected: incident.is_some(),
         candidates: 0,
+        components: topo.len(),
         ranks: [None; 3],
         analysis_ms: 0.0,
         analysis_best_ms: 0.0,
@@ -285,7 +290,9 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
         let again = Instant::now();
         let g = analysis::gather(&store, &topo, &cfg, &req);
         let _ = Method::Bayes.rank(&g.evidence);
-        result.analysis_best_ms = result.analysis_best_ms.min(again.elapsed().as_secs_f64() * 1000.0);
+        result.analysis_best_ms = result
+            .analysis_best_ms
+            .min(again.elapsed().as_secs_f64() * 1000.0);
     }
     let ev = &gathered.evidence;
     result.candidates = ev.candidates.len();
@@ -311,30 +318,57 @@ pub fn run_case(seed: u64, services: usize, kind: FaultKind) -> Result<CaseResul
                 c.changes
                     .iter()
                     .take(2)
-                    .map(|x| format!("{} {:.1}@{}", x.signal, x.score, x.onset_ms.map_or("-".into(), |o| format!("{:+}s", (o - fault) / 1000))))
+                    .map(|x| {
+                        format!(
+                            "{} {:.1}@{}",
+                            x.signal,
+                            x.score,
+                            x.onset_ms
+                                .map_or("-".into(), |o| format!("{:+}s", (o - fault) / 1000))
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        let names = |v: &[usize]| v.iter().map(|&j| ev.candidates[j].id.to_string()).collect::<Vec<_>>().join(",");
-        let dependents: Vec<usize> = (0..ev.candidates.len()).filter(|&j| ev.deps[j].contains(&i)).collect();
+        let names = |v: &[usize]| {
+            v.iter()
+                .map(|&j| ev.candidates[j].id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let dependents: Vec<usize> = (0..ev.candidates.len())
+            .filter(|&j| ev.deps[j].contains(&i))
+            .collect();
         format!(
             "{} deps=[{}] dependents=[{}] a={:.2} onset={} z={:.1}{} <{}>",
             ev.candidates[i].id,
             names(&ev.deps[i]),
             names(&dependents),
             ev.anomaly(i, &p).unwrap_or(f64::NAN),
-            ev.onset(i).map_or("-".into(), |o| format!("{:+}s", (o - fault) / 1000)),
+            ev.onset(i)
+                .map_or("-".into(), |o| format!("{:+}s", (o - fault) / 1000)),
             ev.candidates[i].change.as_ref().map_or(0.0, |c| c.score),
-            if ev.candidates[i].touched { " touched" } else { "" },
+            if ev.candidates[i].touched {
+                " touched"
+            } else {
+                ""
+            },
             strongest.join("; ")
         )
     };
-    let top: Vec<String> = bayes.iter().take(3).map(|r| format!("[{} c={:.2}]", describe(r.index), r.confidence)).collect();
-    result.notes = format!("top {} | cause {}", top.join(" "), ev
-        .candidates
+    let top: Vec<String> = bayes
         .iter()
-        .position(|c| c.id == cause)
-        .map_or("not a candidate".into(), describe));
+        .take(3)
+        .map(|r| format!("[{} c={:.2}]", describe(r.index), r.confidence))
+        .collect();
+    result.notes = format!(
+        "top {} | cause {}",
+        top.join(" "),
+        ev.candidates
+            .iter()
+            .position(|c| c.id == cause)
+            .map_or("not a candidate".into(), describe)
+    );
     if let Some(ci) = ev.candidates.iter().position(|c| c.id == cause) {
         let onset = ev.onset(ci);
         result.cause_first = onset.is_some_and(|o| {
@@ -355,7 +389,10 @@ fn accuracy(ranks: &[Option<usize>]) -> [f64; 5] {
         return ac;
     }
     for (k, slot) in ac.iter_mut().enumerate() {
-        let hits = ranks.iter().filter(|r| r.is_some_and(|r| r <= k + 1)).count();
+        let hits = ranks
+            .iter()
+            .filter(|r| r.is_some_and(|r| r <= k + 1))
+            .count();
         *slot = hits as f64 / ranks.len() as f64;
     }
     ac
@@ -423,7 +460,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         cases.push(r);
     }
     let ranks = |m: usize, filter: &dyn Fn(&CaseResult) -> bool| -> Vec<Option<usize>> {
-        cases.iter().filter(|c| filter(c)).map(|c| c.ranks[m]).collect()
+        cases
+            .iter()
+            .filter(|c| filter(c))
+            .map(|c| c.ranks[m])
+            .collect()
     };
     let all = |_: &CaseResult| true;
     let overall = [
@@ -446,7 +487,13 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
     writeln!(out, "|---|---|---|---|")?;
     for (m, name) in names.iter().enumerate() {
         let ac = &overall[m];
-        writeln!(out, "| {name} | {:.3} | {:.3} | {:.3} |", ac[0], ac[2], avg5(ac))?;
+        writeln!(
+            out,
+            "| {name} | {:.3} | {:.3} | {:.3} |",
+            ac[0],
+            ac[2],
+            avg5(ac)
+        )?;
     }
     writeln!(out)?;
     writeln!(
@@ -472,7 +519,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         writeln!(out)?;
     }
     writeln!(out)?;
-    let mut times: Vec<f64> = cases.iter().filter(|c| c.detected).map(|c| c.analysis_ms).collect();
+    let mut times: Vec<f64> = cases
+        .iter()
+        .filter(|c| c.detected)
+        .map(|c| c.analysis_ms)
+        .collect();
     times.sort_by(f64::total_cmp);
     let mut big: Vec<f64> = cases
         .iter()
@@ -490,7 +541,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         percentile(&big, 0.99),
         big.len()
     )?;
-    let mut best: Vec<f64> = cases.iter().filter(|c| c.detected).map(|c| c.analysis_best_ms).collect();
+    let mut best: Vec<f64> = cases
+        .iter()
+        .filter(|c| c.detected)
+        .map(|c| c.analysis_best_ms)
+        .collect();
     best.sort_by(f64::total_cmp);
     let mut best_big: Vec<f64> = cases
         .iter()
@@ -520,6 +575,13 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         "incidents found for {detected} of {} cases (the rest count as misses); {candidates:.1} candidates on average (random AC@1 {chance:.3})",
         cases.len()
     )?;
+    let sizes = cases.iter().map(|c| c.components);
+    writeln!(
+        out,
+        "topology: {}–{} components (services, workloads, pods, nodes)",
+        sizes.clone().min().unwrap_or(0),
+        sizes.max().unwrap_or(0)
+    )?;
     let first = cases.iter().filter(|c| c.cause_first).count();
     writeln!(
         out,
@@ -530,7 +592,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         .iter()
         .filter(|c| c.detected)
         .partition(|c| c.ranks[0] == Some(1));
-    let mean = |v: &[&CaseResult]| v.iter().map(|c| c.confidence).sum::<f64>() / v.len().max(1) as f64;
+    let mean =
+        |v: &[&CaseResult]| v.iter().map(|c| c.confidence).sum::<f64>() / v.len().max(1) as f64;
     writeln!(
         out,
         "top-cause confidence: mean {:.2} when right ({} cases), {:.2} when wrong ({} cases)",

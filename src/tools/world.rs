@@ -129,14 +129,52 @@ pub struct World {
 }
 
 const NAMES: [&str; 36] = [
-    "checkout", "cart", "catalog", "search", "recommend", "payment", "shipping", "currency",
-    "email", "ads", "reviews", "users", "auth", "inventory", "pricing", "orders", "notify",
-    "media", "session", "profile", "billing", "ledger", "fraud", "tax", "geo", "quotes",
-    "loyalty", "coupons", "wishlist", "returns", "invoices", "ratings", "feeds", "accounts",
-    "warehouse", "tracking",
+    "checkout",
+    "cart",
+    "catalog",
+    "search",
+    "recommend",
+    "payment",
+    "shipping",
+    "currency",
+    "email",
+    "ads",
+    "reviews",
+    "users",
+    "auth",
+    "inventory",
+    "pricing",
+    "orders",
+    "notify",
+    "media",
+    "session",
+    "profile",
+    "billing",
+    "ledger",
+    "fraud",
+    "tax",
+    "geo",
+    "quotes",
+    "loyalty",
+    "coupons",
+    "wishlist",
+    "returns",
+    "invoices",
+    "ratings",
+    "feeds",
+    "accounts",
+    "warehouse",
+    "tracking",
 ];
 const STORES: [&str; 8] = [
-    "postgres", "mysql", "redis", "mongo", "kafka", "elastic", "memcached", "cassandra",
+    "postgres",
+    "mysql",
+    "redis",
+    "mongo",
+    "kafka",
+    "elastic",
+    "memcached",
+    "cassandra",
 ];
 
 fn u(rng: &mut Pcg64, lo: f64, hi: f64) -> f64 {
@@ -232,7 +270,11 @@ impl World {
                 name: name(base),
                 role,
                 tier,
-                replicas: if datastore { 1 } else { rng.random_range(1..=3) },
+                replicas: if datastore {
+                    1
+                } else {
+                    rng.random_range(1..=3)
+                },
                 base_latency: if datastore {
                     u(rng, 0.001, 0.01)
                 } else {
@@ -273,7 +315,11 @@ impl World {
             calls.push(Call {
                 from,
                 to,
-                calls: if store { u(rng, 1.0, 3.0) } else { u(rng, 0.3, 1.5) },
+                calls: if store {
+                    u(rng, 1.0, 3.0)
+                } else {
+                    u(rng, 0.3, 1.5)
+                },
                 weight: u(rng, 0.3, 1.0),
                 p_err: u(rng, 0.3, 0.9),
                 lag: u(rng, 0.0, 2.0),
@@ -285,7 +331,11 @@ impl World {
             }
             let k = rng.random_range(1..=3usize);
             for _ in 0..k {
-                let pick = if rng.random_bool(0.7) { next(t) } else { deeper(t) };
+                let pick = if rng.random_bool(0.7) {
+                    next(t)
+                } else {
+                    deeper(t)
+                };
                 let pick = if pick.is_empty() { deeper(t) } else { pick };
                 if !pick.is_empty() {
                     let to = pick[rng.random_range(0..pick.len())];
@@ -502,7 +552,8 @@ impl Scenario {
                 let s = &w.services[i];
                 t.rate[i][k] = if s.role == Role::Entry {
                     let e = i.min(w.entry_rate.len() - 1);
-                    let wave = 1.0 + 0.15 * ((k as f64 / 1440.0) * std::f64::consts::TAU + phase).sin();
+                    let wave =
+                        1.0 + 0.15 * ((k as f64 / 1440.0) * std::f64::consts::TAU + phase).sin();
                     w.entry_rate[e] * wave * (1.0 + 0.02 * normal(&mut rng))
                 } else {
                     w.calls
@@ -691,7 +742,11 @@ impl Scraper {
         for d in deploys {
             // The old pods stop serving and go away once the new ones are ready.
             let end = d.step + d.ready;
-            for p in s.pods.iter_mut().filter(|p| p.service == d.service && p.to > d.step) {
+            for p in s
+                .pods
+                .iter_mut()
+                .filter(|p| p.service == d.service && p.to > d.step)
+            {
                 p.to = end;
             }
             s.add_replicaset(&mut rng, sc, d.service, d.step, end);
@@ -699,7 +754,14 @@ impl Scraper {
         s
     }
 
-    fn add_replicaset(&mut self, rng: &mut Pcg64, sc: &Scenario, service: usize, from: usize, serving: usize) {
+    fn add_replicaset(
+        &mut self,
+        rng: &mut Pcg64,
+        sc: &Scenario,
+        service: usize,
+        from: usize,
+        serving: usize,
+    ) {
         let svc = &sc.world.services[service];
         let rs = format!("{}-{}", svc.name, hash_name(rng, 9));
         let index = self.replicasets[service].len();
@@ -713,7 +775,11 @@ impl Scraper {
             self.pods.push(Pod {
                 service,
                 name,
-                ip: format!("10.244.{}.{}", rng.random_range(0..64u32), rng.random_range(2..250u32)),
+                ip: format!(
+                    "10.244.{}.{}",
+                    rng.random_range(0..64u32),
+                    rng.random_range(2..250u32)
+                ),
                 node: rng.random_range(0..sc.world.nodes.len()),
                 replicaset: index,
                 from,
@@ -802,13 +868,22 @@ impl Scraper {
             let err = t.err[service][k];
             let mut ids = Vec::new();
             let mut app_ids = Vec::new();
-            let emit_owned = |s: &mut Self, labels: Vec<(String, String)>, v: f64, ids: &mut Vec<usize>| {
-                let refs: Vec<(&str, &str)> = labels.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                let i = s.emit(&refs, v);
-                ids.push(i);
-                i
-            };
-            emit_owned(self, app(&[("__name__", "up".into())]), if down { 0.0 } else { 1.0 }, &mut ids);
+            let emit_owned =
+                |s: &mut Self, labels: Vec<(String, String)>, v: f64, ids: &mut Vec<usize>| {
+                    let refs: Vec<(&str, &str)> = labels
+                        .iter()
+                        .map(|(a, b)| (a.as_str(), b.as_str()))
+                        .collect();
+                    let i = s.emit(&refs, v);
+                    ids.push(i);
+                    i
+                };
+            emit_owned(
+                self,
+                app(&[("__name__", "up".into())]),
+                if down { 0.0 } else { 1.0 },
+                &mut ids,
+            );
             if down {
                 if !self.pods[p].was_down {
                     let app_series = self.pods[p].app.clone();
@@ -845,16 +920,28 @@ impl Scraper {
                     (pod.p99, pod.p50, pod.count, pod.sum, pod.ok, pod.errors);
                 let dur = "http_request_duration_seconds".to_string();
                 for (labels, v) in [
-                    (app(&[("__name__", dur.clone()), ("quantile", "0.99".into())]), p99),
-                    (app(&[("__name__", dur.clone()), ("quantile", "0.5".into())]), p50),
+                    (
+                        app(&[("__name__", dur.clone()), ("quantile", "0.99".into())]),
+                        p99,
+                    ),
+                    (
+                        app(&[("__name__", dur.clone()), ("quantile", "0.5".into())]),
+                        p50,
+                    ),
                     (app(&[("__name__", format!("{dur}_count"))]), count),
                     (app(&[("__name__", format!("{dur}_sum"))]), sum),
                     (
-                        app(&[("__name__", "http_requests_total".into()), ("code", "200".into())]),
+                        app(&[
+                            ("__name__", "http_requests_total".into()),
+                            ("code", "200".into()),
+                        ]),
                         ok,
                     ),
                     (
-                        app(&[("__name__", "http_requests_total".into()), ("code", "500".into())]),
+                        app(&[
+                            ("__name__", "http_requests_total".into()),
+                            ("code", "500".into()),
+                        ]),
                         errors,
                     ),
                 ] {
@@ -869,7 +956,8 @@ impl Scraper {
                 svc.base_cpu + svc.cpu_per_rps * rate + t.extra_cpu[service][k]
             } * (1.0 + 0.05 * normal(&mut self.rng));
             node_load[node] += cores.max(0.0);
-            let mem = svc.base_mem * t.mem_factor[service][k] * (1.0 + 0.01 * normal(&mut self.rng));
+            let mem =
+                svc.base_mem * t.mem_factor[service][k] * (1.0 + 0.01 * normal(&mut self.rng));
             let restarts_now = t.restarts[service][k] as f64;
             {
                 let pod = &mut self.pods[p];
@@ -893,8 +981,18 @@ impl Scraper {
                 ("job", "kubelet".to_string()),
                 ("node", w.nodes[node].clone()),
             ];
-            emit_owned(self, kube("container_cpu_usage_seconds_total", &cadvisor), cpu, &mut ids);
-            emit_owned(self, kube("container_memory_working_set_bytes", &cadvisor), mem, &mut ids);
+            emit_owned(
+                self,
+                kube("container_cpu_usage_seconds_total", &cadvisor),
+                cpu,
+                &mut ids,
+            );
+            emit_owned(
+                self,
+                kube("container_memory_working_set_bytes", &cadvisor),
+                mem,
+                &mut ids,
+            );
             let rs = self.replicasets[service][self.pods[p].replicaset].clone();
             let ksm = ("job", "kube-state-metrics".to_string());
             emit_owned(
@@ -1019,7 +1117,10 @@ impl Scraper {
             let failed = if t.down[c.to][k] { 1.0 } else { t.err[c.to][k] };
             self.edge_total[e] += calls.round();
             self.edge_failed[e] += (calls * failed).round();
-            let (from, to) = (w.services[c.from].name.clone(), w.services[c.to].name.clone());
+            let (from, to) = (
+                w.services[c.from].name.clone(),
+                w.services[c.to].name.clone(),
+            );
             let conn = if w.services[c.to].role == Role::Datastore {
                 "database"
             } else {
@@ -1057,7 +1158,10 @@ mod tests {
             let w = World::generate(&mut rng, n);
             assert_eq!(w.services.len(), n);
             for c in &w.calls {
-                assert!(w.services[c.to].tier > w.services[c.from].tier, "calls go deeper");
+                assert!(
+                    w.services[c.to].tier > w.services[c.from].tier,
+                    "calls go deeper"
+                );
             }
             for (i, s) in w.services.iter().enumerate() {
                 if s.role != Role::Entry {

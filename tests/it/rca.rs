@@ -41,7 +41,11 @@ fn write_history(cl: &Closedloop) {
         .into_iter()
         .enumerate()
     {
-        labels.push(vec![("__name__", "latency_seconds"), ("service", svc), ("job", svc)]);
+        labels.push(vec![
+            ("__name__", "latency_seconds"),
+            ("service", svc),
+            ("job", svc),
+        ]);
         samples.push(
             (0..POINTS)
                 .map(|i| (t(i), latency(i, k as i64, fault_at, by)))
@@ -99,7 +103,10 @@ fn alerts_carry_the_ranked_cause_to_alertmanager() {
         },
     );
     let ann = &found["annotations"];
-    assert_eq!(ann["rca_path"], "service:db -> service:api -> service:web", "{found}");
+    assert_eq!(
+        ann["rca_path"], "service:db -> service:api -> service:web",
+        "{found}"
+    );
     let confidence: f64 = ann["rca_confidence"].as_str().unwrap().parse().unwrap();
     assert!(confidence > 0.5 && confidence <= 1.0, "{found}");
     assert!(
@@ -109,7 +116,10 @@ fn alerts_carry_the_ranked_cause_to_alertmanager() {
             .starts_with("service:db: rise of latency_seconds"),
         "{found}"
     );
-    assert!(ann["summary"].as_str().unwrap().starts_with("web p99 is"), "rule annotations kept: {found}");
+    assert!(
+        ann["summary"].as_str().unwrap().starts_with("web p99 is"),
+        "rule annotations kept: {found}"
+    );
     let incident: u64 = ann["rca_incident"].as_str().unwrap().parse().unwrap();
 
     // The incident API: the list, and the incident with its ranked causes.
@@ -133,7 +143,10 @@ fn alerts_carry_the_ranked_cause_to_alertmanager() {
     );
     let evidence = &causes[0]["evidence"][0];
     assert!(
-        evidence["signal"].as_str().unwrap().starts_with("latency_seconds{"),
+        evidence["signal"]
+            .as_str()
+            .unwrap()
+            .starts_with("latency_seconds{"),
         "{evidence}"
     );
     assert!(evidence["score"].as_f64().unwrap() > 4.0);
@@ -157,7 +170,10 @@ fn alerts_carry_the_ranked_cause_to_alertmanager() {
     );
     let (status, dot) = get(&cl.url("/api/v1/topology?format=dot&view=units"));
     assert_eq!(status, 200);
-    assert!(dot.contains("\"service:api\" -> \"service:db\" [label=\"calls\"];"), "{dot}");
+    assert!(
+        dot.contains("\"service:api\" -> \"service:db\" [label=\"calls\"];"),
+        "{dot}"
+    );
     let (status, mermaid) = get(&cl.url("/api/v1/topology?format=mermaid"));
     assert_eq!(status, 200);
     assert!(mermaid.starts_with("graph LR"), "{mermaid}");
@@ -173,7 +189,11 @@ fn alerts_carry_the_ranked_cause_to_alertmanager() {
 #[test]
 fn disabled_rca_answers_503() {
     let cl = Closedloop::start("rca: {enabled: false}\n");
-    for path in ["/api/v1/topology", "/api/v1/incidents", "/api/v1/incidents/1"] {
+    for path in [
+        "/api/v1/topology",
+        "/api/v1/incidents",
+        "/api/v1/incidents/1",
+    ] {
         let (status, body) = get(&cl.url(path));
         assert_eq!(status, 503, "{path}: {body}");
         assert!(body.contains("rca.enabled"), "{body}");

@@ -102,7 +102,11 @@ impl World {
     fn nodes(&self) {
         for (k, n) in ["n1", "n2"].into_iter().enumerate() {
             self.series(
-                &[("__name__", "node_load1"), ("instance", n), ("job", "node-exporter")],
+                &[
+                    ("__name__", "node_load1"),
+                    ("instance", n),
+                    ("job", "node-exporter"),
+                ],
                 |i| Some(1.0 + 0.05 * noise(i, 10 + k)),
             );
         }
@@ -172,13 +176,22 @@ fn finds_the_upstream_cause_with_its_path_and_evidence() {
     let onset = top.onset.unwrap();
     assert!(onset >= t(FAULT) && onset < t(FAULT) + STEP, "{onset}");
     let e = &top.evidence[0];
-    assert!(e.signal.starts_with("http_request_duration_seconds{"), "{e:?}");
+    assert!(
+        e.signal.starts_with("http_request_duration_seconds{"),
+        "{e:?}"
+    );
     assert!(e.score > 10.0);
     // The nodes are candidates too (the pods run on them), and ranked below.
     assert_eq!(report.candidates, 6, "{:?}", report.causes);
-    let explained: Vec<String> = top.explains.iter().map(|e| e.component.to_string()).collect();
+    let explained: Vec<String> = top
+        .explains
+        .iter()
+        .map(|e| e.component.to_string())
+        .collect();
     assert_eq!(explained, vec!["service:api", "service:frontend"]);
-    assert!(top.summary.starts_with("service:db: rise of http_request_duration_seconds"));
+    assert!(top
+        .summary
+        .starts_with("service:db: rise of http_request_duration_seconds"));
 
     // The baselines rank the same candidates with the same features.
     let g = gather(&w.store, &topo, &cfg, &request(&touched));
@@ -212,8 +225,17 @@ fn the_report_serialises_in_the_api_shape() {
     assert_eq!(v["method"], "bayes_single_fault");
     let cause = &v["causes"][0];
     for key in [
-        "rank", "component", "confidence", "anomaly", "onset", "score", "path", "explains",
-        "evidence", "changes", "summary",
+        "rank",
+        "component",
+        "confidence",
+        "anomaly",
+        "onset",
+        "score",
+        "path",
+        "explains",
+        "evidence",
+        "changes",
+        "summary",
     ] {
         assert!(cause.get(key).is_some(), "{key} missing: {cause}");
     }
@@ -275,7 +297,11 @@ fn a_deploy_is_evidence_and_named_in_the_report() {
             "new ReplicaSet shop/checkout-66b9c"
         ]
     );
-    assert!(top.summary.contains("new ReplicaSet shop/checkout-66b9c"), "{}", top.summary);
+    assert!(
+        top.summary.contains("new ReplicaSet shop/checkout-66b9c"),
+        "{}",
+        top.summary
+    );
 }
 
 #[test]

@@ -112,8 +112,14 @@ fn istio_edges_between_workloads_and_services_they_serve() {
             ("connection_security_policy", "mutual_tls".into()),
             ("destination_app", svc.into()),
             ("destination_canonical_service", svc.into()),
-            ("destination_principal", format!("spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{svc}")),
-            ("destination_service", format!("{svc}.bookinfo.svc.cluster.local")),
+            (
+                "destination_principal",
+                format!("spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{svc}"),
+            ),
+            (
+                "destination_service",
+                format!("{svc}.bookinfo.svc.cluster.local"),
+            ),
             ("destination_service_name", svc.into()),
             ("destination_service_namespace", "bookinfo".into()),
             ("destination_version", "v1".into()),
@@ -125,17 +131,36 @@ fn istio_edges_between_workloads_and_services_they_serve() {
             ("response_flags", "-".into()),
             ("source_app", "productpage".into()),
             ("source_workload", src.into()),
-            ("source_workload_namespace", if src == "unknown" { "unknown".into() } else { "bookinfo".into() }),
+            (
+                "source_workload_namespace",
+                if src == "unknown" {
+                    "unknown".into()
+                } else {
+                    "bookinfo".into()
+                },
+            ),
             ("namespace", "bookinfo".into()),
             ("pod", format!("{src}-5f9d8c7b6-abcde")),
         ]
     };
     let rows = [
         bookinfo("source", "productpage-v1", "reviews-v2", "reviews", "200"),
-        bookinfo("destination", "productpage-v1", "reviews-v2", "reviews", "200"),
+        bookinfo(
+            "destination",
+            "productpage-v1",
+            "reviews-v2",
+            "reviews",
+            "200",
+        ),
         bookinfo("destination", "reviews-v2", "ratings-v1", "ratings", "503"),
         // Traffic from outside the mesh: the source is `unknown`.
-        bookinfo("destination", "unknown", "productpage-v1", "productpage", "200"),
+        bookinfo(
+            "destination",
+            "unknown",
+            "productpage-v1",
+            "productpage",
+            "200",
+        ),
     ];
     let owned: Vec<Vec<(&str, &str)>> = rows
         .iter()
@@ -323,7 +348,9 @@ fn kubernetes_ownership_and_placement_from_kube_state_metrics() {
             "workload:shop/postgres -runs-> pod:shop/postgres-0",
         ]
     );
-    let wl = t.index_of(&ComponentId::workload("shop", "checkout")).unwrap();
+    let wl = t
+        .index_of(&ComponentId::workload("shop", "checkout"))
+        .unwrap();
     assert_eq!(t.component(wl).workload_kind.as_deref(), Some("Deployment"));
     assert!(t.contains(&ComponentId::pod("default", "debug-shell")));
     assert!(t.contains(&ComponentId::node("worker-3")));

@@ -102,8 +102,13 @@ fn events_on_neighbours_are_one_incident_with_a_ranked_cause() {
     assert_eq!(v[0]["id"], a);
     assert_eq!(v[0]["members"].as_array().unwrap().len(), 3);
     assert_eq!(v[0]["rca"]["causes"][0]["component"], "service:db");
-    assert!(matches!(e.incident(999, t(FAULT)), Err(RcaError::NotFound(999))));
-    assert!(e.report_for(&ComponentId::service("api"), t(FAULT + 31)).is_some());
+    assert!(matches!(
+        e.incident(999, t(FAULT)),
+        Err(RcaError::NotFound(999))
+    ));
+    assert!(e
+        .report_for(&ComponentId::service("api"), t(FAULT + 31))
+        .is_some());
 }
 
 #[test]
@@ -133,7 +138,9 @@ fn firing_alerts_get_annotations_and_open_incidents() {
     assert_eq!(e.incidents(t(FAULT + 12))[0].incident.version, before);
     // An alert naming nothing gets nothing.
     let bare: BTreeMap<String, String> = [("alertname".to_string(), "Watchdog".to_string())].into();
-    assert!(e.annotations_for_alert(&bare, true, t(FAULT + 10)).is_empty());
+    assert!(e
+        .annotations_for_alert(&bare, true, t(FAULT + 10))
+        .is_empty());
 }
 
 #[test]
@@ -147,6 +154,9 @@ fn a_reload_replaces_the_configured_topology_and_keeps_incidents() {
     e.reload(&cfg);
     let topo = e.topology();
     assert!(topo.contains(&ComponentId::service("disk")));
-    assert!(topo.contains(&ComponentId::service("web")), "discovery kept");
+    assert!(
+        topo.contains(&ComponentId::service("web")),
+        "discovery kept"
+    );
     assert_eq!(e.incidents(t(FAULT + 3)).len(), 1);
 }
