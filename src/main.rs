@@ -237,33 +237,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if lint != "none" && lint != "duplicate-rules" && lint != "all" {
                 anyhow::bail!("--lint: unknown value {lint:?} (use none, duplicate-rules or all)");
             }
-            let mut failed = false;
+            // promtool's output and exit codes: problems and lint findings under
+            // "FAILED:" on stderr; 1 when a file is invalid, 3 when only lint
+            // findings failed and --lint-fatal is set, else 0.
+            let mut invalid = false;
             let mut lint_found = false;
             for (file, r) in closedloop::rules::manager::check_files(&files) {
                 println!("Checking {}", file.display());
                 match r {
-                    Ok((n, dups)) => {
-                        if lint != "none" && !dups.is_empty() {
-                            lint_found = true;
-                            println!("{} duplicate rule(s) found.", dups.len());
-                            for d in dups {
-                                println!("{d}");
-                            }
-                            println!("Might cause inconsistency while recording expressions");
+                    Ok((_, dups)) if lint != "none" && !dups.is_empty() => {
+                        lint_found = true;
+                        let mut msg =
+                            format!("lint error {} duplicate rule(s) found.\n", dups.len());
+                        for d in dups {
+                            msg.push_str(&d);
                         }
-                        println!("  SUCCESS: {n} rules found\n");
+                        msg.push_str("Might cause inconsistency while recording expressions");
+                        eprintln!("  FAILED:\n{msg}");
                     }
+                    Ok((n, _)) => println!("  SUCCESS: {n} rules found"),
                     Err(problems) => {
-                        failed = true;
-                        println!("  FAILED:");
+                        invalid = true;
+                        eprintln!("  FAILED:");
                         for p in problems {
-                            println!("{p}");
+                            eprintln!("{p}");
                         }
-                        println!();
                     }
                 }
+                println!();
             }
-            Ok(if failed {
+            Ok(if invalid {
                 ExitCode::from(1)
             } else if lint_found && lint_fatal {
                 ExitCode::from(3)

@@ -182,7 +182,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -215,7 +215,8 @@ impl Rule {
             }
             out.push((ls, s.v));
         }
-        self.write(ctx.store, ts, out);
+        // Results carry the query time, as Prometheus writes them (ts - offset).
+        self.write(ctx.store, q_ts, out);
         Ok(())
     }
 
@@ -247,10 +248,11 @@ impl Rule {
         ts: i64,
         with_annotations: bool,
     ) -> (LabelSet, Vec<(String, String)>) {
-        let base: BTreeMap<String, String> = s
+        // Templates see the sample's labels as they are, the metric name included
+        // (`smpl.Metric.Map()` in Prometheus); the alert's own labels drop it.
+        let sample_labels: BTreeMap<String, String> = s
             .labels
             .iter()
-            .filter(|l| &*l.name != METRIC_NAME)
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
         // `query` in a template: an instant query at the evaluation time.
@@ -272,8 +274,10 @@ impl Rule {
                 })
                 .collect())
         };
+        let mut base = sample_labels.clone();
+        base.remove(METRIC_NAME);
         let data = TemplateData {
-            labels: base.clone(),
+            labels: sample_labels,
             external_labels: ctx.external_labels.clone(),
             external_url: ctx.external_url.to_string(),
             value: s.v,
@@ -307,7 +311,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -433,7 +437,7 @@ impl Rule {
             pairs.push(("alertstate", a.state.as_str()));
             series.push((LabelSet::from_pairs(pairs), 1.0));
         }
-        self.write(ctx.store, ts, series);
+        self.write(ctx.store, q_ts, series);
         Ok(())
     }
 

@@ -278,7 +278,9 @@ impl RuleManager {
             .set_config(config.alerting.clone(), config.global.clone());
         let mut running = self.running.lock();
         let mut old = std::mem::take(&mut *running);
-        for spec in specs {
+        let default_offset = config.global.rule_query_offset.as_millis();
+        for mut spec in specs {
+            spec.query_offset_ms.get_or_insert(default_offset);
             let spec = Arc::new(spec);
             let mut group = Group::new(spec.clone(), default_interval);
             let key = group.key();
@@ -413,7 +415,13 @@ impl RuleManager {
                         let alerts: Vec<serde_json::Value> = if f.exclude_alerts {
                             Vec::new()
                         } else {
-                            rule.active.values().map(alert_json).collect()
+                            // Prometheus lists active alerts only (`ActiveAlerts`):
+                            // resolved ones kept for resending are left out.
+                            rule.active
+                                .values()
+                                .filter(|a| a.state != AlertState::Inactive)
+                                .map(alert_json)
+                                .collect()
                         };
                         let state = rule
                             .active
@@ -434,9 +442,9 @@ impl RuleManager {
                         json!({
                             "state": state.as_str(),
                             "name": name,
-                            "query": rule.spec.expr_text,
-                            "duration": rule.spec.for_ms as f64 / 1000.0,
-                            "keepFiringFor": rule.spec.keep_firing_for_ms as f64 / 1000.0,
+                            "query": rule.spec.expr.to_string(),
+                            "duration": seconds(rule.spec.for_ms),
+                            "keepFiringFor": seconds(rule.spec.keep_firing_for_ms),
                             "labels": labels,
                             "annotations": annotations,
                             "alerts": alerts,
@@ -449,7 +457,7 @@ impl RuleManager {
                         }
                         json!({
                             "name": name,
-                            "query": rule.spec.expr_text,
+                            "query": rule.spec.expr.to_string(),
                             "labels": labels,
                             "type": "recording",
                         })
@@ -473,7 +481,7 @@ impl RuleManager {
                 "name": g.spec.name,
                 "file": g.spec.file.display().to_string(),
                 "rules": rules,
-                "interval": g.interval_ms as f64 / 1000.0,
+                "interval": seconds(g.interval_ms),
                 "limit": g.spec.limit,
                 "evaluationTime": g.last_duration_s,
                 "lastEvaluation": if g.iterations == 0 { "0001-01-01T00:00:00Z".to_string() } else { rfc3339(g.last_eval_ms) },
@@ -501,6 +509,11 @@ impl RuleManager {
             .values()
             .flat_map(|r| r.group.lock().spec.detectors.clone())
             .collect()
+    }
+
+    /// The configured Alertmanagers and the outcome of the last send to each.
+    pub fn alertmanagers(&self) -> Vec<super::notifier::AlertmanagerStatus> {
+        self.shared.notifier.alertmanagers()
     }
 
     /// `/api/v1/alerts` data: every pending and firing alert.
@@ -550,7 +563,7 @@ fn alert_json(a: &super::group::Alert) -> serde_json::Value {
         "annotations": annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339(a.active_at_ms),
-        "value": crate::rules::template::go_fmt_g(a.value, None),
+        "value": go_fmt_e(a.value),
     });
     if let (Some(since), AlertState::Firing, Some(m)) =
         (a.clear_since_ms, a.state, o.as_object_mut())
@@ -558,6 +571,32 @@ fn alert_json(a: &super::group::Alert) -> serde_json::Value {
         m.insert("keepFiringSince".into(), json!(rfc3339(since)));
     }
     o
+}
+
+/// A duration in seconds as Go's JSON encoder writes the float: `15`, `0.5`.
+fn seconds(ms: i64) -> serde_json::Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// An alert's value as Prometheus's API writes it: `strconv.FormatFloat(v, 'e', -1,
+/// 64)`, the shortest digits in exponent form (`1e+00`, `2.5e-01`).
+fn go_fmt_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    // Rust's `{:e}` is also the shortest round-tripping form: `1.5e-7`, `1e0`.
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
 }
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
@@ -693,10 +732,21 @@ fn parse_query_response(body: &serde_json::Value, t_ms: i64) -> Result<Vec<Sampl
     }
 }
 
-/// A stable per-group offset within the interval, so groups spread out.
-fn offset(key: &str, interval_ms: i64) -> i64 {
-    let h = crate::storage::labels::hash_pairs(std::iter::once(("g", key)));
-    (h % interval_ms.max(1) as u64) as i64
+/// A group's offset within its interval, exactly as Prometheus computes it
+/// (`Group.EvalTimestamp`: the xxhash64 of the label set `{file, name}`, modulo
+/// the interval in nanoseconds), so a group evaluates at the same timestamps in
+/// closedloop as in a Prometheus loading the same file path. Returned in whole
+/// milliseconds, as Prometheus's evaluation timestamps become sample times.
+pub fn eval_offset_ms(file: &str, name: &str, interval_ms: i64) -> i64 {
+    let mut key = Vec::with_capacity(file.len() + name.len() + 12);
+    for (n, v) in [("file", file), ("name", name)] {
+        key.extend_from_slice(n.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(v.as_bytes());
+        key.push(0xff);
+    }
+    let interval_ns = interval_ms.max(1) as u64 * 1_000_000;
+    ((xxhash_rust::xxh64::xxh64(&key, 0) % interval_ns) / 1_000_000) as i64
 }
 
 /// The slot to evaluate when it is `now` and `next` was due: `next` itself while
@@ -712,15 +762,16 @@ fn catch_up(next: i64, now: i64, interval: i64) -> (i64, i64) {
 }
 
 async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<AtomicBool>) {
-    let (interval, key, datasource) = {
+    let (interval, key, datasource, off) = {
         let g = group.lock();
+        let interval = g.interval_ms.max(1);
         (
-            g.interval_ms.max(1),
+            interval,
             group_key(&g.spec),
             g.spec.datasource.clone(),
+            eval_offset_ms(&g.spec.file.display().to_string(), &g.spec.name, interval),
         )
     };
-    let off = offset(&key, interval);
     let slot = |t: i64| (t - off).div_euclid(interval) * interval + off;
     // The first evaluation is at the next aligned slot.
     let mut next = slot(now_ms()) + interval;
@@ -789,7 +840,12 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
                     continue;
                 }
                 changed |= !rule.active.is_empty();
-                let expr = rule.spec.expr_text.clone();
+                // Prometheus links the normalised expression (`expr.String()`).
+                let link = generator_url(
+                    settings.alerting.generator_url.as_deref(),
+                    &settings.external_url,
+                    &rule.spec.expr.to_string(),
+                );
                 for a in rule.alerts_to_send(ts, resend, interval) {
                     out.push(AmAlert {
                         labels: a
@@ -800,7 +856,7 @@ async fn run_group(shared: Arc<Shared>, group: Arc<Mutex<Group>>, stop: Arc<Atom
                         annotations: a.annotations.iter().cloned().collect(),
                         starts_at: rfc3339(a.fired_at_ms.unwrap_or(a.active_at_ms)),
                         ends_at: rfc3339(a.resolved_at_ms.unwrap_or(a.valid_until_ms)),
-                        generator_url: generator_url(&settings.external_url, &expr),
+                        generator_url: link.clone(),
                     });
                 }
             }
@@ -847,9 +903,12 @@ pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
                     let dups = super::file::duplicate_rules(&groups)
                         .into_iter()
                         .map(|(name, labels)| {
-                            let l: Vec<String> =
-                                labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-                            format!("Metric: {name}\nLabel(s):\n\t{}", l.join("\n\t"))
+                            // promtool's wording: `Metric: x\nLabel(s):\n\tname: value\n`.
+                            let mut s = format!("Metric: {name}\nLabel(s):\n");
+                            for (k, v) in labels {
+                                s.push_str(&format!("\t{k}: {v}\n"));
+                            }
+                            s
                         })
                         .collect();
                     Ok((n, dups))
@@ -893,9 +952,22 @@ mod tests {
     }
 
     #[test]
-    fn offsets_are_stable_and_within_interval() {
-        let a = offset("f;g", 15_000);
-        assert_eq!(a, offset("f;g", 15_000));
+    fn alert_values_are_formatted_as_prometheus() {
+        assert_eq!(go_fmt_e(1.0), "1e+00");
+        assert_eq!(go_fmt_e(0.25), "2.5e-01");
+        assert_eq!(go_fmt_e(-1234.5), "-1.2345e+03");
+        assert_eq!(go_fmt_e(1e-300), "1e-300");
+        assert_eq!(go_fmt_e(f64::INFINITY), "+Inf");
+    }
+
+    #[test]
+    fn offsets_are_prometheus_offsets() {
+        // Read off a real Prometheus 2.42 (`rule_files: [rules.yml]`, 10s interval):
+        // the samples its recording rules wrote sat at xx:xx:x1.632 for group "g"
+        // and at x5.484 for "another group".
+        assert_eq!(eval_offset_ms("rules.yml", "g", 10_000), 1_632);
+        assert_eq!(eval_offset_ms("rules.yml", "another group", 10_000), 5_484);
+        let a = eval_offset_ms("f", "g", 15_000);
         assert!((0..15_000).contains(&a));
     }
 }

@@ -2,8 +2,10 @@
 //! One test binary (ripgrep-style) so the test build stays fast.
 
 mod anomaly;
+mod answers;
 mod bad_input;
 mod common;
+mod compat_api;
 mod dashboard;
 mod hardening;
 mod kube_double;
@@ -11,6 +13,7 @@ mod kubernetes;
 mod prometheus;
 mod promql_diff;
 mod rca;
+mod real_material;
 mod rules;
 mod service;
 mod simulate;
