@@ -699,7 +699,7 @@ mod tests {
                 ("pod", "b"),
                 ("code", "200"),
             ],
-            |i| (i < 30).then(|| 150.0 * i as f64),
+            |i| (i < 30).then_some(150.0 * i as f64),
         );
         let c = series(
             &[

@@ -538,7 +538,8 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
     // Timing: every detected case, and the largest worlds (the top fifth of the
     // services range).
     let big_from = args.max_services - (args.max_services - args.min_services) / 5;
-    let sorted = |big: bool, f: fn(&CaseResult) -> f64| -> Vec<f64> {
+    type Timing = fn(&CaseResult) -> f64;
+    let sorted = |big: bool, f: Timing| -> Vec<f64> {
         let mut v: Vec<f64> = cases
             .iter()
             .filter(|c| c.detected && (!big || c.services >= big_from))
@@ -548,7 +549,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<Summary, BenchError>
         v.sort_by(f64::total_cmp);
         v
     };
-    let timings: [(&str, fn(&CaseResult) -> f64); 3] = [
+    let timings: [(&str, Timing); 3] = [
         ("wall time, first run", |c| c.analysis_ms),
         ("wall time, fastest of 5 runs", |c| c.analysis_best_ms),
         ("CPU time of the analysing thread", |c| c.analysis_cpu_ms),
