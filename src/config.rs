@@ -68,6 +68,8 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// Root-cause analysis: topology, incidents, ranking.
+    pub rca: crate::rca::RcaConfig,
     /// Anomaly scoring: the queue between ingest and the scoring worker.
     pub anomaly: AnomalyConfig,
     /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
@@ -109,6 +111,7 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            rca: Default::default(),
             anomaly: AnomalyConfig::default(),
             actuators: Default::default(),
             web: WebConfig::default(),
@@ -537,6 +540,7 @@ impl Config {
             .global
             .validate()
             .and_then(|_| self.alerting.validate())
+            .and_then(|_| self.rca.validate())
             .and_then(|_| self.actuators.validate())
         {
             return Err(invalid(&key, reason));

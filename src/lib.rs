@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod knowledge;
 pub mod metrics;
 pub mod promql;
+pub mod rca;
 pub mod rules;
 pub mod service;
 pub mod storage;

@@ -41,6 +41,9 @@ pub enum ServiceError {
     /// The rule files could not be loaded.
     #[error("rules: {0}")]
     Rules(String),
+    /// Root-cause analysis could not start.
+    #[error("rca: {0}")]
+    Rca(#[from] crate::rca::RcaError),
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
@@ -90,6 +93,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             tracing::error!(error = %e, "loading the rule files' detectors failed; keeping the running ones");
         }
     }));
+
+    // Root-cause analysis: incidents from the analyzer's feed and firing alerts,
+    // RCA annotations on every alert sent to Alertmanager.
+    if config.rca.enabled {
+        let rca = crate::rca::RcaEngine::new(&config.rca, store.clone(), metrics.registry())?;
+        rca.start(Some(&analyzer));
+        app.set_rca(rca.clone());
+        rules.set_alert_enricher(std::sync::Arc::new(move |alerts| {
+            let now = chrono::Utc::now().timestamp_millis();
+            for a in alerts.iter_mut() {
+                let firing = chrono::DateTime::parse_from_rfc3339(&a.ends_at)
+                    .map_or(true, |t| t.timestamp_millis() > now);
+                a.annotations
+                    .extend(rca.annotations_for_alert(&a.labels, firing, now));
+            }
+        }));
+    }
 
     let listener = std::net::TcpListener::bind(&config.listen_address).map_err(|source| {
         ServiceError::Bind {

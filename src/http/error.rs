@@ -33,6 +33,21 @@ impl ApiError {
     }
 }
 
+/// The status of an RCA error: an unknown incident is 404, RCA switched off 503.
+pub(crate) fn rca_error(e: &crate::rca::RcaError) -> ApiError {
+    use crate::rca::RcaError;
+    let (status, error_type) = match e {
+        RcaError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        RcaError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        RcaError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    ApiError {
+        status,
+        error_type,
+        message: e.to_string(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({

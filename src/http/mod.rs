@@ -13,6 +13,7 @@ mod exemplars;
 mod graph;
 mod params;
 mod query;
+mod rca;
 mod rules;
 mod status;
 mod write;
@@ -101,6 +102,8 @@ pub struct App {
     config_path: Option<PathBuf>,
     /// The rules engine, once the service has started it.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
+    /// Root-cause analysis, when enabled.
+    rca: std::sync::OnceLock<Arc<crate::rca::RcaEngine>>,
     /// Start time, configuration text, bound address (the status endpoints).
     status: status::RuntimeStatus,
     /// Metric metadata and exemplars from remote write.
@@ -137,7 +140,18 @@ impl App {
             status: status::RuntimeStatus::new(config_path.as_deref()),
             config_path,
             rules: std::sync::OnceLock::new(),
+            rca: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the RCA engine (once, at start); reloads then include `rca:`.
+    pub fn set_rca(&self, rca: Arc<crate::rca::RcaEngine>) {
+        let _ = self.rca.set(rca);
+    }
+
+    /// The RCA engine, if enabled.
+    pub fn rca(&self) -> Option<&Arc<crate::rca::RcaEngine>> {
+        self.rca.get()
     }
 
     /// Records the address the server is bound to (`/api/v1/status/flags`).
@@ -199,6 +213,9 @@ impl App {
                     if let Some(rules) = self.rules.get() {
                         rules.reload(&c).map_err(|e| e.to_string())?;
                     }
+                    if let Some(rca) = self.rca.get() {
+                        rca.reload(&c.rca);
+                    }
                     *self.settings.write() = Arc::new(settings);
                     self.status.set_config_text(text);
                     Ok(())
@@ -244,6 +261,9 @@ fn read_routes() -> Router<Arc<App>> {
         )
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
+        .route("/api/v1/topology", get(rca::topology))
+        .route("/api/v1/incidents", get(rca::incidents))
+        .route("/api/v1/incidents/{id}", get(rca::incident))
         // The page alerts' default generatorURL links to.
         .route("/graph", get(graph::graph))
         // Status and tooling endpoints (http/status.rs).

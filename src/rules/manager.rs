@@ -490,6 +490,11 @@ impl RuleManager {
         json!({ "groups": groups })
     }
 
+    /// Annotates alerts just before they go to Alertmanager (root-cause analysis).
+    pub fn set_alert_enricher(&self, enricher: super::notifier::AlertEnricher) {
+        self.shared.notifier.set_enricher(enricher);
+    }
+
     /// Hands the rule files' `detectors:` to `sink` now and after every successful
     /// reload (set once, at start).
     pub fn set_detector_sink(&self, sink: DetectorSink) {

@@ -112,9 +112,14 @@ impl NotifierMetrics {
     }
 }
 
+/// Adds to alerts just before they are sent (root-cause annotations). Runs on the
+/// blocking pool, once per batch, outside the queue lock.
+pub type AlertEnricher = Arc<dyn Fn(&mut [AmAlert]) + Send + Sync>;
+
 /// The alert queue and its sender.
 pub struct Notifier {
     queue: Mutex<VecDeque<AmAlert>>,
+    enricher: RwLock<Option<AlertEnricher>>,
     wake: Notify,
     config: RwLock<(AlertingConfig, GlobalConfig)>,
     client: reqwest::Client,
@@ -151,6 +156,7 @@ impl Notifier {
     ) -> Arc<Self> {
         Arc::new(Notifier {
             queue: Mutex::new(VecDeque::new()),
+            enricher: RwLock::new(None),
             wake: Notify::new(),
             config: RwLock::new((alerting, global)),
             client: reqwest::Client::builder()
@@ -202,6 +208,11 @@ impl Notifier {
         *self.config.write() = (alerting, global);
     }
 
+    /// Sets the hook that annotates alerts before they are sent.
+    pub fn set_enricher(&self, enricher: AlertEnricher) {
+        *self.enricher.write() = Some(enricher);
+    }
+
     /// Whether any Alertmanager is configured.
     pub fn enabled(&self) -> bool {
         !self.config.read().0.alertmanagers.is_empty()
@@ -248,6 +259,21 @@ impl Notifier {
                 if batch.is_empty() {
                     break;
                 }
+                let enricher = self.enricher.read().clone();
+                let batch = match enricher {
+                    Some(enrich) => {
+                        // A failed hook never costs the alerts: they go out as they were.
+                        let original = batch.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let mut batch = batch;
+                            enrich(&mut batch);
+                            batch
+                        })
+                        .await
+                        .unwrap_or(original)
+                    }
+                    None => batch,
+                };
                 let body = Arc::new(batch);
                 let mut tasks = Vec::with_capacity(ams.len());
                 for am in ams {

@@ -12,6 +12,7 @@ mod kube_double;
 mod kubernetes;
 mod prometheus;
 mod promql_diff;
+mod rca;
 mod real_material;
 mod rules;
 mod service;
