@@ -154,6 +154,8 @@ pub enum Source {
     /// The `rca.topology` section of the configuration.
     Config,
     /// `traces_service_graph_request_total` (OpenTelemetry servicegraph connector, Tempo).
+    /// Named as its `rca.discovery.servicegraph` switch.
+    #[serde(rename = "servicegraph")]
     ServiceGraph,
     /// `istio_requests_total` / `istio_tcp_*`.
     Istio,
