@@ -377,6 +377,23 @@ impl Config {
         }
     }
 
+    /// The rules engine's settings.
+    pub fn rule_settings(&self) -> crate::rules::RuleSettings {
+        crate::rules::RuleSettings {
+            patterns: self.rule_files.clone(),
+            global: self.global.clone(),
+            alerting: self.alerting.clone(),
+            external_url: self
+                .global
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.listen_address)),
+            watch_interval_ms: self.rules.watch_interval.as_millis(),
+            legacy_state_file: (!self.rules.state_file.as_os_str().is_empty())
+                .then(|| self.rules.state_file.clone()),
+        }
+    }
+
     /// The store's sizing.
     pub fn store_config(&self) -> crate::storage::StoreConfig {
         crate::storage::StoreConfig {

@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::http::{self, App, Settings};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
+use crate::rules::notifier::{Notifier, NotifierMetrics};
+use crate::rules::{LocalSource, RuleDeps, RuleManager};
 use crate::storage::Store;
 
 /// Why the service could not start or stopped with an error.
@@ -66,8 +68,28 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         settings,
         config_path,
     ));
-    let rules = crate::rules::RuleManager::start(&config, store.clone(), engine, metrics.clone())
-        .map_err(ServiceError::Rules)?;
+    let notifier = Notifier::new(
+        config.alerting.clone(),
+        config.global.clone(),
+        NotifierMetrics::new(metrics.registry()).map_err(MetricsError::from)?,
+    );
+    tokio::spawn(notifier.clone().run());
+    let rules = RuleManager::start(
+        config.rule_settings(),
+        RuleDeps {
+            source: Arc::new(LocalSource {
+                engine: engine.clone(),
+                store: store.clone(),
+            }),
+            appender: store.clone(),
+            alerts: Arc::new(crate::rules::NoSink),
+            notifier,
+            state: None,
+            metrics: metrics.clone(),
+            remote_timeout: config.query.timeout.as_duration(),
+        },
+    )
+    .map_err(|e| ServiceError::Rules(e.to_string()))?;
     app.set_rules(rules.clone());
     // The rule files' `detectors:` run in the analyzer (on every rule reload too).
     let detectors = analyzer.clone();

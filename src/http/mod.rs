@@ -120,7 +120,7 @@ impl App {
                 .and_then(|(settings, c)| {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
-                        rules.reload(&c).map_err(|e| e.to_string())?;
+                        rules.reload(c.rule_settings()).map_err(|e| e.to_string())?;
                     }
                     *self.settings.write() = Arc::new(settings);
                     Ok(())

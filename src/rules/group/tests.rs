@@ -54,7 +54,7 @@ fn states(yaml: &str, steps: i64, src: &dyn Source) -> String {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -147,7 +147,7 @@ fn alerts_series_and_templates() {
     let src = Script(on(&[0, 1]));
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -198,13 +198,13 @@ fn recording_results_are_visible_to_later_rules() {
     }
     let engine = Engine::default();
     let src = LocalSource {
-        engine: &engine,
+        engine: engine.clone(),
         store: &st,
     };
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -229,7 +229,7 @@ fn duplicate_labelsets_are_an_evaluation_error() {
     });
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -247,7 +247,7 @@ fn state_survives_snapshot_and_restore() {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -263,7 +263,7 @@ fn state_survives_snapshot_and_restore() {
     let st2 = store();
     let ctx2 = EvalContext {
         source: &src,
-        store: &st2,
+        appender: &st2,
         external_labels: &ext,
         external_url: "",
     };
