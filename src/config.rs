@@ -66,6 +66,10 @@ pub struct Config {
     pub alerting: crate::rules::config::AlertingConfig,
     /// The rules engine: state file, watching rule files.
     pub rules: crate::rules::config::RulesConfig,
+    /// The safety policy actions pass: dry-run, allow-lists, limits, approvals.
+    pub decide: crate::decide::DecideConfig,
+    /// The embedded knowledge store (audit log, approvals, policy and alert state).
+    pub knowledge: crate::knowledge::KnowledgeConfig,
 }
 
 impl Default for Config {
@@ -82,6 +86,8 @@ impl Default for Config {
             global: Default::default(),
             alerting: Default::default(),
             rules: Default::default(),
+            decide: Default::default(),
+            knowledge: Default::default(),
         }
     }
 }
@@ -324,6 +330,7 @@ impl Config {
             .global
             .validate()
             .and_then(|_| self.alerting.validate())
+            .and_then(|_| self.decide.validate())
         {
             return Err(invalid(&key, reason));
         }
@@ -360,6 +367,9 @@ impl Config {
             }
         }
         self.rules.resolve_paths(base);
+        if self.knowledge.path.is_relative() {
+            self.knowledge.path = base.join(&self.knowledge.path);
+        }
         for pattern in &mut self.rule_files {
             if Path::new(pattern.as_str()).is_relative() {
                 *pattern = base.join(&*pattern).to_string_lossy().into_owned();

@@ -4,6 +4,7 @@
 pub mod act;
 pub mod anomaly;
 pub mod config;
+pub mod decide;
 pub mod duration;
 pub mod http;
 pub mod ingest;
@@ -13,3 +14,4 @@ pub mod promql;
 pub mod rules;
 pub mod service;
 pub mod storage;
+pub mod tools;

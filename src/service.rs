@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
+use crate::decide::conditions::ServiceConditions;
+use crate::decide::{Decide, DecideDeps, DecideMetrics, IncidentOpened, SystemClock};
 use crate::http::{self, App, Settings};
+use crate::knowledge::{KnowledgeStore, SqliteStore};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
 use crate::rules::notifier::{Notifier, NotifierMetrics};
+use crate::rules::Severity;
 use crate::rules::{LocalSource, RuleDeps, RuleManager};
 use crate::storage::Store;
 
@@ -37,6 +41,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The knowledge store could not be opened, or the decider started.
+    #[error("knowledge store: {0}")]
+    Knowledge(String),
     /// The rule files could not be loaded.
     #[error("rules: {0}")]
     Rules(String),
@@ -68,6 +75,47 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         settings,
         config_path,
     ));
+    // The loop's memory first: the rules' alert state and the decider read it at start.
+    let knowledge: Arc<dyn KnowledgeStore> = Arc::new(
+        SqliteStore::open(&config.knowledge.path)
+            .map_err(|e| ServiceError::Knowledge(e.to_string()))?,
+    );
+    let decide_metrics = Arc::new(
+        DecideMetrics::new(
+            metrics.registry(),
+            config.decide.success_rate_window.as_millis(),
+        )
+        .map_err(MetricsError::from)?,
+    );
+    let conditions = Arc::new(ServiceConditions::new(analyzer.clone()));
+    let decide = Arc::new(
+        Decide::start(
+            config.decide.clone(),
+            DecideDeps {
+                store: knowledge.clone(),
+                // The actuators arrive with the `actuators:` section (issue #8, act/).
+                actuators: Vec::new(),
+                conditions: conditions.clone(),
+                clock: Arc::new(SystemClock),
+                metrics: decide_metrics,
+                runtime: tokio::runtime::Handle::current(),
+            },
+        )
+        .map_err(|e| ServiceError::Knowledge(format!("starting the decider: {e}")))?,
+    );
+    app.set_decide(decide.clone());
+    let intake = decide.intake();
+    analyzer.set_incident_sink(Box::new(move |inc| {
+        intake.incident(IncidentOpened {
+            id: inc.id,
+            group: inc.group.clone(),
+            severity: Severity::parse(&inc.severity),
+            start_ms: inc.start_ms,
+            opened_ms: inc.last_update_ms,
+            seen: std::time::Instant::now(),
+            context: None,
+        })
+    }));
     let notifier = Notifier::new(
         config.alerting.clone(),
         config.global.clone(),
@@ -82,14 +130,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                 store: store.clone(),
             }),
             appender: store.clone(),
-            alerts: Arc::new(crate::rules::NoSink),
+            alerts: decide.intake(),
             notifier,
-            state: None,
+            state: Some(knowledge.clone()),
             metrics: metrics.clone(),
             remote_timeout: config.query.timeout.as_duration(),
         },
     )
     .map_err(|e| ServiceError::Rules(e.to_string()))?;
+    conditions.set_rules(&rules);
     app.set_rules(rules.clone());
     // The rule files' `detectors:` run in the analyzer (on every rule reload too).
     let detectors = analyzer.clone();
@@ -147,9 +196,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         }
     }
     .map_err(ServiceError::Serve)?;
-    // Keep `for` state for the next start.
-    if let Err(e) = tokio::task::spawn_blocking(move || rules.save_state()).await {
-        tracing::warn!(error = %e, "saving rule state failed");
+    // Keep `for` state for the next start; let the decider write what it holds.
+    match tokio::task::spawn_blocking(move || {
+        decide.stop();
+        rules.save_state()
+    })
+    .await
+    {
+        Ok(Err(e)) => tracing::warn!(error = %e, "saving rule state failed"),
+        Err(e) => tracing::warn!(error = %e, "saving rule state failed"),
+        Ok(Ok(())) => {}
     }
     tracing::info!("shut down");
     Ok(())

@@ -31,7 +31,12 @@ pub struct Analyzer {
     events: broadcast::Sender<AnomalyEvent>,
     detections: IntCounterVec,
     outputs_dropped: IntCounter,
+    /// Told of each incident as it opens (the Decide stage).
+    incident_sink: std::sync::OnceLock<IncidentSink>,
 }
+
+/// Receives each incident when it opens; must return at once.
+pub type IncidentSink = Box<dyn Fn(&Incident) + Send + Sync>;
 
 /// Detector outputs create new series only while the store is below this share of
 /// its series limit; the rest is headroom for ingested series.
@@ -53,7 +58,13 @@ impl Analyzer {
             events: broadcast::channel(EVENT_BUFFER).0,
             detections,
             outputs_dropped,
+            incident_sink: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets where new incidents are reported (once, at start).
+    pub fn set_incident_sink(&self, sink: IncidentSink) {
+        let _ = self.incident_sink.set(sink);
     }
 
     /// Replaces the detectors (from a rule reload). Unchanged detectors keep their
@@ -92,7 +103,12 @@ impl Analyzer {
                 self.detections
                     .with_label_values(&[&ev.detector, &ev.severity])
                     .inc();
-                incidents.record(ev);
+                let id = incidents.record(ev);
+                if let Some(sink) = self.incident_sink.get() {
+                    if let Some(opened) = incidents.get(id).filter(|i| i.events == 1) {
+                        sink(opened);
+                    }
+                }
                 // No subscriber is not an error: the event is still counted and grouped.
                 let _ = self.events.send(ev.clone());
             }

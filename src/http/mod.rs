@@ -3,6 +3,7 @@
 //! call a synchronous module function, and render its result; errors become status
 //! codes in `error.rs` only.
 
+mod actions;
 mod api;
 mod auth;
 mod error;
@@ -72,6 +73,8 @@ pub struct App {
     config_path: Option<PathBuf>,
     /// The rules engine, once the service has started it.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
+    /// The Decide stage, once the service has started it.
+    decide: std::sync::OnceLock<Arc<crate::decide::Decide>>,
 }
 
 impl App {
@@ -91,7 +94,18 @@ impl App {
             settings: RwLock::new(Arc::new(settings)),
             config_path,
             rules: std::sync::OnceLock::new(),
+            decide: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the Decide stage (once, at start); reloads then reconfigure it.
+    pub fn set_decide(&self, decide: Arc<crate::decide::Decide>) {
+        let _ = self.decide.set(decide);
+    }
+
+    /// The Decide stage, if running.
+    pub fn decide(&self) -> Option<&Arc<crate::decide::Decide>> {
+        self.decide.get()
     }
 
     /// Attaches the rules engine (once, at start); reloads then include rule files.
@@ -121,6 +135,9 @@ impl App {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
                         rules.reload(c.rule_settings()).map_err(|e| e.to_string())?;
+                    }
+                    if let Some(d) = self.decide.get() {
+                        d.reconfigure(c.decide.clone());
                     }
                     *self.settings.write() = Arc::new(settings);
                     Ok(())
@@ -154,6 +171,11 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         ));
     let admin = Router::new()
         .route("/-/reload", post(api::reload).put(api::reload))
+        .route(
+            "/api/v1/approvals/{id}/{verb}",
+            post(actions::decide_approval),
+        )
+        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_admin,
@@ -169,6 +191,9 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/metadata", get(api::metadata))
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
+        .route("/api/v1/actions", get(actions::list))
+        .route("/api/v1/actions/{id}", get(actions::one))
+        .route("/api/v1/approvals", get(actions::approvals))
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready))
         .route("/metrics", get(api::metrics));

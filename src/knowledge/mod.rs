@@ -28,6 +28,23 @@ use crate::act::{Action, ActionKind, Effect};
 
 pub use sqlite::SqliteStore;
 
+/// `knowledge:` — where the loop's memory lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeConfig {
+    /// The SQLite database file (relative to the configuration file). It holds the
+    /// audit log, pending approvals, policy state and the rules' alert state.
+    pub path: std::path::PathBuf,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        KnowledgeConfig {
+            path: std::path::PathBuf::from("data/closedloop.db"),
+        }
+    }
+}
+
 /// Why the knowledge store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KnowledgeError {
@@ -182,7 +199,9 @@ pub struct NewAction {
     pub reason: Option<String>,
     /// When a pending approval expires.
     pub approval_expires_ms: Option<i64>,
-    /// The action this one undoes.
+    /// The action this one undoes. Inserting a rollback as `executing` marks that
+    /// action `rolled_back_by` in the same transaction, and fails with
+    /// [`KnowledgeError::Conflict`] if it was rolled back already.
     pub rollback_of: Option<AuditId>,
 }
 
@@ -194,7 +213,6 @@ pub struct ActionUpdate {
     pub reason: Option<String>,
     pub effect: Option<Effect>,
     pub decided_by: Option<String>,
-    pub rolled_back_by: Option<AuditId>,
     /// The action as it will run (e.g. a pod restart with the UID it must match).
     pub action: Option<Action>,
 }

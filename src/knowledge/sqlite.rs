@@ -215,9 +215,6 @@ fn apply_update(
     if let Some(b) = &u.decided_by {
         push("decided_by", b.clone().into());
     }
-    if let Some(r) = u.rolled_back_by {
-        push("rolled_back_by", r.0.into());
-    }
     if let Some(a) = &u.action {
         push("action", json(a).into());
         push("target", a.target().into());
@@ -233,9 +230,6 @@ fn apply_update(
         // get an intent.
         sql.push_str(" AND outcome = 'pending_approval'");
     }
-    if u.rolled_back_by.is_some() {
-        sql.push_str(" AND rolled_back_by IS NULL");
-    }
     let n = tx.execute(&sql, rusqlite::params_from_iter(vals))?;
     if n == 0 {
         let exists: Option<String> = tx
@@ -245,13 +239,9 @@ fn apply_update(
             .optional()?;
         return Err(match exists {
             None => KnowledgeError::NotFound(id),
-            Some(o) if intent => KnowledgeError::Conflict {
+            Some(o) => KnowledgeError::Conflict {
                 id,
                 reason: format!("cannot execute: its outcome is already {o}"),
-            },
-            Some(_) => KnowledgeError::Conflict {
-                id,
-                reason: "already rolled back".into(),
             },
         });
     }
@@ -405,6 +395,18 @@ impl KnowledgeStore for SqliteStore {
                         a.rollback_of.map(|r| r.0),
                     ])?;
                     let id = tx.last_insert_rowid();
+                    if let (Some(of), Outcome::Executing) = (a.rollback_of, a.outcome) {
+                        let n = tx.execute(
+                            "UPDATE actions SET rolled_back_by = ?1 WHERE id = ?2 AND rolled_back_by IS NULL",
+                            params![id, of.0],
+                        )?;
+                        if n == 0 {
+                            return Err(KnowledgeError::Conflict {
+                                id: of.0,
+                                reason: "it was already rolled back (or does not exist)".into(),
+                            });
+                        }
+                    }
                     insert_event(&tx, id, event)?;
                     insert_marks(&tx, marks)?;
                     if a.outcome == Outcome::Executing {

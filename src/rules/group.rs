@@ -541,20 +541,18 @@ impl Rule {
         out
     }
 
-    /// Whether the rule's condition holds now for the alert with `labels`: its
-    /// expression is evaluated at `ts` and the alert's labels looked for in the
-    /// result (the re-check before an action runs).
-    pub fn condition_holds(
+    /// The alerts for which the rule's condition holds at `ts`: its expression
+    /// evaluated and each result turned into alert labels (without annotations) —
+    /// the re-check before an action runs.
+    pub fn condition_labels(
         &self,
         group: &GroupSpec,
         ts: i64,
         ctx: &EvalContext<'_>,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
+    ) -> Result<Vec<BTreeMap<String, String>>, String> {
         let RuleKind::Alert(name) = &self.spec.kind else {
             return Err("not an alerting rule".into());
         };
-        let want = LabelSet::from_pairs(labels.iter());
         let samples = ctx
             .source
             .query(
@@ -565,7 +563,14 @@ impl Rule {
             .map_err(|e| e.to_string())?;
         Ok(samples
             .iter()
-            .any(|s| self.alert_labels(name, group, s, ctx, ts, false).0 == want))
+            .map(|s| {
+                self.alert_labels(name, group, s, ctx, ts, false)
+                    .0
+                    .iter()
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
+                    .collect()
+            })
+            .collect())
     }
 
     /// Marks every series this rule wrote last time stale (the rule is gone).

@@ -11,7 +11,7 @@
 //!
 //! Invariant: a reload never leaves a half-applied rule set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use super::notifier::Notifier;
 use super::remote::RemoteSource;
 use super::schedule::{run_group, RuleMetrics};
 use super::state::SavedState;
-use super::transition::{AlertSink, RuleId};
+use super::transition::AlertSink;
 use super::RuleError;
 
 pub use super::file::{check_files, CheckResult};
@@ -264,67 +264,51 @@ impl RuleManager {
             .collect()
     }
 
-    /// Whether `rule`'s condition holds now for the alert with `labels` (its
-    /// expression evaluated now, the alert's labels looked for in the result): the
-    /// re-check right before an action runs. Blocking (a query); call it off the
-    /// async workers. `Ok(false)` also when the rule is gone.
-    pub fn condition_holds(
+    /// The label sets for which the alerting rule `rule` of group `group` holds
+    /// now (its expression evaluated now): the re-check right before an action
+    /// runs. Blocking (a query); call it off the async workers. `Ok(None)`: no such
+    /// rule is loaded. Groups of the same name in several files all count.
+    #[allow(clippy::type_complexity)]
+    pub fn alerts_now(
         &self,
-        rule: &RuleId,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
-        let key = (rule.file.display().to_string(), rule.group.clone());
-        let group = match self.running.lock().get(&key) {
-            Some(r) => r.group.clone(),
-            None => return Ok(false),
-        };
+        group: &str,
+        rule: &str,
+    ) -> Result<Option<Vec<BTreeMap<String, String>>>, String> {
+        let groups: Vec<Arc<Mutex<Group>>> = self
+            .running
+            .lock()
+            .iter()
+            .filter(|((_, name), _)| name == group)
+            .map(|(_, r)| r.group.clone())
+            .collect();
         let settings = self.shared.settings.lock().clone();
-        let g = group.lock();
-        let Some(r) = g.rules.iter().find(|r| r.spec.name() == rule.name) else {
-            return Ok(false);
-        };
-        let remote = self
-            .shared
-            .remote_source(g.spec.datasource.clone(), self.runtime.clone());
-        let source: &dyn Source = match &remote {
-            Some(r) => r,
-            None => self.shared.source.as_ref(),
-        };
-        let ctx = EvalContext {
-            source,
-            appender: self.shared.appender.as_ref(),
-            external_labels: &settings.global.external_labels,
-            external_url: &settings.external_url,
-        };
-        r.condition_holds(&g.spec, now_ms(), &ctx, labels)
-    }
-
-    /// The alerts currently firing, by rule: `(rule, labels)` pairs (for the Decide
-    /// stage's view of what is still active).
-    pub fn firing(&self) -> HashMap<RuleId, Vec<BTreeMap<String, String>>> {
-        let mut out: HashMap<RuleId, Vec<BTreeMap<String, String>>> = HashMap::new();
-        for r in self.running.lock().values() {
-            let g = r.group.lock();
-            for rule in &g.rules {
-                for a in rule.active.values() {
-                    if a.state == super::AlertState::Firing {
-                        out.entry(RuleId {
-                            file: g.spec.file.clone(),
-                            group: g.spec.name.clone(),
-                            name: rule.spec.name().to_string(),
-                        })
-                        .or_default()
-                        .push(
-                            a.labels
-                                .iter()
-                                .map(|l| (l.name.to_string(), l.value.to_string()))
-                                .collect(),
-                        );
-                    }
-                }
-            }
+        let mut found = None;
+        for g in groups {
+            let g = g.lock();
+            let Some(r) = g
+                .rules
+                .iter()
+                .find(|r| r.is_alert() && r.spec.name() == rule)
+            else {
+                continue;
+            };
+            let remote = self
+                .shared
+                .remote_source(g.spec.datasource.clone(), self.runtime.clone());
+            let source: &dyn Source = match &remote {
+                Some(r) => r,
+                None => self.shared.source.as_ref(),
+            };
+            let ctx = EvalContext {
+                source,
+                appender: self.shared.appender.as_ref(),
+                external_labels: &settings.global.external_labels,
+                external_url: &settings.external_url,
+            };
+            let labels = r.condition_labels(&g.spec, now_ms(), &ctx)?;
+            found.get_or_insert_with(Vec::new).extend(labels);
         }
-        out
+        Ok(found)
     }
 
     /// Records a reload outcome in `closedloop_config_last_reload_successful`.
