@@ -741,18 +741,7 @@ impl Decider {
         };
         let kind = action.kind();
         let target = action.target();
-        if !self.assume_handled && !self.executor.handles(&action) {
-            self.refuse(
-                key,
-                cause,
-                action,
-                RefusalReason::NotConfigured,
-                "no actuator is configured for it (see actuators: in the service config)",
-                now,
-                &actor,
-            );
-            return true;
-        }
+        let handled = self.assume_handled || self.executor.handles(&action);
         let (cooldown_ms, rule_dry, approval_required, approval_timeout_ms, approvers, verify_ms) =
             match &case.trigger {
                 Trigger::Alert {
@@ -813,6 +802,19 @@ impl Decider {
             rollback_of: None,
         };
         let k = key.to_string();
+        // An action nothing could carry out is refused before anyone waits for it;
+        // a dry run still shows what would be decided, noting the missing actuator.
+        let verdict = match verdict {
+            Verdict::Admit { .. } | Verdict::NeedsApproval { .. } if !handled => {
+                Verdict::Refuse(super::policy::Refusal {
+                    reason: RefusalReason::NotConfigured,
+                    detail:
+                        "no actuator is configured for it (see actuators: in the service config)"
+                            .into(),
+                })
+            }
+            v => v,
+        };
         match verdict {
             Verdict::Refuse(r) => {
                 self.refuse(key, base.cause, action, r.reason, &r.detail, now, &actor);
@@ -820,7 +822,11 @@ impl Decider {
             }
             Verdict::DryRun { marks, approval } => {
                 self.policy.record(&marks);
-                let detail = json!({ "would_wait_for_approval": approval, "context": context });
+                let detail = json!({
+                    "would_wait_for_approval": approval,
+                    "actuator_configured": handled,
+                    "context": context,
+                });
                 let rule = base.cause.rule.clone();
                 self.insert(
                     NewAction {

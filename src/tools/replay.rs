@@ -377,17 +377,12 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
             };
             let _ = writeln!(
                 out,
-                "{}  {what}  {}/{}{} value={}{}",
+                "{}  {what}  {}/{}{} value={}",
                 rfc3339(tr.at_ms),
                 tr.rule.group,
                 tr.rule.name,
                 labels_text(&tr.labels),
                 crate::promql::format_value(tr.value),
-                if tr.severity != Severity::Unknown {
-                    format!(" severity={}", tr.severity.as_str())
-                } else {
-                    String::new()
-                }
             );
             decider.step(Input::Alert(tr));
             print_decisions(store.as_ref(), &mut last_seen, out)?;

@@ -4,6 +4,7 @@
 mod anomaly;
 mod bad_input;
 mod common;
+mod decide;
 mod prometheus;
 mod promql_diff;
 mod rules;
