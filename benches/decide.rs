@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use closedloop::act::{ActError, Action, Actuator, Approved, Effect};
-use closedloop::decide::{Conditions, Decide, DecideConfig, DecideDeps, DecideMetrics, SystemClock};
+use closedloop::decide::conditions::StaticConditions;
+use closedloop::decide::{Decide, DecideConfig, DecideDeps, DecideMetrics, SystemClock};
 use closedloop::knowledge::{
     Cause, Change, EventKind, KnowledgeStore, NewAction, NewEvent, Outcome, SqliteStore,
 };
@@ -64,22 +65,6 @@ impl Actuator for Stopwatch {
     }
 }
 
-/// Every alert of the round holds (the re-check passes, as it would for real).
-struct AllFiring(Mutex<Vec<BTreeMap<String, String>>>);
-
-impl Conditions for AllFiring {
-    fn alerts_now(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<Vec<BTreeMap<String, String>>>, String> {
-        Ok(Some(self.0.lock().clone()))
-    }
-    fn incident_open(&self, _: u64) -> bool {
-        true
-    }
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -94,7 +79,8 @@ fn latency(dir: &Path, rounds: usize) {
     let store: Arc<dyn KnowledgeStore> =
         Arc::new(SqliteStore::open(&dir.join("latency.db")).unwrap());
     let stopwatch = Arc::new(Stopwatch::default());
-    let conditions = Arc::new(AllFiring(Mutex::new(Vec::new())));
+    // Every alert of the round holds (the re-check passes, as it would for real).
+    let conditions = Arc::new(StaticConditions::default());
     let mut cfg: DecideConfig = serde_yaml::from_str(
         "dry_run: false\nallow: {actions: [scale], namespaces: [prod]}\nrate_limit: {global_per_hour: 1000000, per_target_per_hour: 1000}\n",
     )
@@ -131,7 +117,7 @@ fn latency(dir: &Path, rounds: usize) {
                 ])
             })
             .collect();
-        *conditions.0.lock() = labels.clone();
+        conditions.set_alerts("bench", "Saturated", labels.clone());
         stopwatch.called.lock().clear();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut sent = std::collections::HashMap::with_capacity(ALERTS);
@@ -217,7 +203,10 @@ fn change(i: u64) -> Change {
 }
 
 fn audit(dir: &Path, seconds: f64) {
-    for (name, per_tx) in [("batched (1,000 per transaction)", 1_000u64), ("fsync'd each", 1)] {
+    for (name, per_tx) in [
+        ("batched (1,000 per transaction)", 1_000u64),
+        ("fsync'd each", 1),
+    ] {
         let path = dir.join(format!("audit-{per_tx}.db"));
         let store = SqliteStore::open(&path).unwrap();
         let start = Instant::now();

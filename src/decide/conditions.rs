@@ -48,3 +48,52 @@ impl Conditions for ServiceConditions {
         self.analyzer.incidents(now).iter().any(|i| i.id == id)
     }
 }
+
+/// Conditions told from outside: which alerts of which rule hold, which incidents
+/// are open. `replay`, the simulation, tests and benchmarks set them step by step.
+#[derive(Debug, Default)]
+pub struct StaticConditions {
+    alerts: parking_lot::Mutex<
+        std::collections::HashMap<(String, String), Vec<BTreeMap<String, String>>>,
+    >,
+    incidents: parking_lot::Mutex<std::collections::HashSet<u64>>,
+}
+
+impl StaticConditions {
+    /// The alerts of rule `group`/`rule` whose condition holds from now on.
+    pub fn set_alerts(&self, group: &str, rule: &str, alerts: Vec<BTreeMap<String, String>>) {
+        self.alerts
+            .lock()
+            .insert((group.to_string(), rule.to_string()), alerts);
+    }
+
+    /// Marks an incident open or over.
+    pub fn set_incident(&self, id: u64, open: bool) {
+        let mut i = self.incidents.lock();
+        if open {
+            i.insert(id);
+        } else {
+            i.remove(&id);
+        }
+    }
+}
+
+impl Conditions for StaticConditions {
+    fn alerts_now(
+        &self,
+        group: &str,
+        rule: &str,
+    ) -> Result<Option<Vec<BTreeMap<String, String>>>, String> {
+        Ok(Some(
+            self.alerts
+                .lock()
+                .get(&(group.to_string(), rule.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+
+    fn incident_open(&self, id: u64) -> bool {
+        self.incidents.lock().contains(&id)
+    }
+}

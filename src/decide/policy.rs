@@ -360,22 +360,16 @@ impl Policy {
             return Err(format!("action {kind} is not in decide.allow.actions"));
         }
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
-        match action {
-            Action::RestartPod { pod: o, .. }
-            | Action::RolloutRestart { workload: o }
-            | Action::Scale { workload: o, .. }
-            | Action::PatchConfigMap { configmap: o, .. }
-            | Action::RolloutAbort { rollout: o }
-            | Action::RolloutRetry { rollout: o }
-            | Action::RolloutUndo { rollout: o, .. }
-            | Action::DeploymentRollback { deployment: o, .. } => {
-                if !any(&a.namespaces, &o.namespace) {
-                    return Err(format!(
-                        "namespace {:?} is not in decide.allow.namespaces",
-                        o.namespace
-                    ));
-                }
+        if let Some(o) = action.object() {
+            if !any(&a.namespaces, &o.namespace) {
+                return Err(format!(
+                    "namespace {:?} is not in decide.allow.namespaces",
+                    o.namespace
+                ));
             }
+            return Ok(());
+        }
+        match action {
             Action::CordonNode { node, .. } => {
                 if !any(&a.nodes, node) {
                     return Err(format!("node {node:?} is not in decide.allow.nodes"));
@@ -395,7 +389,7 @@ impl Policy {
                     ));
                 }
             }
-            Action::Notify { .. } => {}
+            _ => {}
         }
         Ok(())
     }

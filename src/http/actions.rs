@@ -161,6 +161,19 @@ fn requester(params: &Params, headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(basic_user.unwrap_or_else(|| "admin".into()))
 }
 
+/// The action id, who asks, and the parameters of an admin POST.
+fn admin_request(
+    id: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(AuditId, String, Params), ApiError> {
+    let params = Params::from_request(uri, headers, body);
+    let id = parse_id(id)?;
+    let by = requester(&params, headers)?;
+    Ok((id, by, params))
+}
+
 pub(crate) async fn decide_approval(
     State(app): State<Arc<App>>,
     Path((id, verb)): Path<(String, String)>,
@@ -168,10 +181,8 @@ pub(crate) async fn decide_approval(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = Params::from_request(&uri, &headers, &body);
     let r = async {
-        let id = parse_id(&id)?;
-        let by = requester(&params, &headers)?;
+        let (id, by, params) = admin_request(&id, &uri, &headers, &body)?;
         let d = decide(&app)?;
         let rec = match verb.as_str() {
             "approve" => d.approve(id, by).await?,
@@ -202,10 +213,8 @@ pub(crate) async fn rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = Params::from_request(&uri, &headers, &body);
     let r = async {
-        let id = parse_id(&id)?;
-        let by = requester(&params, &headers)?;
+        let (id, by, _) = admin_request(&id, &uri, &headers, &body)?;
         let d = decide(&app)?;
         let rec = d.rollback(id, by).await?;
         Ok::<_, ApiError>(success(json!({ "action": rec })))

@@ -128,7 +128,7 @@ impl Outcome {
     }
 
     pub fn parse(s: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+        by_name(&Outcome::ALL, Outcome::as_str, s)
     }
 
     /// Whether an intent was ever written for it (it ran, or may have).
@@ -162,13 +162,15 @@ impl Verification {
     }
 
     pub fn parse(s: &str) -> Option<Verification> {
-        [
-            Verification::Pending,
-            Verification::Cleared,
-            Verification::NotCleared,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        by_name(
+            &[
+                Verification::Pending,
+                Verification::Cleared,
+                Verification::NotCleared,
+            ],
+            Verification::as_str,
+            s,
+        )
     }
 }
 
@@ -243,6 +245,25 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        EventKind::Refused,
+        EventKind::DryRun,
+        EventKind::ApprovalRequested,
+        EventKind::Approved,
+        EventKind::Rejected,
+        EventKind::ApprovalExpired,
+        EventKind::Cancelled,
+        EventKind::ExecutionStarted,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::OutcomeUnknown,
+        EventKind::Observed,
+        EventKind::Verified,
+        EventKind::NotCleared,
+        EventKind::RollbackRequested,
+        EventKind::Escalated,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Refused => "refused",
@@ -265,28 +286,13 @@ impl EventKind {
     }
 
     fn parse(s: &str) -> Option<EventKind> {
-        use EventKind::*;
-        [
-            Refused,
-            DryRun,
-            ApprovalRequested,
-            Approved,
-            Rejected,
-            ApprovalExpired,
-            Cancelled,
-            ExecutionStarted,
-            Succeeded,
-            Failed,
-            OutcomeUnknown,
-            Observed,
-            Verified,
-            NotCleared,
-            RollbackRequested,
-            Escalated,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        by_name(&EventKind::ALL, EventKind::as_str, s)
     }
+}
+
+/// The value of `all` named `s`.
+fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str) -> Option<T> {
+    all.iter().copied().find(|v| name(*v) == s)
 }
 
 /// One audit event to append.

@@ -26,7 +26,8 @@ use parking_lot::Mutex;
 use promql_parser::parser::Expr;
 
 use crate::anomaly::{Analyzer, IncidentConfig, SeriesBatch};
-use crate::decide::{Conditions, DecideConfig, IncidentOpened, Input, ManualClock};
+use crate::decide::conditions::StaticConditions;
+use crate::decide::{DecideConfig, IncidentOpened, Input, ManualClock};
 use crate::knowledge::{ActionQuery, AuditId, KnowledgeStore};
 use crate::promql::{QueryError, Sample};
 use crate::rules::group::{Appender, EvalContext, Group, Source};
@@ -91,33 +92,6 @@ struct Discard;
 
 impl Appender for Discard {
     fn append(&self, _: &LabelSet, _: i64, _: f64) {}
-}
-
-/// The alerts whose condition holds at the replay's current step, by rule.
-#[derive(Default)]
-struct ReplayConditions {
-    active: Mutex<HashMap<(String, String), Vec<BTreeMap<String, String>>>>,
-    incidents: Mutex<Vec<u64>>,
-}
-
-impl Conditions for ReplayConditions {
-    fn alerts_now(
-        &self,
-        group: &str,
-        rule: &str,
-    ) -> Result<Option<Vec<BTreeMap<String, String>>>, String> {
-        Ok(Some(
-            self.active
-                .lock()
-                .get(&(group.to_string(), rule.to_string()))
-                .cloned()
-                .unwrap_or_default(),
-        ))
-    }
-
-    fn incident_open(&self, id: u64) -> bool {
-        self.incidents.lock().contains(&id)
-    }
 }
 
 /// A `/api/v1/query_range` client.
@@ -287,7 +261,7 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
     }
 
     let clock = Arc::new(ManualClock::new(args.from_ms));
-    let conditions = Arc::new(ReplayConditions::default());
+    let conditions = Arc::new(StaticConditions::default());
     let mut cfg = args.decide.clone();
     cfg.dry_run = true;
     let (mut decider, store) =
@@ -311,7 +285,7 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
         clock.set(t);
         while let Some(inc) = incidents.next_if(|i| i.opened_ms <= t) {
             clock.set(inc.opened_ms.max(args.from_ms));
-            conditions.incidents.lock().push(inc.id);
+            conditions.set_incident(inc.id, true);
             let _ = writeln!(
                 out,
                 "{}  INCIDENT  #{} {} severity={}",
@@ -343,13 +317,13 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
         let interval = group.interval_ms;
         let mut transitions = Vec::new();
         {
-            let mut active = conditions.active.lock();
             for r in group.rules.iter_mut() {
                 if !r.is_alert() {
                     continue;
                 }
-                active.insert(
-                    (spec.name.clone(), r.spec.name().to_string()),
+                conditions.set_alerts(
+                    &spec.name,
+                    r.spec.name(),
                     r.active
                         .values()
                         .filter(|a| a.state != AlertState::Inactive)

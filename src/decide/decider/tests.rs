@@ -1,7 +1,6 @@
 //! The decider end to end in one process: real policy, real SQLite store (in
 //! memory), real executor, a recording actuator and a manual clock.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
@@ -12,6 +11,7 @@ use serde_json::Value;
 use super::*;
 use crate::act::{Actuator, Approved, ReplicaChange};
 use crate::decide::clock::ManualClock;
+use crate::decide::conditions::StaticConditions;
 use crate::decide::config::AllowConfig;
 use crate::knowledge::SqliteStore;
 use crate::rules::file::{parse_file, LoadOptions};
@@ -64,32 +64,6 @@ impl Actuator for Recorder {
     }
 }
 
-/// The alerts whose condition holds, as the test sets them.
-#[derive(Default)]
-struct Conds {
-    active: Mutex<HashMap<(String, String), Vec<BTreeMap<String, String>>>>,
-}
-
-impl Conditions for Conds {
-    fn alerts_now(
-        &self,
-        group: &str,
-        rule: &str,
-    ) -> Result<Option<Vec<BTreeMap<String, String>>>, String> {
-        Ok(Some(
-            self.active
-                .lock()
-                .get(&(group.to_string(), rule.to_string()))
-                .cloned()
-                .unwrap_or_default(),
-        ))
-    }
-
-    fn incident_open(&self, _: u64) -> bool {
-        false
-    }
-}
-
 struct H {
     _rt: tokio::runtime::Runtime,
     d: Decider,
@@ -97,7 +71,7 @@ struct H {
     clock: Arc<ManualClock>,
     store: Arc<dyn KnowledgeStore>,
     rec: Arc<Recorder>,
-    cond: Arc<Conds>,
+    cond: Arc<StaticConditions>,
     metrics: Arc<DecideMetrics>,
 }
 
@@ -126,7 +100,7 @@ fn harness_on(cfg: DecideConfig, store: Arc<dyn KnowledgeStore>) -> H {
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let rec = Arc::new(Recorder::default());
-    let cond = Arc::new(Conds::default());
+    let cond = Arc::new(StaticConditions::default());
     let clock = Arc::new(ManualClock::new(T0));
     let metrics = Arc::new(DecideMetrics::new(&prometheus::Registry::new(), 3_600_000).unwrap());
     let executor = Executor::new(store.clone(), vec![rec.clone()], rt.handle().clone(), tx);
@@ -199,10 +173,7 @@ fn transition(
 
 impl H {
     fn set_active(&self, l: &[BTreeMap<String, String>]) {
-        self.cond
-            .active
-            .lock()
-            .insert(("g".into(), "A".into()), l.to_vec());
+        self.cond.set_alerts("g", "A", l.to_vec());
     }
 
     fn fire(&mut self, spec: &Arc<RuleSpec>, l: &BTreeMap<String, String>) {
