@@ -70,6 +70,9 @@ pub struct Config {
     pub decide: crate::decide::DecideConfig,
     /// The embedded knowledge store (audit log, approvals, policy and alert state).
     pub knowledge: crate::knowledge::KnowledgeConfig,
+    /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
+    /// channels (targets and secrets live here, never in rule files).
+    pub actuators: crate::act::config::ActuatorsConfig,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             rules: Default::default(),
             decide: Default::default(),
             knowledge: Default::default(),
+            actuators: Default::default(),
         }
     }
 }
@@ -331,6 +335,7 @@ impl Config {
             .validate()
             .and_then(|_| self.alerting.validate())
             .and_then(|_| self.decide.validate())
+            .and_then(|_| self.actuators.validate())
         {
             return Err(invalid(&key, reason));
         }
@@ -370,6 +375,7 @@ impl Config {
         if self.knowledge.path.is_relative() {
             self.knowledge.path = base.join(&self.knowledge.path);
         }
+        self.actuators.resolve_paths(base);
         for pattern in &mut self.rule_files {
             if Path::new(pattern.as_str()).is_relative() {
                 *pattern = base.join(&*pattern).to_string_lossy().into_owned();
@@ -415,7 +421,7 @@ impl Config {
 }
 
 impl CredentialsConfig {
-    fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let set = [
             self.bearer_token_file.is_some(),
             self.bearer_token_env.is_some(),
@@ -440,24 +446,7 @@ impl CredentialsConfig {
     /// Loads the secret from its file or environment variable. `key` names the
     /// setting in errors; the secret itself never appears in them.
     pub fn resolve(&self, key: &str) -> std::result::Result<Credentials, String> {
-        fn read(
-            key: &str,
-            file: &Option<PathBuf>,
-            env: &Option<String>,
-        ) -> std::result::Result<Secret, String> {
-            let value = match (file, env) {
-                (Some(f), _) => std::fs::read_to_string(f)
-                    .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
-                (None, Some(var)) => std::env::var(var)
-                    .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
-                (None, None) => return Err(format!("{key}: no secret source")),
-            };
-            let value = value.trim().to_owned();
-            if value.is_empty() {
-                return Err(format!("{key}: the secret is empty"));
-            }
-            Ok(Secret(value))
-        }
+        let read = load_secret;
         match &self.basic_auth {
             Some(b) => Ok(Credentials::Basic {
                 username: b.username.clone(),
@@ -474,6 +463,27 @@ impl CredentialsConfig {
             )?)),
         }
     }
+}
+
+/// Loads a secret from a file (preferred when both are set) or an environment
+/// variable, trimmed. `key` names the setting in errors; the secret never appears.
+pub fn load_secret(
+    key: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> std::result::Result<Secret, String> {
+    let value = match (file, env) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .map_err(|e| format!("{key}: reading {}: {e}", f.display()))?,
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| format!("{key}: environment variable {var} is not set"))?,
+        (None, None) => return Err(format!("{key}: no secret source")),
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(format!("{key}: the secret is empty"));
+    }
+    Ok(Secret(value))
 }
 
 #[cfg(test)]

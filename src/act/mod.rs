@@ -20,6 +20,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod argo;
+pub mod config;
+pub mod http_config;
+pub mod kube;
+pub mod notify;
+mod outbound;
+pub mod redis;
+pub mod retry;
+pub mod set;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use set::{ActuatorMetrics, ActuatorSet, BuildError};
+
 use serde::{Deserialize, Serialize};
 
 use crate::knowledge::IntentReceipt;
@@ -348,6 +362,19 @@ pub enum ActError {
     /// The action's parameters cannot be carried out (e.g. scale of a DaemonSet).
     #[error("invalid action: {0}")]
     Invalid(String),
+}
+
+impl ActError {
+    /// A short label for metrics and the audit log (`not_found`, `refused`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActError::NotConfigured(_) => "not_configured",
+            ActError::NotFound(_) => "not_found",
+            ActError::Refused(_) => "refused",
+            ActError::Unavailable { .. } => "unavailable",
+            ActError::Invalid(_) => "invalid",
+        }
+    }
 }
 
 /// Carries out approved actions of some kinds. Implementations live beside this

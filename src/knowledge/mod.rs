@@ -455,7 +455,6 @@ impl IntentReceipt {
 
     /// A receipt for unit tests of actuators, which have no store.
     #[cfg(test)]
-    #[allow(dead_code)] // until the actuators' tests land
     pub(crate) fn for_test(id: i64) -> Self {
         IntentReceipt { id: AuditId(id) }
     }

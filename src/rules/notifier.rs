@@ -40,6 +40,11 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
+/// Where an Alertmanager at `base` takes alerts: `<base>/api/v2/alerts`.
+pub fn alerts_endpoint(base: &str) -> String {
+    format!("{}/api/v2/alerts", base.trim_end_matches('/'))
+}
+
 /// Prometheus's generator URL: `<external_url>/graph?g0.expr=<expr>&g0.tab=1`.
 pub fn generator_url(external_url: &str, expr: &str) -> String {
     let q: String = form_urlencoded::Serializer::new(String::new())
@@ -180,7 +185,7 @@ impl Notifier {
                     let body = body.clone();
                     let m = self.metrics.clone();
                     tasks.push(tokio::spawn(async move {
-                        let url = format!("{}/api/v2/alerts", am.url.trim_end_matches('/'));
+                        let url = alerts_endpoint(&am.url);
                         let timeout = Duration::from_millis(am.timeout.as_millis().max(1) as u64);
                         let r = client
                             .post(&url)

@@ -5,6 +5,7 @@ mod anomaly;
 mod bad_input;
 mod common;
 mod decide;
+mod kube_double;
 mod prometheus;
 mod promql_diff;
 mod rules;
