@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::act::set::{ActuatorMetrics, ActuatorSet};
+use crate::act::Actuator;
 use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
 use crate::decide::conditions::ServiceConditions;
@@ -41,6 +43,9 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The actuators could not be built (a secret missing, a bad kubeconfig).
+    #[error("actuators: {0}")]
+    Actuators(String),
     /// The knowledge store could not be opened, or the decider started.
     #[error("knowledge store: {0}")]
     Knowledge(String),
@@ -88,13 +93,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .map_err(MetricsError::from)?,
     );
     let conditions = Arc::new(ServiceConditions::new(analyzer.clone()));
+    // The actuators the config names (`actuators:`); the decide stage's executor is
+    // their only caller.
+    let actuator_metrics = ActuatorMetrics::new(metrics.registry()).map_err(MetricsError::from)?;
+    let actuators: Arc<dyn Actuator> = Arc::new(
+        ActuatorSet::build(&config.actuators, actuator_metrics.clone())
+            .await
+            .map_err(|e| ServiceError::Actuators(e.to_string()))?,
+    );
     let decide = Arc::new(
         Decide::start(
             config.decide.clone(),
             DecideDeps {
                 store: knowledge.clone(),
-                // The actuators arrive with the `actuators:` section (issue #8, act/).
-                actuators: Vec::new(),
+                actuators: vec![actuators],
                 conditions: conditions.clone(),
                 clock: Arc::new(SystemClock),
                 metrics: decide_metrics,
@@ -103,7 +115,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         )
         .map_err(|e| ServiceError::Knowledge(format!("starting the decider: {e}")))?,
     );
-    app.set_decide(decide.clone());
+    app.set_decide(decide.clone(), actuator_metrics);
     let intake = decide.intake();
     analyzer.set_incident_sink(Box::new(move |inc| {
         intake.incident(IncidentOpened {

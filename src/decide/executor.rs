@@ -24,7 +24,8 @@ const EXECUTE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Runs approved actions through the actuators.
 pub(super) struct Executor {
     store: Arc<dyn KnowledgeStore>,
-    actuators: Vec<Arc<dyn Actuator>>,
+    /// Replaced whole on a reload; an action keeps the actuator it started with.
+    actuators: Arc<parking_lot::RwLock<Vec<Arc<dyn Actuator>>>>,
     runtime: tokio::runtime::Handle,
     tx: Sender<Input>,
 }
@@ -32,7 +33,7 @@ pub(super) struct Executor {
 impl Executor {
     pub(super) fn new(
         store: Arc<dyn KnowledgeStore>,
-        actuators: Vec<Arc<dyn Actuator>>,
+        actuators: Arc<parking_lot::RwLock<Vec<Arc<dyn Actuator>>>>,
         runtime: tokio::runtime::Handle,
         tx: Sender<Input>,
     ) -> Self {
@@ -45,7 +46,11 @@ impl Executor {
     }
 
     fn actuator(&self, action: &Action) -> Option<Arc<dyn Actuator>> {
-        self.actuators.iter().find(|a| a.handles(action)).cloned()
+        self.actuators
+            .read()
+            .iter()
+            .find(|a| a.handles(action))
+            .cloned()
     }
 
     /// Whether some actuator carries out `action`.
@@ -143,6 +148,10 @@ async fn run(
             Ok(v) => v,
             Err(e) => return (action, None, Err(e)),
         };
+        if seen.get("exists") == Some(&serde_json::Value::Bool(false)) {
+            let reason = format!("{pod} is gone: nothing to restart");
+            return (action, Some(seen), Err(ActError::NotFound(reason)));
+        }
         let uid = seen
             .get("uid")
             .or_else(|| seen.get("metadata").and_then(|m| m.get("uid")))

@@ -84,7 +84,7 @@ pub fn replay_decider(
     );
     let executor = executor::Executor::new(
         store.clone(),
-        Vec::new(),
+        Arc::default(),
         tokio::runtime::Handle::current(),
         tx,
     );
@@ -105,6 +105,7 @@ pub fn replay_decider(
 /// operations the API and CLI call.
 pub struct Decide {
     tx: Sender<Input>,
+    actuators: Arc<parking_lot::RwLock<Vec<Arc<dyn Actuator>>>>,
     intake: Arc<Intake>,
     store: Arc<dyn KnowledgeStore>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -133,8 +134,13 @@ impl Decide {
             cfg.queue_capacity,
             deps.metrics.clone(),
         ));
-        let executor =
-            executor::Executor::new(deps.store.clone(), deps.actuators, deps.runtime, tx.clone());
+        let actuators = Arc::new(parking_lot::RwLock::new(deps.actuators));
+        let executor = executor::Executor::new(
+            deps.store.clone(),
+            actuators.clone(),
+            deps.runtime,
+            tx.clone(),
+        );
         let decider = Decider::new(
             cfg,
             deps.store.clone(),
@@ -150,6 +156,7 @@ impl Decide {
             .spawn(move || decider.run(rx))?;
         Ok(Decide {
             tx,
+            actuators,
             intake,
             store: deps.store,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -194,6 +201,11 @@ impl Decide {
     /// Replaces the policy configuration (a reload).
     pub fn reconfigure(&self, cfg: DecideConfig) {
         let _ = self.tx.send(Input::Reconfigure(Box::new(cfg)));
+    }
+
+    /// Replaces the actuators (a reload); actions already running keep theirs.
+    pub fn set_actuators(&self, actuators: Vec<Arc<dyn Actuator>>) {
+        *self.actuators.write() = actuators;
     }
 
     /// Actions of the audit log (blocking: a store read).

@@ -73,8 +73,9 @@ pub struct App {
     config_path: Option<PathBuf>,
     /// The rules engine, once the service has started it.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
-    /// The Decide stage, once the service has started it.
-    decide: std::sync::OnceLock<Arc<crate::decide::Decide>>,
+    /// The Decide stage and the actuators' metrics (a reload rebuilds the
+    /// actuators with them), once the service has started it.
+    decide: std::sync::OnceLock<(Arc<crate::decide::Decide>, crate::act::set::ActuatorMetrics)>,
 }
 
 impl App {
@@ -98,14 +99,19 @@ impl App {
         }
     }
 
-    /// Attaches the Decide stage (once, at start); reloads then reconfigure it.
-    pub fn set_decide(&self, decide: Arc<crate::decide::Decide>) {
-        let _ = self.decide.set(decide);
+    /// Attaches the Decide stage (once, at start); reloads then reconfigure it and
+    /// rebuild its actuators.
+    pub fn set_decide(
+        &self,
+        decide: Arc<crate::decide::Decide>,
+        actuator_metrics: crate::act::set::ActuatorMetrics,
+    ) {
+        let _ = self.decide.set((decide, actuator_metrics));
     }
 
     /// The Decide stage, if running.
     pub fn decide(&self) -> Option<&Arc<crate::decide::Decide>> {
-        self.decide.get()
+        self.decide.get().map(|(d, _)| d)
     }
 
     /// Attaches the rules engine (once, at start); reloads then include rule files.
@@ -136,8 +142,9 @@ impl App {
                     if let Some(rules) = self.rules.get() {
                         rules.reload(c.rule_settings()).map_err(|e| e.to_string())?;
                     }
-                    if let Some(d) = self.decide.get() {
+                    if let Some((d, m)) = self.decide.get() {
                         d.reconfigure(c.decide.clone());
+                        rebuild_actuators(d.clone(), c.actuators.clone(), m.clone());
                     }
                     *self.settings.write() = Arc::new(settings);
                     Ok(())
@@ -158,6 +165,26 @@ impl App {
         }
         result
     }
+}
+
+/// Builds the actuators of a reloaded config and hands them to Decide; on error the
+/// running ones stay (and the error is logged).
+fn rebuild_actuators(
+    decide: Arc<crate::decide::Decide>,
+    config: crate::act::config::ActuatorsConfig,
+    metrics: crate::act::set::ActuatorMetrics,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        match crate::act::set::ActuatorSet::build(&config, metrics).await {
+            Ok(set) => decide.set_actuators(vec![Arc::new(set)]),
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the actuators failed; keeping the running ones")
+            }
+        }
+    });
 }
 
 /// Builds the router. `max_body_bytes` bounds every request body (413 beyond).

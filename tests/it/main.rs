@@ -3,6 +3,7 @@
 
 mod anomaly;
 mod bad_input;
+mod closed_loop;
 mod common;
 mod decide;
 mod kube_double;

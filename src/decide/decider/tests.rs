@@ -103,7 +103,13 @@ fn harness_on(cfg: DecideConfig, store: Arc<dyn KnowledgeStore>) -> H {
     let cond = Arc::new(StaticConditions::default());
     let clock = Arc::new(ManualClock::new(T0));
     let metrics = Arc::new(DecideMetrics::new(&prometheus::Registry::new(), 3_600_000).unwrap());
-    let executor = Executor::new(store.clone(), vec![rec.clone()], rt.handle().clone(), tx);
+    let actuators: Vec<Arc<dyn Actuator>> = vec![rec.clone()];
+    let executor = Executor::new(
+        store.clone(),
+        Arc::new(parking_lot::RwLock::new(actuators)),
+        rt.handle().clone(),
+        tx,
+    );
     let d = Decider::new(
         cfg,
         store.clone(),
