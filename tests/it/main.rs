@@ -5,6 +5,7 @@ mod anomaly;
 mod bad_input;
 mod closed_loop;
 mod common;
+mod crash;
 mod decide;
 mod kube_double;
 mod prometheus;
