@@ -42,8 +42,9 @@ use super::{DecideConfig, DecideError};
 
 /// How often timers (verification, approval expiry) are looked at when idle.
 const TICK: Duration = Duration::from_millis(200);
-/// Most inputs handled (and committed) in one batch.
-const MAX_BATCH: usize = 4096;
+/// Most inputs decided (and written) in one batch: larger batches write faster,
+/// smaller ones start their first actions sooner.
+const MAX_BATCH: usize = 256;
 /// How often a verification whose re-check failed is retried before it counts as
 /// not cleared.
 const VERIFY_RETRIES: u32 = 3;
@@ -813,6 +814,16 @@ impl Decider {
                             .into(),
                 })
             }
+            Verdict::NeedsApproval { .. } => match self.approvals.iter().find(|(_, p)| {
+                p.rule == base.cause.rule && p.action.kind() == kind && p.action.target() == target
+            }) {
+                // One question to a human per rule, action and target at a time.
+                Some((id, _)) => Verdict::Refuse(super::policy::Refusal {
+                    reason: RefusalReason::Duplicate,
+                    detail: format!("an approval for it is already pending (action {id})"),
+                }),
+                None => verdict,
+            },
             v => v,
         };
         match verdict {

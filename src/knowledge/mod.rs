@@ -2,13 +2,14 @@
 //! pending approvals, cooldown and rate-limit state, and the rules' alert for-state —
 //! behind one store trait with an embedded implementation.
 //!
-//! The data model is two tables and two side tables (see `sqlite.rs` for the SQL,
+//! The data model is three tables (see `sqlite.rs` for the SQL,
 //! ARCHITECTURE.md for how to read them with the `sqlite3` CLI):
 //! - `actions`: one row per action the loop considered — what, on what, why, and
-//!   where it stands ([`Outcome`], [`Verification`]);
+//!   where it stands ([`Outcome`], [`Verification`]); each row also keeps the
+//!   policy marks its decision set (cooldown, rate-limit and blast-radius windows,
+//!   dedup key), so they are written with the decision;
 //! - `audit`: append-only events of each action (decided, refused, approved,
 //!   execution started, succeeded, verified, rolled back…) with who caused them;
-//! - `policy_marks`: cooldowns, rate-limit and blast-radius windows, dedup keys;
 //! - `alert_state`: the rules' pending/firing alerts (their `for` state).
 //!
 //! Invariants: an [`IntentReceipt`] exists only once the intent it names is durable;
@@ -416,10 +417,8 @@ pub trait KnowledgeStore: Send + Sync {
     fn actions(&self, q: &ActionQuery) -> Result<Vec<ActionRecord>>;
     /// Actions whose outcome is one of `outcomes`, oldest first.
     fn actions_in(&self, outcomes: &[Outcome]) -> Result<Vec<ActionRecord>>;
-    /// Policy marks still in force at `now_ms`.
+    /// Policy marks still in force at `now_ms` (from every decision's marks).
     fn marks(&self, now_ms: i64) -> Result<Vec<PolicyMark>>;
-    /// Drops marks that ended before `now_ms`.
-    fn prune_marks(&self, now_ms: i64) -> Result<usize>;
     /// The rules' saved alert state.
     fn alert_states(&self) -> Result<Vec<AlertStateRow>>;
     /// Replaces the rules' saved alert state.

@@ -26,7 +26,11 @@
 //!   approval_expires_ms INTEGER,
 //!   decided_by TEXT,                   -- who approved or rejected
 //!   rollback_of INTEGER REFERENCES actions(id),
-//!   rolled_back_by INTEGER REFERENCES actions(id)
+//!   rolled_back_by INTEGER REFERENCES actions(id),
+//!   marks TEXT,                        -- JSON: the policy marks the decision set
+//!                                      -- [{scope, key, at_ms, until_ms}]: cooldown,
+//!                                      -- rate and blast windows, dedup key
+//!   marks_until_ms INTEGER             -- the latest until_ms of them (indexed)
 //! );
 //! CREATE TABLE audit (
 //!   id INTEGER PRIMARY KEY,
@@ -40,7 +44,6 @@
 //!   actor TEXT NOT NULL,               -- rule:group/name | user:NAME | policy | system
 //!   detail TEXT NOT NULL               -- JSON
 //! );
-//! CREATE TABLE policy_marks (scope TEXT, key TEXT, at_ms INTEGER, until_ms INTEGER);
 //! CREATE TABLE alert_state (group_key TEXT, rule TEXT, labels TEXT, state TEXT,
 //!                           active_at_ms INTEGER, fired_at_ms INTEGER);
 //! ```
@@ -84,8 +87,11 @@ CREATE TABLE IF NOT EXISTS actions (
   approval_expires_ms INTEGER,
   decided_by TEXT,
   rollback_of INTEGER REFERENCES actions(id),
-  rolled_back_by INTEGER REFERENCES actions(id)
+  rolled_back_by INTEGER REFERENCES actions(id),
+  marks TEXT,
+  marks_until_ms INTEGER
 );
+CREATE INDEX IF NOT EXISTS actions_marks_until ON actions(marks_until_ms);
 CREATE INDEX IF NOT EXISTS actions_outcome ON actions(outcome);
 CREATE INDEX IF NOT EXISTS actions_rule ON actions(rule, id);
 CREATE INDEX IF NOT EXISTS actions_target ON actions(target, id);
@@ -99,13 +105,6 @@ CREATE TABLE IF NOT EXISTS audit (
   detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_action ON audit(action_id, id);
-CREATE TABLE IF NOT EXISTS policy_marks (
-  scope TEXT NOT NULL,
-  key TEXT NOT NULL,
-  at_ms INTEGER NOT NULL,
-  until_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS policy_marks_until ON policy_marks(until_ms);
 CREATE TABLE IF NOT EXISTS alert_state (
   group_key TEXT NOT NULL,
   rule TEXT NOT NULL,
@@ -174,23 +173,19 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, id: i64, e: &NewEvent) -> Result
     Ok(())
 }
 
-fn insert_marks(tx: &rusqlite::Transaction<'_>, marks: &[PolicyMark]) -> Result<()> {
+/// The marks column and the latest `until_ms` of a decision's marks.
+fn marks_columns(marks: &[PolicyMark]) -> (Option<String>, Option<i64>) {
     if marks.is_empty() {
-        return Ok(());
+        return (None, None);
     }
-    let mut st = tx.prepare_cached(
-        "INSERT INTO policy_marks (scope, key, at_ms, until_ms) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for m in marks {
-        st.execute(params![m.scope, m.key, m.at_ms, m.until_ms])?;
-    }
-    Ok(())
+    (Some(json(&marks)), marks.iter().map(|m| m.until_ms).max())
 }
 
 fn apply_update(
     tx: &rusqlite::Transaction<'_>,
     id: i64,
     u: &ActionUpdate,
+    marks: &[PolicyMark],
     at_ms: i64,
 ) -> Result<()> {
     let intent = u.outcome == Some(Outcome::Executing);
@@ -218,6 +213,10 @@ fn apply_update(
     if let Some(a) = &u.action {
         push("action", json(a).into());
         push("target", a.target().into());
+    }
+    if let (Some(m), Some(until)) = marks_columns(marks) {
+        push("marks", m.into());
+        push("marks_until_ms", until.into());
     }
     vals.push(id.into());
     let mut sql = format!(
@@ -374,9 +373,10 @@ impl KnowledgeStore for SqliteStore {
                     event,
                     marks,
                 } => {
+                    let (marks_json, marks_until) = marks_columns(marks);
                     tx.prepare_cached(
-                        "INSERT INTO actions (created_ms, updated_ms, trigger, rule, labels, instance, step, kind, target, action, dry_run, outcome, reason, approval_expires_ms, rollback_of)
-                         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        "INSERT INTO actions (created_ms, updated_ms, trigger, rule, labels, instance, step, kind, target, action, dry_run, outcome, reason, approval_expires_ms, rollback_of, marks, marks_until_ms)
+                         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     )?
                     .execute(params![
                         a.at_ms,
@@ -393,6 +393,8 @@ impl KnowledgeStore for SqliteStore {
                         a.reason,
                         a.approval_expires_ms,
                         a.rollback_of.map(|r| r.0),
+                        marks_json,
+                        marks_until,
                     ])?;
                     let id = tx.last_insert_rowid();
                     if let (Some(of), Outcome::Executing) = (a.rollback_of, a.outcome) {
@@ -408,7 +410,6 @@ impl KnowledgeStore for SqliteStore {
                         }
                     }
                     insert_event(&tx, id, event)?;
-                    insert_marks(&tx, marks)?;
                     if a.outcome == Outcome::Executing {
                         intents.push(i);
                     }
@@ -420,9 +421,8 @@ impl KnowledgeStore for SqliteStore {
                     event,
                     marks,
                 } => {
-                    apply_update(&tx, id.0, update, event.at_ms)?;
+                    apply_update(&tx, id.0, update, marks, event.at_ms)?;
                     insert_event(&tx, id.0, event)?;
-                    insert_marks(&tx, marks)?;
                     if update.outcome == Some(Outcome::Executing) {
                         intents.push(i);
                     }
@@ -551,24 +551,19 @@ impl KnowledgeStore for SqliteStore {
     fn marks(&self, now_ms: i64) -> Result<Vec<PolicyMark>> {
         let conn = self.conn.lock();
         let mut st = conn.prepare_cached(
-            "SELECT scope, key, at_ms, until_ms FROM policy_marks WHERE until_ms > ?1 ORDER BY at_ms",
+            "SELECT id, marks FROM actions WHERE marks_until_ms > ?1 ORDER BY id",
         )?;
-        let rows = st
-            .query_map([now_ms], |r| {
-                Ok(PolicyMark {
-                    scope: r.get(0)?,
-                    key: r.get(1)?,
-                    at_ms: r.get(2)?,
-                    until_ms: r.get(3)?,
-                })
-            })?
+        let rows: Vec<(i64, String)> = st
+            .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
-    }
-
-    fn prune_marks(&self, now_ms: i64) -> Result<usize> {
-        let conn = self.conn.lock();
-        Ok(conn.execute("DELETE FROM policy_marks WHERE until_ms <= ?1", [now_ms])?)
+        let mut out = Vec::new();
+        for (id, text) in rows {
+            let marks: Vec<PolicyMark> =
+                serde_json::from_str(&text).map_err(|e| corrupt(id, "marks", e))?;
+            out.extend(marks.into_iter().filter(|m| m.until_ms > now_ms));
+        }
+        out.sort_by_key(|m| m.at_ms);
+        Ok(out)
     }
 
     fn alert_states(&self) -> Result<Vec<AlertStateRow>> {

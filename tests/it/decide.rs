@@ -214,7 +214,7 @@ fn replay_shows_when_alerts_would_fire_and_what_the_policy_would_do() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
-        "groups:\n  - name: api\n    interval: 30s\n    rules:\n      - alert: Errors\n        expr: errors > 5\n        for: 1m\n        labels: {severity: warning}\n        actions:\n          - {type: scale_up, target: prod/deployment/api}\n        cooldown: 20m\n",
+        "groups:\n  - name: api\n    interval: 30s\n    detectors:\n      - {name: errors_high, selector: errors, algorithm: threshold, upper: 5}\n    rules:\n      - alert: Errors\n        expr: errors > 5\n        for: 1m\n        labels: {severity: warning}\n        actions:\n          - {type: scale_up, target: prod/deployment/api}\n        cooldown: 20m\n",
     )
     .unwrap();
     let config = dir.path().join("c.yml");
@@ -255,4 +255,10 @@ fn replay_shows_when_alerts_would_fire_and_what_the_policy_would_do() {
     );
     assert!(out.contains("refused: cooldown"), "{out}");
     assert!(out.contains("summary: 2 firing, 2 resolved"), "{out}");
+    // The group's detector ran over the same history: each burst is an incident.
+    assert!(out.contains("detectors: 1 over their selectors"), "{out}");
+    assert!(
+        out.lines().filter(|l| l.contains("INCIDENT")).count() >= 1,
+        "{out}"
+    );
 }

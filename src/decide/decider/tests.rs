@@ -446,9 +446,10 @@ fn approve_runs_it_once_and_records_who() {
 #[test]
 fn reject_and_expiry_never_run_it() {
     let mut h = harness(policy());
-    let spec = rule(&format!(
-        "{SCALE}    - {{type: notify, channel: team}}\n    approval: {{required: true, timeout: 1m}}\n"
-    ));
+    // One workload per alert, so each gets its own approval request.
+    let spec = rule(
+        "    actions:\n    - {type: scale_up, target: 'prod/deployment/web-{{ $labels.i }}'}\n    - {type: notify, channel: team}\n    approval: {required: true, timeout: 1m}\n",
+    );
     let a = labels(&[("i", "1")]);
     let b = labels(&[("i", "2")]);
     h.set_active(&[a.clone(), b.clone()]);
@@ -683,4 +684,24 @@ fn the_intake_drops_and_counts_beyond_its_capacity() {
         metrics.intake_dropped.with_label_values(&["alert"]).get(),
         3
     );
+}
+
+#[test]
+fn one_approval_request_per_rule_action_and_target_at_a_time() {
+    let mut h = harness(policy());
+    let spec = rule(&format!("{SCALE}    approval: true\n"));
+    let a = labels(&[("i", "1")]);
+    let b = labels(&[("i", "2")]);
+    h.set_active(&[a.clone(), b.clone()]);
+    h.fire(&spec, &a);
+    h.fire(&spec, &b);
+    let all = h.actions();
+    assert_eq!(all[0].outcome, Outcome::PendingApproval);
+    assert_eq!(all[1].outcome, Outcome::Refused);
+    assert!(all[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("already pending"));
+    assert_eq!(h.metrics.approvals_pending.get(), 1);
 }

@@ -62,9 +62,6 @@ impl Decider {
         if now - self.last_prune_ms > 60_000 {
             self.last_prune_ms = now;
             self.policy.prune(now);
-            if let Err(e) = self.store.prune_marks(now) {
-                tracing::warn!(error = %e, "pruning policy marks failed");
-            }
             self.metrics.refresh_success_rate(now);
         }
     }
