@@ -62,6 +62,34 @@ enum Command {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// Run the loop on a simulated world, with no service needed: a shop's services
+    /// emit metrics every 15 s and suffer faults on a schedule; the samples go through
+    /// the remote-write path, detectors and rule files; the figures (MTTD, MTTR,
+    /// false positives, remediation success, human intervention) are measured against
+    /// the fault schedule and printed against their targets.
+    Simulate {
+        /// A scenario file (docs/simulate.md); default: the built-in scenario.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where report.json, timeline.svg and report.html are written.
+        #[arg(long, default_value = "simulate-out")]
+        out: PathBuf,
+        /// Print the built-in scenario (a starting point for your own) and exit.
+        #[arg(long)]
+        print_scenario: bool,
+        /// Validate the scenario and its rule files, run nothing.
+        #[arg(long)]
+        check: bool,
+        /// Exit with status 1 when a target is missed.
+        #[arg(long)]
+        fail_on_missed: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Run test scripts against the engines.
     Test {
         #[command(subcommand)]
@@ -123,6 +151,13 @@ struct ServiceArgs {
     /// Basic-auth user; the password comes from CLOSEDLOOP_PASSWORD.
     #[arg(long, global = true)]
     user: Option<String>,
+    /// File holding the read bearer token (`auth.read`; or set
+    /// CLOSEDLOOP_READ_TOKEN); without one, reads use the admin credential.
+    #[arg(long, global = true)]
+    read_token_file: Option<PathBuf>,
+    /// Basic-auth user for reads; the password comes from CLOSEDLOOP_READ_PASSWORD.
+    #[arg(long, global = true)]
+    read_user: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -240,24 +275,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn client(args: &ServiceArgs) -> anyhow::Result<closedloop::tools::client::Client> {
-    let token = match &args.token_file {
-        Some(f) => {
-            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
-        }
-        None => std::env::var("CLOSEDLOOP_TOKEN").ok(),
-    };
-    let basic = match &args.user {
+/// One credential of the client: a user (password from `password_env`) or a token
+/// (from `token_file`, else `token_env`); the user wins.
+fn credential(
+    user: &Option<String>,
+    password_env: &str,
+    token_file: &Option<PathBuf>,
+    token_env: &str,
+) -> anyhow::Result<Option<String>> {
+    let basic = match user {
         Some(u) => Some((
             u.clone(),
-            std::env::var("CLOSEDLOOP_PASSWORD")
-                .context("--user needs the password in CLOSEDLOOP_PASSWORD")?,
+            std::env::var(password_env).with_context(|| {
+                format!("a basic-auth user needs the password in {password_env}")
+            })?,
         )),
         None => None,
     };
-    let token = if basic.is_some() { None } else { token };
+    let token = match (token_file, &basic) {
+        (_, Some(_)) => None,
+        (Some(f), None) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => std::env::var(token_env).ok(),
+    };
+    Ok(closedloop::tools::client::authorization(token, basic)?)
+}
+
+fn client(args: &ServiceArgs) -> anyhow::Result<closedloop::tools::client::Client> {
+    let admin = credential(
+        &args.user,
+        "CLOSEDLOOP_PASSWORD",
+        &args.token_file,
+        "CLOSEDLOOP_TOKEN",
+    )?;
+    let read = credential(
+        &args.read_user,
+        "CLOSEDLOOP_READ_PASSWORD",
+        &args.read_token_file,
+        "CLOSEDLOOP_READ_TOKEN",
+    )?;
     Ok(closedloop::tools::client::Client::new(
-        &args.url, token, basic,
+        &args.url, admin, read,
     )?)
 }
 
@@ -466,6 +525,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             run_nab(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            scenario,
+            seed,
+            out,
+            print_scenario,
+            check,
+            fail_on_missed,
+            quiet,
+        } => {
+            use closedloop::tools::simulate::{self, Options, Progress};
+            if print_scenario {
+                print!("{}", simulate::scenario::DEFAULT_SCENARIO);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let progress = if quiet {
+                Progress::Quiet
+            } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                Progress::Bar
+            } else {
+                Progress::Lines
+            };
+            let opts = Options {
+                scenario,
+                seed,
+                out: Some(out.clone()),
+                progress,
+            };
+            if check {
+                let loaded = simulate::load_scenario(&opts)?;
+                let groups = simulate::load_rules(&loaded)?;
+                println!(
+                    "scenario {:?}: valid ({} services, {} faults, {} harmless events, {} rule groups)",
+                    loaded.scenario.name,
+                    loaded.scenario.services.len(),
+                    loaded.scenario.faults.len(),
+                    loaded.scenario.benign.len(),
+                    groups.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (report, _) = simulate::run(&opts)?;
+            let mut stdout = std::io::stdout().lock();
+            simulate::print_summary(&report, &mut stdout)?;
+            println!(
+                "\n  wrote {0}/report.json, {0}/timeline.svg and {0}/report.html",
+                out.display()
+            );
+            Ok(if fail_on_missed && !report.targets_met() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Test {
             what:

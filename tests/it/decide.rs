@@ -9,7 +9,9 @@ use crate::common::*;
 
 fn cli(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_closedloop"));
-    c.args(args).env_remove("CLOSEDLOOP_TOKEN");
+    c.args(args)
+        .env_remove("CLOSEDLOOP_TOKEN")
+        .env_remove("CLOSEDLOOP_READ_TOKEN");
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -145,16 +147,52 @@ fn dry_run_decisions_reach_the_audit_log_api_and_cli() {
 }
 
 #[test]
-fn approvals_and_rollbacks_sit_behind_the_admin_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-    let cl = Closedloop::start_in(dir, "auth:\n  admin:\n    bearer_token_file: token\n");
+fn approvals_and_rollbacks_always_need_the_admin_credential() {
+    // Without auth.admin they are refused outright (the read views stay open).
+    let cl = Closedloop::start("");
     for path in [
         "/api/v1/approvals/1/approve",
         "/api/v1/approvals/1/reject",
         "/api/v1/actions/1/rollback",
     ] {
         let r = http().post(cl.url(path)).send().unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().unwrap().contains("configure auth.admin"), "{path}");
+    }
+    assert!(cl.api("/api/v1/approvals")["approvals"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let url = cl.url("");
+    let (ok, out) = cli(&["approvals", "--url", &url, "approve", "7"], &[]);
+    assert!(
+        !ok && out.contains("403") && out.contains("auth.admin"),
+        "{out}"
+    );
+}
+
+#[test]
+fn approvals_and_rollbacks_sit_behind_the_admin_guard_and_views_behind_the_read_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("read-token"), "r3ader\n").unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        "auth:\n  admin:\n    bearer_token_file: token\n  read:\n    bearer_token_file: read-token\n",
+    );
+    for path in [
+        "/api/v1/approvals/1/approve",
+        "/api/v1/approvals/1/reject",
+        "/api/v1/actions/1/rollback",
+    ] {
+        let r = http().post(cl.url(path)).send().unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        // The read credential is not enough to change anything.
+        let r = http()
+            .post(cl.url(path))
+            .bearer_auth("r3ader")
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 401, "{path}");
     }
     let r = http()
@@ -171,19 +209,41 @@ fn approvals_and_rollbacks_sit_behind_the_admin_guard() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
-    // Reading the queue is a read route.
-    assert!(cl.api("/api/v1/approvals")["approvals"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    // The audit log and the approval queue are read routes.
+    for path in ["/api/v1/approvals", "/api/v1/actions", "/api/v1/actions/1"] {
+        let r = http().get(cl.url(path)).send().unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = http()
+        .get(cl.url("/api/v1/approvals"))
+        .bearer_auth("r3ader")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let url = cl.url("");
     let (ok, out) = cli(&["approvals", "--url", &url, "list"], &[]);
+    assert!(!ok && out.contains("401"), "{out}");
+    let (ok, out) = cli(
+        &["approvals", "--url", &url, "list"],
+        &[("CLOSEDLOOP_READ_TOKEN", "r3ader")],
+    );
     assert!(ok && out.contains("no actions are waiting"), "{out}");
-    let (ok, out) = cli(&["approvals", "--url", &url, "approve", "7"], &[]);
+    let (ok, out) = cli(
+        &["actions", "--url", &url, "list"],
+        &[("CLOSEDLOOP_READ_TOKEN", "r3ader")],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(
+        &["approvals", "--url", &url, "approve", "7"],
+        &[("CLOSEDLOOP_READ_TOKEN", "r3ader")],
+    );
     assert!(!ok && out.contains("401"), "{out}");
     let (ok, out) = cli(
         &["approvals", "--url", &url, "approve", "7"],
-        &[("CLOSEDLOOP_TOKEN", "s3cret")],
+        &[
+            ("CLOSEDLOOP_TOKEN", "s3cret"),
+            ("CLOSEDLOOP_READ_TOKEN", "r3ader"),
+        ],
     );
     assert!(!ok && out.contains("no action 7"), "{out}");
     let (ok, out) = cli(
