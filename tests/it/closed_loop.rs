@@ -226,10 +226,17 @@ fn an_anomaly_incident_clears_redis_keys_through_the_policy() {
     );
     let cl = start(tempfile::tempdir().unwrap(), INCIDENT_RULES, &extra);
     let mut done = Vec::new();
-    hold_until(&cl, "session_errors", &[], 3.0, "the incident's action", || {
-        done = actions(&cl, "kind=clear_cache");
-        !done.is_empty()
-    });
+    hold_until(
+        &cl,
+        "session_errors",
+        &[],
+        3.0,
+        "the incident's action",
+        || {
+            done = actions(&cl, "kind=clear_cache");
+            !done.is_empty()
+        },
+    );
     let a = &done[0];
     assert_eq!(a["cause"]["trigger"], "incident", "{a}");
     assert_eq!(a["target"], "redis:sessions/session:*", "{a}");
