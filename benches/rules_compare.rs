@@ -169,7 +169,7 @@ fn run_closedloop(dir: &Path, bodies: &[Vec<u8>], cycles: usize) -> (f64, Vec<f6
     let port = free_port();
     std::fs::write(
         dir.join("closedloop.yml"),
-        "rule_files: ['rules.yml']\nrules: {state_file: ''}\n",
+        "rule_files: ['rules.yml']\nrules: {state_file: ''}\nglobal: {rule_query_offset: 0s}\n",
     )
     .unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_closedloop"));

@@ -12,11 +12,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use arbitrary::Unstructured;
+use closedloop::ingest::extras::ExtrasSink;
 use closedloop::ingest::proto::{v1, v2};
 use closedloop::ingest::{
-    write_with, IngestError, LabelLimits, Protocol, SampleBounds, WriteLimits,
+    write_with_extras, IngestError, LabelLimits, Protocol, SampleBounds, WriteLimits,
 };
 use closedloop::promql::{Engine, EngineOptions};
+use closedloop::storage::exemplars::ExemplarStore;
+use closedloop::storage::metadata::MetadataStore;
 use closedloop::storage::{LabelSet, Store, StoreConfig, STALE_NAN_BITS};
 use prost::Message;
 
@@ -41,9 +44,16 @@ pub fn remote_write(protocol: Protocol, data: &[u8]) {
             max_value_bytes: 64,
         },
     };
-    let ours = write_with(&store, None, protocol, data, limits);
+    // Small metadata and exemplar stores, so that filling them is exercised too.
+    let (metadata, exemplars) = (MetadataStore::new(4), ExemplarStore::new(16));
+    let extras = ExtrasSink {
+        metadata: &metadata,
+        exemplars: &exemplars,
+    };
+    let ours = write_with_extras(&store, None, Some(extras), protocol, data, limits);
     // Where the generated decoder accepts the message, ours must too (it may accept
-    // more: it skips the contents of histograms and exemplars).
+    // more: it skips the contents of histograms, and exemplars and metadata it
+    // cannot read are skipped, not refused).
     let reference_series = match protocol {
         Protocol::V1 => v1::WriteRequest::decode(data)
             .ok()
@@ -60,6 +70,9 @@ pub fn remote_write(protocol: Protocol, data: &[u8]) {
     if let Ok(outcome) = &ours {
         assert!(outcome.samples_written() <= outcome.samples_received);
         assert!(store.series_count() as u64 <= outcome.series_received);
+        assert!(metadata.query(None, None, None).len() <= 4);
+        let kept = exemplars.select(&[vec![]], i64::MIN, i64::MAX);
+        assert!(kept.iter().map(|(_, e)| e.len()).sum::<usize>() <= 16);
     }
 }
 

@@ -77,6 +77,25 @@ pub struct Config {
     /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
     /// channels (targets and secrets live here, never in rule files).
     pub actuators: crate::act::config::ActuatorsConfig,
+    /// The HTTP API as browsers see it.
+    pub web: WebConfig,
+}
+
+/// `web:` — what Prometheus sets with `--web.*` flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Origins allowed to read the API from a browser, a regex anchored at both
+    /// ends (Prometheus's `--web.cors.origin`; `.*` answers `*`). Fixed at start.
+    pub cors_origin: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            cors_origin: ".*".to_owned(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -98,6 +117,7 @@ impl Default for Config {
             knowledge: Default::default(),
             anomaly: AnomalyConfig::default(),
             actuators: Default::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -190,6 +210,12 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are rejected.
     pub max_series: usize,
+    /// Exemplars kept from remote write, in one circular buffer (Prometheus's
+    /// `storage.exemplars.max_exemplars`); 0 keeps none. Fixed at start.
+    pub max_exemplars: usize,
+    /// Metric names whose metadata (type, help, unit) is kept from remote write;
+    /// metadata of further names is dropped (counted). Fixed at start.
+    pub max_metadata: usize,
     /// When set, new series are refused (remote write answers 400 with reason
     /// `memory_limit`) once the store's estimated heap bytes (`closedloop_store_bytes`)
     /// reach this many bytes; series already held keep appending, each bounded by
@@ -202,6 +228,8 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
+            max_exemplars: 100_000,
+            max_metadata: 50_000,
             max_bytes: None,
         }
     }
@@ -376,13 +404,19 @@ pub enum Credentials {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text as it was read (what
+    /// `/api/v1/status/config` shows; the file holds no secrets).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String)> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates YAML text; `path` is only used in messages.
@@ -494,6 +528,12 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
+        crate::http::check_cors_origin(&self.web.cors_origin).map_err(|e| {
+            invalid(
+                "web.cors_origin",
+                format!("{:?}: {e}", self.web.cors_origin),
+            )
+        })?;
         for (i, pattern) in self.rule_files.iter().enumerate() {
             if pattern.trim().is_empty() {
                 return Err(invalid(&format!("rule_files[{i}]"), "empty pattern".into()));
@@ -551,9 +591,14 @@ impl Config {
         }
         self.actuators.resolve_paths(base);
         for pattern in &mut self.rule_files {
-            if Path::new(pattern.as_str()).is_relative() {
-                *pattern = base.join(&*pattern).to_string_lossy().into_owned();
-            }
+            let joined = if Path::new(pattern.as_str()).is_relative() {
+                base.join(&*pattern)
+            } else {
+                PathBuf::from(&*pattern)
+            };
+            // Cleaned as Go's `filepath.Join` cleans them, so `/api/v1/rules` shows
+            // the `file` Prometheus would (`./rules.yml` is `rules.yml`).
+            *pattern = clean_path(&joined).to_string_lossy().into_owned();
         }
     }
 
@@ -598,6 +643,27 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+/// A path without `.` components and with `dir/..` pairs removed, lexically (Go's
+/// `filepath.Clean`).
+fn clean_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.last(), Some(Component::RootDir)) => {}
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
 }
 
 impl CredentialsConfig {
@@ -672,6 +738,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, Path::new("test.yml"))
+    }
+
+    #[test]
+    fn rule_file_paths_are_cleaned_like_go() {
+        for (base, pattern, want) in [
+            ("", "./rules.yml", "rules.yml"),
+            ("/etc/cl", "rules/../alerts/*.yml", "/etc/cl/alerts/*.yml"),
+            ("/etc/cl/.", "/abs/./r.yml", "/abs/r.yml"),
+            ("", "../shared/r.yml", "../shared/r.yml"),
+        ] {
+            let mut c = Config {
+                rule_files: vec![pattern.into()],
+                ..Config::default()
+            };
+            c.resolve_paths(Path::new(base));
+            assert_eq!(c.rule_files, vec![want.to_string()], "{base} {pattern}");
+        }
     }
 
     #[test]

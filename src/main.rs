@@ -37,7 +37,9 @@ enum Command {
     },
     /// Score an anomaly detector on the Numenta Anomaly Benchmark: streams each NAB
     /// file through the service's detector code, scores the detections with NAB's
-    /// profiles and ends with `nab: standard=S reward_low_fp=F reward_low_fn=N files=K`.
+    /// profiles, reports operational figures (alerts, false alerts per series per day,
+    /// detection delay) and per-category scores, and ends with
+    /// `nab: standard=S reward_low_fp=F reward_low_fn=N files=K`.
     Nab {
         /// A NAB `data` directory, or any subset of its category directories.
         #[arg(long)]
@@ -48,9 +50,10 @@ enum Command {
         /// NAB's `profiles.json` (default: beside the labels file).
         #[arg(long)]
         profiles: Option<PathBuf>,
-        /// Detector algorithm as in a rule file: zscore, iqr, holt_winters, threshold,
-        /// trend, ensemble; or a NAB detector name with --results.
-        #[arg(long)]
+        /// Detector algorithm as in a rule file: auto (the default configuration),
+        /// sequence, zscore, iqr, holt_winters, threshold, trend, ensemble; or a NAB
+        /// detector name with --results.
+        #[arg(long, default_value = closedloop::anomaly::nab::DEFAULT_DETECTOR)]
         detector: String,
         /// Detector fields as key=value (`window=2d`, `threshold=15`, `spec=FILE.yml`).
         #[arg(long = "param", value_parser = parse_key_value)]
@@ -61,6 +64,10 @@ enum Command {
         /// Score existing NAB results files of --detector from this directory instead.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Hold out categories (e.g. realKnownCause, or a comma-separated list): sweep
+        /// thresholds on the other files, then score the held-out files at them.
+        #[arg(long, value_delimiter = ',')]
+        holdout: Vec<String>,
     },
     /// Run the loop on a simulated world, with no service needed: a shop's services
     /// emit metrics every 15 s and suffer faults on a schedule; the samples go through
@@ -447,33 +454,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if lint != "none" && lint != "duplicate-rules" && lint != "all" {
                 anyhow::bail!("--lint: unknown value {lint:?} (use none, duplicate-rules or all)");
             }
-            let mut failed = false;
+            // promtool's output and exit codes: problems and lint findings under
+            // "FAILED:" on stderr; 1 when a file is invalid, 3 when only lint
+            // findings failed and --lint-fatal is set, else 0.
+            let mut invalid = false;
             let mut lint_found = false;
             for (file, r) in closedloop::rules::manager::check_files(&files) {
                 println!("Checking {}", file.display());
                 match r {
-                    Ok((n, dups)) => {
-                        if lint != "none" && !dups.is_empty() {
-                            lint_found = true;
-                            println!("{} duplicate rule(s) found.", dups.len());
-                            for d in dups {
-                                println!("{d}");
-                            }
-                            println!("Might cause inconsistency while recording expressions");
+                    Ok((_, dups)) if lint != "none" && !dups.is_empty() => {
+                        lint_found = true;
+                        let mut msg =
+                            format!("lint error {} duplicate rule(s) found.\n", dups.len());
+                        for d in dups {
+                            msg.push_str(&d);
                         }
-                        println!("  SUCCESS: {n} rules found\n");
+                        msg.push_str("Might cause inconsistency while recording expressions");
+                        eprintln!("  FAILED:\n{msg}");
                     }
+                    Ok((n, _)) => println!("  SUCCESS: {n} rules found"),
                     Err(problems) => {
-                        failed = true;
-                        println!("  FAILED:");
+                        invalid = true;
+                        eprintln!("  FAILED:");
                         for p in problems {
-                            println!("{p}");
+                            eprintln!("{p}");
                         }
-                        println!();
                     }
                 }
+                println!();
             }
-            Ok(if failed {
+            Ok(if invalid {
                 ExitCode::from(1)
             } else if lint_found && lint_fatal {
                 ExitCode::from(3)
@@ -512,6 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             params,
             out,
             results,
+            holdout,
         } => {
             use closedloop::anomaly::nab::{run_nab, NabArgs};
             let args = NabArgs {
@@ -522,6 +533,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 params,
                 output_dir: out,
                 results_dir: results,
+                holdout,
             };
             run_nab(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

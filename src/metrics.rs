@@ -38,6 +38,15 @@ pub struct Metrics {
     /// Detector output samples not written because the store is near its series limit.
     pub anomaly_outputs_dropped: IntCounter,
     pub config_last_reload_success_timestamp: IntGauge,
+    /// Exemplars stored from remote write.
+    pub remote_write_exemplars_written: IntCounter,
+    /// Estimated bytes of the exemplar store (fixed by its capacity, plus labels).
+    pub exemplar_store_bytes: IntGauge,
+    /// Metric names with metadata, and the store's estimated bytes.
+    pub metadata_metrics: IntGauge,
+    pub metadata_store_bytes: IntGauge,
+    /// Metadata of new metric names dropped because the store was full.
+    pub metadata_dropped: IntCounter,
     /// The anomaly scoring queue: scored, dropped and queued samples, and the lag.
     pub scoring: ScoringMetrics,
 }
@@ -223,6 +232,41 @@ impl Metrics {
                     "Detector output samples not written: the store is at 90% of its series limit (headroom kept for ingested series).",
                 )?,
             )?,
+            remote_write_exemplars_written: reg(
+                &r,
+                IntCounter::new(
+                    "closedloop_remote_write_exemplars_written_total",
+                    "Exemplars received and stored.",
+                )?,
+            )?,
+            exemplar_store_bytes: reg(
+                &r,
+                IntGauge::new(
+                    "closedloop_exemplar_store_bytes",
+                    "Estimated heap bytes of the exemplar store.",
+                )?,
+            )?,
+            metadata_metrics: reg(
+                &r,
+                IntGauge::new(
+                    "closedloop_metadata_metrics",
+                    "Metric names with metadata from remote write.",
+                )?,
+            )?,
+            metadata_store_bytes: reg(
+                &r,
+                IntGauge::new(
+                    "closedloop_metadata_store_bytes",
+                    "Estimated heap bytes of the metadata store.",
+                )?,
+            )?,
+            metadata_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "closedloop_metadata_dropped_total",
+                    "Metadata of new metric names dropped because the store was full.",
+                )?,
+            )?,
             scoring: ScoringMetrics {
                 scored: reg(
                     &r,
@@ -278,6 +322,8 @@ impl Metrics {
             .inc_by(outcome.histograms_dropped);
         self.remote_write_exemplars_dropped
             .inc_by(outcome.exemplars_dropped);
+        self.remote_write_exemplars_written
+            .inc_by(outcome.exemplars_written);
         self.store_series_created
             .inc_by(outcome.append.series_created);
         for (reason, n) in outcome.rejections() {
@@ -304,6 +350,22 @@ impl Metrics {
             }
         }
         text
+    }
+
+    /// Refreshes the exemplar and metadata store figures (before rendering).
+    pub fn observe_extras(
+        &self,
+        metadata: &crate::storage::metadata::MetadataStore,
+        exemplars: &crate::storage::exemplars::ExemplarStore,
+    ) {
+        self.exemplar_store_bytes.set(exemplars.bytes() as i64);
+        self.metadata_metrics.set(metadata.len() as i64);
+        self.metadata_store_bytes.set(metadata.bytes() as i64);
+        let dropped = metadata.dropped();
+        let seen = self.metadata_dropped.get();
+        if dropped > seen {
+            self.metadata_dropped.inc_by(dropped - seen);
+        }
     }
 
     /// The registry, for modules that add their own metrics.

@@ -184,6 +184,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .set_nonblocking(true)
         .map_err(ServiceError::Serve)?;
     let addr: SocketAddr = listener.local_addr().map_err(ServiceError::Serve)?;
+    app.set_listen_address(addr.to_string());
 
     let handle = axum_server::Handle::new();
     tokio::spawn(watch_signals(handle.clone(), app.clone()));
@@ -194,7 +195,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         config.storage.retention.as_millis(),
     ));
 
-    let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    let router = http::router(
+        app,
+        config.remote_write.max_body_bytes,
+        &config.web.cors_origin,
+    )
+    .into_make_service();
     let limits = config.http.limits();
     match &config.tls {
         Some(tls) => {

@@ -72,16 +72,29 @@ proptest! {
     #[test]
     fn remote_write_1_generated(
         series in proptest::collection::vec((proptest::collection::vec((text(), text()), 0..5), samples()), 0..4),
+        metadata in proptest::collection::vec((-1i32..9, text(), text()), 0..6),
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
         cut in any::<usize>(),
     ) {
+        let label = |(n, v): (String, String)| v1::Label { name: Bytes::from(n), value: Bytes::from(v) };
         let req = v1::WriteRequest {
             timeseries: series.into_iter().map(|(labels, samples)| v1::TimeSeries {
-                labels: labels.into_iter().map(|(n, v)| v1::Label { name: Bytes::from(n), value: Bytes::from(v) }).collect(),
+                labels: labels.iter().cloned().map(label).collect(),
+                // Exemplars carrying the series' own labels, at the samples' times.
+                exemplars: samples.iter().map(|&(t, v)| v1::Exemplar {
+                    labels: labels.iter().take(2).cloned().map(label).collect(),
+                    value: v,
+                    timestamp: t,
+                }).collect(),
                 samples: samples.into_iter().map(|(t, v)| v1::Sample { timestamp: t, value: v }).collect(),
                 ..Default::default()
             }).collect(),
-            metadata: vec![],
+            metadata: metadata.into_iter().map(|(kind, name, help)| v1::MetricMetadata {
+                r#type: kind,
+                metric_family_name: Bytes::from(name),
+                help: Bytes::from(help),
+                unit: Bytes::new(),
+            }).collect(),
         };
         harness::remote_write(Protocol::V1, &mutate(req.encode_to_vec(), &flips, cut));
     }
@@ -89,14 +102,21 @@ proptest! {
     #[test]
     fn remote_write_2_generated(
         symbols in proptest::collection::vec(text(), 0..6),
-        series in proptest::collection::vec((proptest::collection::vec(0u32..8, 0..6), samples()), 0..4),
+        series in proptest::collection::vec((proptest::collection::vec(0u32..8, 0..6), samples(), proptest::collection::vec(0u32..8, 0..3), proptest::option::of((-1i32..9, 0u32..8, 0u32..8))), 0..4),
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
         cut in any::<usize>(),
     ) {
         let req = v2::Request {
             symbols: std::iter::once(String::new()).chain(symbols).map(Bytes::from).collect(),
-            timeseries: series.into_iter().map(|(refs, samples)| v2::TimeSeries {
+            timeseries: series.into_iter().map(|(refs, samples, exemplar_refs, metadata)| v2::TimeSeries {
                 labels_refs: refs,
+                // Exemplars with their own (possibly bad) symbol references.
+                exemplars: samples.iter().map(|&(t, v)| v2::Exemplar {
+                    labels_refs: exemplar_refs.clone(),
+                    value: v,
+                    timestamp: t,
+                }).collect(),
+                metadata: metadata.map(|(kind, help_ref, unit_ref)| v2::Metadata { r#type: kind, help_ref, unit_ref }),
                 samples: samples.into_iter().map(|(t, v)| v2::Sample { timestamp: t, value: v, start_timestamp: 0 }).collect(),
                 ..Default::default()
             }).collect(),

@@ -23,7 +23,9 @@ mod holt_winters;
 mod incident;
 mod iqr;
 mod kernel;
+mod likelihood;
 pub mod nab;
+mod sequence;
 mod set;
 mod spec;
 mod threshold;
@@ -35,7 +37,9 @@ pub use detector::Detector;
 pub use incident::{Incident, IncidentConfig, IncidentMember, Incidents};
 pub use kernel::{unit_score, Direction, Outputs};
 pub use set::{output_labels, AnomalyEvent, DetectorSet, SeriesBatch, OUTPUT_NAMES};
-pub use spec::{selector_matchers, Algorithm, DetectorSpec, OutputKind, PromDuration};
+pub use spec::{
+    selector_matchers, Algorithm, DetectorSpec, OutputKind, PromDuration, LIKELIHOOD_THRESHOLD,
+};
 
 /// A detector declaration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

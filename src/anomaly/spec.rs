@@ -29,6 +29,11 @@ pub enum Algorithm {
     Trend,
     /// Maximum of the members' normalised scores.
     Ensemble,
+    /// Contextual sequence memory: novelty of each step at two time resolutions.
+    Sequence,
+    /// The default configuration: `sequence` read through the anomaly likelihood,
+    /// plus values outside the seen range (see ARCHITECTURE.md, "Detection quality").
+    Auto,
 }
 
 impl Algorithm {
@@ -41,7 +46,17 @@ impl Algorithm {
             Algorithm::Threshold => "threshold",
             Algorithm::Trend => "trend",
             Algorithm::Ensemble => "ensemble",
+            Algorithm::Sequence => "sequence",
+            Algorithm::Auto => "auto",
         }
+    }
+
+    /// Whether the algorithm's own score already lies in [0, 1] (a unit score).
+    pub fn raw_is_unit(self) -> bool {
+        matches!(
+            self,
+            Algorithm::Ensemble | Algorithm::Sequence | Algorithm::Auto
+        )
     }
 
     /// The threshold used when the spec gives none.
@@ -50,10 +65,24 @@ impl Algorithm {
             Algorithm::Zscore | Algorithm::HoltWinters => 3.0,
             Algorithm::Iqr | Algorithm::Threshold => 0.0,
             Algorithm::Trend => 5.0,
-            Algorithm::Ensemble => 0.5,
+            Algorithm::Ensemble | Algorithm::Auto => 0.5,
+            Algorithm::Sequence => 0.9,
         }
     }
 }
+
+/// Threshold of a detector whose score is an anomaly likelihood (a one-in-100,000
+/// event; NuPIC's "red" level).
+pub const LIKELIHOOD_THRESHOLD: f64 = 0.5;
+
+/// `auto`'s sequence settings (chosen on NAB, see ARCHITECTURE.md).
+pub(crate) const AUTO_BINS: u32 = 12;
+/// `auto`'s slow-memory block in samples.
+pub(crate) const AUTO_BLOCK: u32 = 48;
+/// `auto`'s warm-up in samples (quantizer frozen, band written from then on).
+pub(crate) const AUTO_WARMUP: u32 = 600;
+/// `auto`'s band margin as a share of the seen range.
+pub(crate) const AUTO_TOLERANCE: f64 = 0.05;
 
 fn default_severity() -> String {
     "warning".to_string()
@@ -76,13 +105,15 @@ pub struct DetectorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<PromDuration>,
     /// A score above this is an anomaly (defaults per algorithm: zscore 3,
-    /// holt_winters 3, iqr 0 i.e. outside the fences, trend 5, threshold 0, ensemble 0.5).
+    /// holt_winters 3, iqr 0 i.e. outside the fences, trend 5, threshold 0, ensemble
+    /// 0.5, sequence 0.9, auto 0.5; 0.5 for any detector with `likelihood: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     /// Severity given to events and incidents (`severity` label of detections).
     #[serde(default = "default_severity")]
     pub severity: String,
-    /// Samples a series must have before it is scored.
+    /// Samples a series must have before it is scored (sequence and auto: samples
+    /// after which the quantizer freezes and the band is written; default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<u32>,
     /// Which deviations count: `up`, `down` or `both` (default).
@@ -130,6 +161,26 @@ pub struct DetectorSpec {
     /// threshold: how long a bound must be crossed.
     #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
     pub for_: Option<PromDuration>,
+    /// sequence: quantizer levels across the warm-up range (2..=64, default 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<u32>,
+    /// sequence: samples per block of the slow memory (1..=100000, default 48).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u32>,
+    /// sequence: band margin as a share of the seen range (0..=10, default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// sequence: a value outside the band scores 1 (after the likelihood, if any);
+    /// `direction` says which side counts. `auto` always does this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band_alarm: Option<bool>,
+    /// Read the scores through the anomaly likelihood: the score becomes how unusual
+    /// the last 10 scores are for this series (a log-likelihood in [0, 1], 0.5 = a
+    /// one-in-100,000 event), reported once per episode. `threshold` then applies to
+    /// that score (default 0.5) and the algorithm keeps its default raw threshold.
+    /// `auto` always uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub likelihood: Option<bool>,
     /// ensemble: the member detectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<DetectorSpec>>,
@@ -195,10 +246,30 @@ impl DetectorSpec {
             upper: None,
             lower: None,
             for_: None,
+            bins: None,
+            block: None,
+            tolerance: None,
+            band_alarm: None,
+            likelihood: None,
             members: None,
             holdoff: None,
             outputs: None,
         }
+    }
+
+    /// Whether scores go through the anomaly likelihood.
+    pub fn uses_likelihood(&self) -> bool {
+        self.algorithm == Algorithm::Auto || self.likelihood == Some(true)
+    }
+
+    /// Whether values outside the band score 1.
+    pub fn uses_band_alarm(&self) -> bool {
+        self.algorithm == Algorithm::Auto || self.band_alarm == Some(true)
+    }
+
+    /// Whether the final score lies in [0, 1] (so thresholds must be below 1).
+    pub fn score_is_unit(&self) -> bool {
+        self.algorithm.raw_is_unit() || self.uses_likelihood()
     }
 
     /// Whether output column `kind` is written back.
@@ -208,8 +279,24 @@ impl DetectorSpec {
 
     /// The effective threshold.
     pub fn threshold_or_default(&self) -> f64 {
-        self.threshold
-            .unwrap_or_else(|| self.algorithm.default_threshold())
+        self.threshold.unwrap_or_else(|| {
+            if self.uses_likelihood() {
+                LIKELIHOOD_THRESHOLD
+            } else {
+                self.algorithm.default_threshold()
+            }
+        })
+    }
+
+    /// The threshold the algorithm's kernel works with (zscore and holt_winters band
+    /// width, trend's alarm level): `threshold`, except with the likelihood on,
+    /// where `threshold` is the likelihood's and the kernel keeps its default.
+    pub fn raw_threshold(&self) -> f64 {
+        if self.uses_likelihood() {
+            self.algorithm.default_threshold()
+        } else {
+            self.threshold_or_default()
+        }
     }
 
     /// Season length in samples (holt_winters), 0 when none.
@@ -266,10 +353,17 @@ impl DetectorSpec {
             if !t.is_finite() || t < 0.0 {
                 return Err(self.err(&f("threshold"), format!("{t} must be a finite number ≥ 0")));
             }
-            if alg == Algorithm::Ensemble && t >= 1.0 {
+            if self.score_is_unit() && t >= 1.0 {
                 return Err(self.err(
                     &f("threshold"),
-                    "an ensemble's score is in [0, 1): use a threshold below 1",
+                    format!(
+                        "this detector's score is in [0, 1] ({}): use a threshold below 1",
+                        if self.uses_likelihood() {
+                            "an anomaly likelihood"
+                        } else {
+                            alg.as_str()
+                        }
+                    ),
                 ));
             }
         }
@@ -317,6 +411,34 @@ impl DetectorSpec {
         only(self.lower.is_some(), "lower", &[Threshold])?;
         only(self.for_.is_some(), "for", &[Threshold])?;
         only(self.members.is_some(), "members", &[Ensemble])?;
+        only(self.bins.is_some(), "bins", &[Sequence])?;
+        only(self.block.is_some(), "block", &[Sequence])?;
+        only(self.tolerance.is_some(), "tolerance", &[Sequence])?;
+        only(self.band_alarm.is_some(), "band_alarm", &[Sequence])?;
+        if alg == Auto && self.likelihood.is_some() {
+            return Err(self.err(
+                &f("likelihood"),
+                "auto always uses the likelihood; use algorithm: sequence to choose",
+            ));
+        }
+        if let Some(b) = self.bins {
+            if !(2..=64).contains(&b) {
+                return Err(self.err(&f("bins"), format!("{b} is not in 2..=64")));
+            }
+        }
+        if let Some(b) = self.block {
+            if !(1..=100_000).contains(&b) {
+                return Err(self.err(&f("block"), format!("{b} is not in 1..=100000")));
+            }
+        }
+        if let Some(t) = self.tolerance {
+            if !(0.0..=10.0).contains(&t) {
+                return Err(self.err(&f("tolerance"), format!("{t} is not in 0..=10")));
+            }
+        }
+        if matches!(alg, Sequence | Auto) && self.warmup == Some(0) {
+            return Err(self.err(&f("warmup"), "must be at least 1 for sequence and auto"));
+        }
         only(self.window.is_some(), "window", &[Zscore, Iqr, Trend])?;
         if let Some(b) = self.buckets {
             if !(2..=64).contains(&b) {
@@ -418,6 +540,17 @@ impl DetectorSpec {
                 }
                 if m.algorithm == Ensemble {
                     return Err(self.err(&format!("{p}algorithm"), "ensembles do not nest"));
+                }
+                if m.algorithm == Auto {
+                    return Err(self.err(
+                        &format!("{p}algorithm"),
+                        "auto is a whole configuration; use sequence in an ensemble",
+                    ));
+                }
+                if m.likelihood.is_some() {
+                    return Err(
+                        self.err(&format!("{p}likelihood"), "set likelihood on the ensemble")
+                    );
                 }
                 if m.holdoff.is_some() {
                     return Err(self.err(&format!("{p}holdoff"), "set holdoff on the ensemble"));

@@ -1,13 +1,19 @@
 //! Rolling z-score: |x − mean| / std over a time window, scored before the sample is
 //! added (so a spike does not dilute its own baseline).
 //!
-//! The window is kept as `buckets` time buckets per series, each holding Welford
-//! statistics (count, mean, M2) of its samples. Completed buckets are merged once per
-//! bucket rotation with Chan's pairwise formula into a cached baseline; a sample is
-//! scored against baseline ⊕ current bucket (one pairwise merge) and then added to the
-//! current bucket with Welford's update. Nothing is ever subtracted, so there is no
-//! cancellation drift however long a series runs; a bucket older than the window is
-//! simply not merged, which also handles gaps. Without a window the baseline grows
+//! The window is kept as `buckets` time buckets per series, each holding (count,
+//! mean, M2) of its samples. Completed buckets are merged once per bucket rotation
+//! with Chan's pairwise formula into a cached baseline. The current bucket keeps
+//! plain sums of `x − shift`, where `shift` is the baseline's mean when the bucket
+//! starts (or the bucket's first value when there is no baseline), so adding a
+//! sample costs no division; a sample is scored against baseline ⊕ current bucket,
+//! both taken around `shift` (one division for 1/n, one square root and one for the
+//! ratio). Sums restart every bucket and completed buckets are merged pairwise, so
+//! there is no cancellation drift however long a series runs: the only subtraction
+//! that can cancel is within one bucket against a shift near its values, and when
+//! the bucket sits far from the baseline the between-bucket term it leaves intact
+//! dominates the variance anyway. A bucket older than the window is simply not
+//! merged, which also handles gaps. Without a window the baseline grows
 //! over all history (plain Welford). The effective window is between
 //! (buckets−1)/buckets·window and window. With a season, only the buckets at the same
 //! phase of earlier seasons (same hour of previous days, say) are merged, so a daily
@@ -45,11 +51,12 @@ pub(crate) struct ZScore {
     season_buckets: Option<i64>,
     k: usize,
     slots: Slots,
-    // current bucket
+    // current bucket: count and sums of (x - shift), (x - shift)²
     cur_id: Vec<i64>,
     cur_n: Vec<f64>,
-    cur_mean: Vec<f64>,
-    cur_m2: Vec<f64>,
+    cur_sum: Vec<f64>,
+    cur_sq: Vec<f64>,
+    shift: Vec<f64>,
     // merged completed buckets inside the window
     base_n: Vec<f64>,
     base_mean: Vec<f64>,
@@ -98,8 +105,9 @@ impl ZScore {
             slots: Slots::default(),
             cur_id: Vec::new(),
             cur_n: Vec::new(),
-            cur_mean: Vec::new(),
-            cur_m2: Vec::new(),
+            cur_sum: Vec::new(),
+            cur_sq: Vec::new(),
+            shift: Vec::new(),
             base_n: Vec::new(),
             base_mean: Vec::new(),
             base_m2: Vec::new(),
@@ -119,8 +127,9 @@ impl ZScore {
         let (s, _) = self.slots.alloc();
         for v in [
             &mut self.cur_n,
-            &mut self.cur_mean,
-            &mut self.cur_m2,
+            &mut self.cur_sum,
+            &mut self.cur_sq,
+            &mut self.shift,
             &mut self.base_n,
             &mut self.base_mean,
             &mut self.base_m2,
@@ -147,8 +156,9 @@ impl ZScore {
     fn reset(&mut self, s: usize) {
         self.cur_id[s] = i64::MIN;
         self.cur_n[s] = 0.0;
-        self.cur_mean[s] = 0.0;
-        self.cur_m2[s] = 0.0;
+        self.cur_sum[s] = 0.0;
+        self.cur_sq[s] = 0.0;
+        self.shift[s] = 0.0;
         self.base_n[s] = 0.0;
         self.base_mean[s] = 0.0;
         self.base_m2[s] = 0.0;
@@ -164,18 +174,20 @@ impl ZScore {
     fn rotate(&mut self, s: usize, id: i64) {
         let k = self.k as i64;
         let old = self.cur_id[s];
-        if old != i64::MIN && self.cur_n[s] > 0.0 {
+        let cn = self.cur_n[s];
+        if old != i64::MIN && cn > 0.0 {
             let p = s * self.k + old.rem_euclid(k) as usize;
+            let (sum, sq) = (self.cur_sum[s], self.cur_sq[s]);
             self.ring_id[p] = old;
-            self.ring_n[p] = self.cur_n[s];
-            self.ring_mean[p] = self.cur_mean[s];
-            self.ring_m2[p] = self.cur_m2[s];
+            self.ring_n[p] = cn;
+            self.ring_mean[p] = self.shift[s] + sum / cn;
+            self.ring_m2[p] = (sq - sum * sum / cn).max(0.0);
         }
         self.cur_id[s] = id;
         self.cur_end[s] = id.saturating_add(1).saturating_mul(self.bucket_ms);
         self.cur_n[s] = 0.0;
-        self.cur_mean[s] = 0.0;
-        self.cur_m2[s] = 0.0;
+        self.cur_sum[s] = 0.0;
+        self.cur_sq[s] = 0.0;
         let (mut n, mut m, mut q) = (0.0, 0.0, 0.0);
         for p in s * self.k..(s + 1) * self.k {
             let bid = self.ring_id[p];
@@ -192,6 +204,8 @@ impl ZScore {
         self.base_n[s] = n;
         self.base_mean[s] = m;
         self.base_m2[s] = q;
+        // an empty baseline: the bucket's first value becomes the shift
+        self.shift[s] = if n > 0.0 { m } else { f64::NAN };
     }
 
     /// Scores then adds one sample per entry, in order. `out` is pre-sized.
@@ -223,16 +237,23 @@ impl ZScore {
             if t >= self.cur_end[s] {
                 self.rotate(s, t.div_euclid(self.bucket_ms));
             }
-            let (cn, cm, cq) = (self.cur_n[s], self.cur_mean[s], self.cur_m2[s]);
+            let mut shift = self.shift[s];
+            if shift.is_nan() {
+                shift = x;
+                self.shift[s] = x;
+            }
+            let (cn, cs, cq) = (self.cur_n[s], self.cur_sum[s], self.cur_sq[s]);
             let (bn, bm, bq) = (self.base_n[s], self.base_mean[s], self.base_m2[s]);
-            // baseline ⊕ current bucket (Chan's merge); cn / n is exactly 1 with an
-            // empty baseline, so a constant series has exactly its value as mean
+            // baseline ⊕ current bucket, both around `shift` (the baseline's mean
+            // unless the baseline was empty when the bucket started: then e = 0 as
+            // bn = 0)
             let n = bn + cn;
+            let e = if bn > 0.0 { bm - shift } else { 0.0 };
+            let sum = bn * e + cs;
             let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
-            let dm = cm - bm;
-            let mean = if n > 0.0 { bm + dm * (cn / n) } else { 0.0 };
-            let m2 = bq + cq + dm * dm * bn * cn * inv;
-            let std = (m2.max(0.0) * inv).sqrt();
+            let mean = shift + sum * inv;
+            let m2 = (bq + bn * e * e + cq - sum * sum * inv).max(0.0);
+            let std = (m2 * inv).sqrt();
             score[i] = if n >= warmup && n > 0.0 {
                 ratio(directed(x - mean, dir), std, mean)
             } else {
@@ -243,13 +264,10 @@ impl ZScore {
                 upper[i] = mean + thr * std;
                 lower[i] = mean - thr * std;
             }
-            // Welford add to the current bucket
-            let cn = cn + 1.0;
-            let d = x - cm;
-            let cm = cm + d / cn;
-            self.cur_n[s] = cn;
-            self.cur_mean[s] = cm;
-            self.cur_m2[s] = cq + d * (x - cm);
+            let d = x - shift;
+            self.cur_n[s] = cn + 1.0;
+            self.cur_sum[s] = cs + d;
+            self.cur_sq[s] = cq + d * d;
         }
     }
 }
@@ -297,6 +315,44 @@ mod tests {
         assert!((last - 1.0).abs() < 1e-2, "{last}");
         let out = run(&mut z, s, &[(40_320 * 15_000, 1e9 + 10.0)]);
         assert!((out[0] - 10.0).abs() < 0.1, "{}", out[0]);
+    }
+
+    #[test]
+    fn scores_match_a_brute_force_window_with_a_large_offset() {
+        // 3 samples per 1 s bucket, 8 buckets per window: the baseline is every earlier
+        // sample whose bucket is one of the last 8 (the current one included)
+        let mut c = cfg(Some(8_000));
+        c.warmup = 2;
+        let mut z = ZScore::new(c);
+        let s = z.alloc();
+        let mut x: u64 = 99;
+        let samples: Vec<(i64, f64)> = (0..600i64)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let level = if i < 300 { 1e7 } else { 1e7 + 50.0 };
+                (i * 333, level + (x % 1000) as f64 / 100.0)
+            })
+            .collect();
+        let scores = run(&mut z, s, &samples);
+        for (i, &(t, v)) in samples.iter().enumerate().skip(30) {
+            let id = t / 1000;
+            let base: Vec<f64> = samples[..i]
+                .iter()
+                .filter(|(tj, _)| tj / 1000 > id - 8)
+                .map(|p| p.1)
+                .collect();
+            let n = base.len() as f64;
+            let mean = base.iter().sum::<f64>() / n;
+            let std = (base.iter().map(|b| (b - mean) * (b - mean)).sum::<f64>() / n).sqrt();
+            let want = (v - mean).abs() / std;
+            assert!(
+                (scores[i] - want).abs() < 1e-6 * want.max(1.0),
+                "sample {i}: {} vs {want}",
+                scores[i]
+            );
+        }
     }
 
     #[test]

@@ -38,16 +38,13 @@ fn success(data: serde_json::Value) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
-/// Runs a knowledge-store read like every other read: in a `query.max_concurrency`
-/// slot on the blocking pool, under the query timeout.
+/// Runs a knowledge-store read like every other read ([`App::read`]): in a
+/// `query.max_concurrency` slot on the blocking pool, under the query timeout.
 async fn blocking<T: Send + 'static>(
-    app: &App,
+    app: &Arc<App>,
     f: impl FnOnce() -> Result<T, crate::decide::DecideError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let timeout = app.engine.options().timeout;
-    app.queries
-        .run(timeout, move |_| f().map_err(ApiError::from))
-        .await
+    app.read(move |_, _| f().map_err(ApiError::from)).await
 }
 
 fn query(params: &Params) -> Result<ActionQuery, ApiError> {

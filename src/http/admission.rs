@@ -60,9 +60,10 @@ impl QueryGate {
         timeout: Duration,
         read: impl FnOnce(&QueryContext) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let deadline = Instant::now() + timeout;
+        let arrived = Instant::now();
+        let deadline = arrived + timeout;
         let permit = self.enter(deadline).await?;
-        let ctx = QueryContext::with_deadline(deadline);
+        let ctx = QueryContext::with_deadline(deadline).with_queue_time(arrived.elapsed());
         let cancel_if_dropped = ctx.on_drop();
         let result = tokio::task::spawn_blocking(move || {
             let _slot = permit;

@@ -71,16 +71,23 @@ async fn read_endpoint(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let timeout = app.engine.options().timeout;
-    let gate = app.clone();
-    let result = gate
-        .queries
-        .run(timeout, move |_| {
+    let result = app
+        .read(move |app, _| {
             let values = read(&app.store, &sets, start, end);
-            serde_json::to_vec(&json!({"status": "success", "data": values}))
-                .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
+            encode_success(&values)
         })
         .await;
+    json_body(result)
+}
+
+/// `{"status":"success","data":…}` encoded, for a read run off the async workers.
+pub(crate) fn encode_success(data: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(&json!({"status": "success", "data": data}))
+        .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
+}
+
+/// An encoded JSON answer, or the error's.
+pub(crate) fn json_body(result: Result<Vec<u8>, ApiError>) -> Response {
     match result {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
@@ -152,7 +159,9 @@ pub(crate) async fn label_values(
     .await
 }
 
-/// What Grafana reads to learn the server's flavour and version.
+/// What Grafana reads to learn the server's version: Prometheus's keys only, with
+/// closedloop's real version (there is no Go toolchain or build metadata to
+/// report, so those stay empty).
 pub(crate) async fn buildinfo() -> Response {
     success(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -161,14 +170,46 @@ pub(crate) async fn buildinfo() -> Response {
         "buildUser": "",
         "buildDate": "",
         "goVersion": "",
-        "application": "closedloop",
     }))
 }
 
-/// Metric metadata is not collected (remote-write 1.0 metadata is ignored): an empty
-/// object, as Prometheus returns when it knows no metadata.
-pub(crate) async fn metadata() -> Response {
-    success(json!({}))
+/// Metric metadata from remote write, as Prometheus's `/api/v1/metadata`: per
+/// metric name its distinct entries; `metric` selects one name, `limit` caps the
+/// names (0 gives none), `limit_per_metric` the entries of each (0 or less: all).
+pub(crate) async fn metadata(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::from_request(&uri, &headers, &Bytes::new());
+    let number = |key: &str| -> Result<Option<i64>, ApiError> {
+        match params.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_data(format!("{key} must be a number"))),
+        }
+    };
+    let (limit, per_metric) = match (number("limit"), number("limit_per_metric")) {
+        (Ok(l), Ok(p)) => (l, p),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let metric = params
+        .get("metric")
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned);
+    let result = app
+        .read(move |app, _| {
+            let data = app.metadata.query(
+                metric.as_deref(),
+                limit.filter(|l| *l >= 0).map(|l| l as usize),
+                per_metric.filter(|p| *p > 0).map(|p| p as usize),
+            );
+            encode_success(&data)
+        })
+        .await;
+    json_body(result)
 }
 
 /// Current anomaly incidents: one per fault, with member series and scores.
@@ -187,10 +228,26 @@ pub(crate) async fn ready() -> &'static str {
     "closedloop is Ready.\n"
 }
 
+/// What Go's `http.NotFound` answers, as Prometheus does for an unknown path.
+pub(crate) async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     // The store's figures walk every series: off the async workers.
-    let text = match tokio::task::spawn_blocking(move || app.metrics.render(app.store.stats()))
-        .await
+    let text = match tokio::task::spawn_blocking(move || {
+        app.metrics.observe_extras(&app.metadata, &app.exemplars);
+        app.metrics.render(app.store.stats())
+    })
+    .await
     {
         Ok(text) => text,
         Err(e) => return ApiError::internal(format!("metrics task failed: {e}")).into_response(),

@@ -8,10 +8,14 @@ mod admission;
 mod api;
 mod auth;
 mod conn;
+mod cors;
 mod error;
+mod exemplars;
+mod graph;
 mod params;
 mod query;
 mod rules;
+mod status;
 mod write;
 
 use std::path::PathBuf;
@@ -44,6 +48,9 @@ pub struct Settings {
     pub retention_ms: i64,
     pub max_future_ms: i64,
     pub max_decoded_bytes: usize,
+    /// Exemplar and metadata store sizes (read at start only).
+    pub max_exemplars: usize,
+    pub max_metadata: usize,
     /// Reads running at once (`query.max_concurrency`); fixed at start.
     pub max_query_concurrency: usize,
     /// Limits on the labels of written series.
@@ -76,6 +83,8 @@ impl Settings {
             retention_ms: config.storage.retention.as_millis(),
             max_future_ms: config.remote_write.max_future.as_millis(),
             max_decoded_bytes: config.remote_write.max_decoded_bytes,
+            max_exemplars: config.storage.max_exemplars,
+            max_metadata: config.storage.max_metadata,
             max_query_concurrency: config.query.max_concurrency,
             label_limits: config.remote_write.label_limits(),
         })
@@ -96,6 +105,11 @@ pub struct App {
     /// The Decide stage and the actuators' metrics (a reload rebuilds the
     /// actuators with them), once the service has started it.
     decide: std::sync::OnceLock<(Arc<crate::decide::Decide>, crate::act::set::ActuatorMetrics)>,
+    /// Start time, configuration text, bound address (the status endpoints).
+    status: status::RuntimeStatus,
+    /// Metric metadata and exemplars from remote write.
+    pub metadata: crate::storage::metadata::MetadataStore,
+    pub exemplars: crate::storage::exemplars::ExemplarStore,
     /// Slots for concurrent reads.
     queries: admission::QueryGate,
     /// Decoded remote-write bytes in flight across requests.
@@ -114,6 +128,8 @@ impl App {
         config_path: Option<PathBuf>,
     ) -> Self {
         App {
+            metadata: crate::storage::metadata::MetadataStore::new(settings.max_metadata),
+            exemplars: crate::storage::exemplars::ExemplarStore::new(settings.max_exemplars),
             store,
             metrics,
             engine,
@@ -122,6 +138,7 @@ impl App {
             decode_budget: admission::DecodeBudget::new(settings.max_decoded_bytes),
             reloading: parking_lot::Mutex::new(()),
             settings: RwLock::new(Arc::new(settings)),
+            status: status::RuntimeStatus::new(config_path.as_deref()),
             config_path,
             rules: std::sync::OnceLock::new(),
             decide: std::sync::OnceLock::new(),
@@ -143,6 +160,11 @@ impl App {
         self.decide.get().map(|(d, _)| d)
     }
 
+    /// Records the address the server is bound to (`/api/v1/status/flags`).
+    pub fn set_listen_address(&self, addr: String) {
+        self.status.set_listen_address(addr);
+    }
+
     /// Attaches the rules engine (once, at start); reloads then include rule files.
     pub fn set_rules(&self, rules: Arc<crate::rules::RuleManager>) {
         let _ = self.rules.set(rules);
@@ -156,6 +178,21 @@ impl App {
     /// The current settings (a cheap `Arc` clone).
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.read().clone()
+    }
+
+    /// Runs a read the way every read endpoint runs: once one of the
+    /// `query.max_concurrency` slots is free, on the blocking pool, within the query
+    /// timeout (queueing included), cancelled when the client goes away.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&App, &crate::promql::QueryContext) -> Result<T, error::ApiError>
+            + Send
+            + 'static,
+    ) -> Result<T, error::ApiError> {
+        let app = self.clone();
+        self.queries
+            .run(self.engine.options().timeout, move |ctx| read(&app, ctx))
+            .await
     }
 
     /// [`App::reload`] on the blocking pool, so that reading and validating files
@@ -174,10 +211,10 @@ impl App {
         let _one_at_a_time = self.reloading.lock();
         let result = match &self.config_path {
             None => Ok(()),
-            Some(path) => Config::load(path)
+            Some(path) => Config::load_with_text(path)
                 .map_err(|e| e.to_string())
-                .and_then(|c| Ok((Settings::from_config(&c)?, c)))
-                .and_then(|(settings, c)| {
+                .and_then(|(c, text)| Ok((Settings::from_config(&c)?, c, text)))
+                .and_then(|(settings, c, text)| {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
                         rules.reload(c.rule_settings()).map_err(|e| e.to_string())?;
@@ -187,6 +224,7 @@ impl App {
                         rebuild_actuators(d.clone(), c.actuators.clone(), m.clone());
                     }
                     *self.settings.write() = Arc::new(settings);
+                    self.status.set_config_text(text);
                     Ok(())
                 }),
         };
@@ -227,6 +265,11 @@ fn rebuild_actuators(
     });
 }
 
+/// Checks a `web.cors_origin` regex.
+pub fn check_cors_origin(origin: &str) -> Result<(), String> {
+    cors::anchored(origin).map(drop)
+}
+
 /// Routes that only read: all of them sit behind the read guard (`auth.read`). A new
 /// read endpoint is added here and is protected with the rest.
 fn read_routes() -> Router<Arc<App>> {
@@ -239,11 +282,35 @@ fn read_routes() -> Router<Arc<App>> {
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(exemplars::query_exemplars).post(exemplars::query_exemplars),
+        )
         .route("/api/v1/rules", get(rules::rules))
         .route("/api/v1/alerts", get(rules::alerts))
         .route("/api/v1/actions", get(actions::list))
         .route("/api/v1/actions/{id}", get(actions::one))
         .route("/api/v1/approvals", get(actions::approvals))
+        // The page alerts' default generatorURL links to.
+        .route("/graph", get(graph::graph))
+        // Status and tooling endpoints (http/status.rs).
+        .route("/api/v1/status/config", get(status::config))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/targets/metadata", get(status::targets_metadata))
+        .route("/api/v1/scrape_pools", get(status::scrape_pools))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route("/api/v1/alertmanagers", get(status::alertmanagers))
+        .route(
+            "/api/v1/format_query",
+            get(status::format_query).post(status::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(status::parse_query).post(status::parse_query),
+        )
 }
 
 /// Routes that change the service's state: all of them sit behind the admin guard
@@ -264,20 +331,30 @@ fn operator_routes() -> Router<Arc<App>> {
         .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
 }
 
-/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
-/// Each route group gets its guard before any body is read; `/-/healthy` and
-/// `/-/ready` are open to probes; `/metrics` follows `auth.protect_metrics`.
-pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+/// Builds the router. `max_body_bytes` bounds every request body (413 beyond);
+/// `cors_origin` is the validated `web.cors_origin`. Each route group gets its guard
+/// before any body is read; `/-/healthy` and `/-/ready` are open to probes;
+/// `/metrics` follows `auth.protect_metrics`. Read answers and `/metrics` are gzip-
+/// or deflate-compressed when the client accepts it (a series listing shrinks
+/// twentyfold); browsers may read the API from the origins `web.cors_origin` allows
+/// (preflight requests are answered before the read guard, as they carry no
+/// credentials).
+pub fn router(app: Arc<App>, max_body_bytes: usize, cors_origin: &str) -> Router {
     let guard = |g| middleware::from_fn_with_state((app.clone(), g), auth::require);
+    let compression = tower_http::compression::CompressionLayer::new;
     let write = Router::new()
         .route("/api/v1/write", post(write::remote_write))
         .route_layer(guard(auth::Guard::Write));
     let admin = admin_routes().route_layer(guard(auth::Guard::Admin));
     let operator = operator_routes().route_layer(guard(auth::Guard::Operator));
-    let read = read_routes().route_layer(guard(auth::Guard::Read));
+    let read = read_routes()
+        .route_layer(guard(auth::Guard::Read))
+        .layer(cors::layer(cors_origin).unwrap_or_else(|_| tower_http::cors::CorsLayer::new()))
+        .layer(compression());
     let metrics = Router::new()
         .route("/metrics", get(api::metrics))
-        .route_layer(guard(auth::Guard::Metrics));
+        .route_layer(guard(auth::Guard::Metrics))
+        .layer(compression());
     let probes = Router::new()
         .route("/-/healthy", get(api::healthy))
         .route("/-/ready", get(api::ready));
@@ -288,6 +365,8 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .merge(read)
         .merge(metrics)
         .merge(probes)
+        // An unknown path gets Go's plain-text 404, as from Prometheus.
+        .fallback(api::not_found)
         // Count and time every request by route.
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         // Bodies over the limit get 413 while being read, never buffered whole.

@@ -43,13 +43,23 @@ impl Params {
             .collect()
     }
 
-    /// A time parameter in milliseconds, or `default` when absent.
+    /// A time parameter in milliseconds, or `default` when absent (Prometheus's
+    /// `parseTimeParam`, and its error text).
     pub(crate) fn time_ms(&self, key: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(default),
-            Some(v) => parse_time_ms(v)
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}"))),
+            Some(v) => parse_time_ms(v).map_err(|e| {
+                ApiError::bad_data(format!(
+                    "invalid parameter \"{key}\": Invalid time value for '{key}': {e}"
+                ))
+            }),
         }
+    }
+
+    /// A time parameter that must be given (`query_range`'s `start` and `end`).
+    pub(crate) fn required_time_ms(&self, key: &str) -> Result<i64, ApiError> {
+        parse_time_ms(self.get(key).unwrap_or_default())
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"{key}\": {e}")))
     }
 }
 

@@ -14,10 +14,12 @@ use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::duration::parse_duration;
-use crate::promql::{QueryContext, QueryError, QueryResult, Value};
+use crate::promql::{QueryContext, QueryError, QueryResult, StatsLevel};
 
-/// The status Prometheus answers for each error class.
-fn query_error(e: QueryError) -> ApiError {
+/// The status Prometheus answers for each error class. A query that does not parse
+/// is `invalid parameter "query": …` from `/api/v1/query` and the bare parse error
+/// from `/api/v1/query_range`, as Prometheus 2.42 words them.
+fn query_error(e: QueryError, instant: bool) -> ApiError {
     let status = match e.kind() {
         "bad_data" => StatusCode::BAD_REQUEST,
         "execution" => StatusCode::UNPROCESSABLE_ENTITY,
@@ -25,10 +27,17 @@ fn query_error(e: QueryError) -> ApiError {
         "canceled" => StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    let message = match e {
+        // As Prometheus words a query that does not parse.
+        QueryError::Parse(_) | QueryError::Limit(_) if instant => {
+            format!("invalid parameter \"query\": {e}")
+        }
+        _ => e.to_string(),
+    };
     ApiError {
         status,
         error_type: e.kind(),
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -37,7 +46,7 @@ fn query_error(e: QueryError) -> ApiError {
 #[derive(serde::Serialize)]
 struct Success<'a> {
     status: &'static str,
-    data: &'a Value,
+    data: &'a QueryResult,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -47,7 +56,7 @@ struct Success<'a> {
 fn encode(r: &QueryResult) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(&Success {
         status: "success",
-        data: &r.value,
+        data: r,
         warnings: &r.warnings,
         infos: &r.infos,
     })
@@ -68,13 +77,22 @@ fn parse_seconds_or_duration(key: &str, v: &str) -> Result<i64, ApiError> {
     )))
 }
 
-fn query_text(params: &Params) -> Result<String, ApiError> {
+/// The `query` parameter; an empty one is a parse error, worded as
+/// [`query_error`] words it.
+fn query_text(params: &Params, instant: bool) -> Result<String, ApiError> {
     match params.get("query") {
         Some(q) if !q.trim().is_empty() => Ok(q.to_owned()),
-        _ => Err(ApiError::bad_data(
-            "invalid parameter \"query\": empty query",
+        _ => Err(query_error(
+            QueryError::Parse("1:1: parse error: no expression found in input".into()),
+            instant,
         )),
     }
+}
+
+/// The `stats` parameter: timings and samples touched in `data.stats`, per step
+/// with `stats=all` (Prometheus returns them for any non-empty value).
+fn stats_level(params: &Params) -> Option<StatsLevel> {
+    StatsLevel::from_param(params.get("stats"))
 }
 
 /// Runs a query and encodes its answer off the async workers (both are heavy for a
@@ -83,13 +101,10 @@ async fn run_query(
     app: Arc<App>,
     f: impl FnOnce(&App, &QueryContext) -> Result<QueryResult, ApiError> + Send + 'static,
 ) -> Response {
-    let timeout = app.engine.options().timeout;
-    let gate = app.clone();
-    let result = gate
-        .queries
-        .run(timeout, move |ctx| f(&app, ctx).and_then(|r| encode(&r)))
-        .await;
-    match result {
+    match app
+        .read(move |app, ctx| f(app, ctx).and_then(|r| encode(&r)))
+        .await
+    {
         Err(e) => e.into_response(),
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
     }
@@ -103,17 +118,20 @@ pub(crate) async fn instant(
 ) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
     let parsed = (|| {
-        let query = query_text(&params)?;
+        let query = query_text(&params, true)?;
         let t = params.time_ms("time", chrono::Utc::now().timestamp_millis())?;
         Ok::<_, ApiError>((query, t))
     })();
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, t)) => {
+            let stats = stats_level(&params);
             run_query(app, move |app, ctx| {
                 app.engine
+                    .clone()
+                    .with_stats(stats)
                     .instant_query_with(app.store.as_ref(), &query, t, ctx)
-                    .map_err(query_error)
+                    .map_err(|e| query_error(e, true))
             })
             .await
         }
@@ -128,27 +146,23 @@ pub(crate) async fn range(
 ) -> Response {
     let params = Params::from_request(&uri, &headers, &body);
     let parsed = (|| {
-        let query = query_text(&params)?;
-        let need = |key: &str| {
-            params
-                .get(key)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{key}\": missing")))
-        };
-        need("start")?;
-        need("end")?;
-        let start = params.time_ms("start", 0)?;
-        let end = params.time_ms("end", 0)?;
-        let step = parse_seconds_or_duration("step", need("step")?)?;
+        // Checked in Prometheus's order, with its messages.
+        let start = params.required_time_ms("start")?;
+        let end = params.required_time_ms("end")?;
+        let step = parse_seconds_or_duration("step", params.get("step").unwrap_or_default())?;
+        let query = query_text(&params, false)?;
         Ok::<_, ApiError>((query, start, end, step))
     })();
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, start, end, step)) => {
+            let stats = stats_level(&params);
             run_query(app, move |app, ctx| {
                 app.engine
+                    .clone()
+                    .with_stats(stats)
                     .range_query_with(app.store.as_ref(), &query, start, end, step, ctx)
-                    .map_err(query_error)
+                    .map_err(|e| query_error(e, false))
             })
             .await
         }

@@ -66,9 +66,14 @@ pub(crate) async fn remote_write(
     let result = tokio::task::spawn_blocking(move || {
         let _reservation = reservation;
         ingest::decompress(&body, settings.max_decoded_bytes).and_then(|decoded| {
-            ingest::write_with(
+            let extras = ingest::extras::ExtrasSink {
+                metadata: &worker.metadata,
+                exemplars: &worker.exemplars,
+            };
+            ingest::write_with_extras(
                 &worker.store,
                 Some(&worker.analyzer),
+                Some(extras),
                 protocol,
                 &decoded,
                 limits,
@@ -131,7 +136,7 @@ fn written_headers(outcome: &WriteOutcome) -> [(HeaderName, String); 3] {
     [
         (SAMPLES_WRITTEN, outcome.samples_written().to_string()),
         (HISTOGRAMS_WRITTEN, "0".to_owned()),
-        (EXEMPLARS_WRITTEN, "0".to_owned()),
+        (EXEMPLARS_WRITTEN, outcome.exemplars_written.to_string()),
     ]
 }
 

@@ -7,6 +7,7 @@
 //! rejected; the outcome counts every rejection by reason so the reply can say so.
 //! Nothing in this module panics on input.
 
+pub mod extras;
 pub mod proto;
 mod wire;
 mod wire_v2;
@@ -151,7 +152,10 @@ pub struct WriteOutcome {
     pub series_received: u64,
     pub samples_received: u64,
     pub histograms_dropped: u64,
+    /// Exemplars received and not stored (no exemplar store, or refused by it).
     pub exemplars_dropped: u64,
+    /// Exemplars stored (see `extras`).
+    pub exemplars_written: u64,
     /// Series refused for their labels (bad UTF-8, invalid or duplicate names, no
     /// metric name, bad symbol references).
     pub invalid_series: u64,
@@ -518,10 +522,33 @@ pub fn write_with(
     body: &[u8],
     limits: WriteLimits,
 ) -> Result<WriteOutcome> {
-    match protocol {
-        Protocol::V1 => write_v1(store, analyzer, body, limits),
-        Protocol::V2 => write_v2(store, analyzer, body, limits),
-    }
+    write_with_extras(store, analyzer, None, protocol, body, limits)
+}
+
+/// [`write_with`], also keeping the request's metadata and exemplars in `extras`.
+pub fn write_with_extras(
+    store: &Store,
+    analyzer: Option<&Analyzer>,
+    extras: Option<extras::ExtrasSink<'_>>,
+    protocol: Protocol,
+    body: &[u8],
+    limits: WriteLimits,
+) -> Result<WriteOutcome> {
+    let mut outcome = match protocol {
+        Protocol::V1 => {
+            let mut outcome = write_v1(store, analyzer, body, limits)?;
+            if let Some(sink) = extras {
+                let got = sink.read_v1(body, outcome.exemplars_dropped > 0);
+                outcome.exemplars_written = got.exemplars_stored;
+            }
+            outcome
+        }
+        Protocol::V2 => write_v2(store, analyzer, extras, body, limits)?,
+    };
+    outcome.exemplars_dropped = outcome
+        .exemplars_dropped
+        .saturating_sub(outcome.exemplars_written);
+    Ok(outcome)
 }
 
 /// Remote write 1.0 through the zero-allocation wire reader: label strings stay
@@ -580,6 +607,7 @@ fn write_v1(
 fn write_v2(
     store: &Store,
     analyzer: Option<&Analyzer>,
+    extras: Option<extras::ExtrasSink<'_>>,
     body: &[u8],
     limits: WriteLimits,
 ) -> Result<WriteOutcome> {
@@ -598,6 +626,7 @@ fn write_v2(
         ));
     }
     let mut writer = Writer::new(store, analyzer, limits);
+    let mut kept = extras::ExtrasOutcome::default();
     let mut refs: Vec<u32> = Vec::new();
     let mut labels: Vec<(&str, &str)> = Vec::new();
     let mut n = 0usize;
@@ -605,7 +634,8 @@ fn write_v2(
         refs.clear();
         labels.clear();
         // Checked whole by `index`: reading cannot fail.
-        let counts = wire_v2::read_series(series, |r| refs.push(r), |_, _| {}).unwrap_or_default();
+        let counts =
+            wire_v2::read_series(series, |r| refs.push(r), |_, _| {}, |_| {}).unwrap_or_default();
         writer.received(counts.samples, counts.histograms, counts.exemplars);
         let checked = (|| {
             if counts.samples == 0 && counts.histograms == 0 {
@@ -627,13 +657,7 @@ fn write_v2(
                         ))
                     })
                 };
-                let (name, value) = (sym(pair[0])?, sym(pair[1])?);
-                if name.is_empty() {
-                    return Err(SeriesProblem::Invalid(format!(
-                        "series {n}: empty label name"
-                    )));
-                }
-                labels.push((name, value));
+                labels.push((sym(pair[0])?, sym(pair[1])?));
             }
             finish_labels(&mut labels, &limits.labels)
         })();
@@ -641,13 +665,24 @@ fn write_v2(
             Err(problem) => writer.refuse(problem, counts.samples),
             Ok(()) => {
                 writer.open_series(&labels);
-                let _ = wire_v2::read_series(series, |_| {}, |t, v| writer.sample(t, v));
+                let _ = wire_v2::read_series(
+                    series,
+                    |_| {},
+                    |t, v| writer.sample(t, v),
+                    |extra| {
+                        if let Some(sink) = extras {
+                            sink.read_v2(&req, &labels, extra, &mut kept);
+                        }
+                    },
+                );
                 writer.close_series();
             }
         }
         n += 1;
     });
-    Ok(writer.finish())
+    let mut outcome = writer.finish();
+    outcome.exemplars_written = kept.exemplars_stored;
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ fn invalid_series_are_refused_and_the_rest_stored() {
     };
     let body = v1_body(vec![
         series(&[("__name__", "good")], &[(1, 1.0)]),
-        series(&[("__name__", "x"), ("1bad", "v")], &[(1, 1.0)]),
+        series(&[("__name__", "x"), ("", "v")], &[(1, 1.0)]),
         series(&[("__name__", "x"), ("a", "1"), ("a", "2")], &[(1, 1.0)]),
         series(&[("job", "no-name")], &[(1, 1.0)]),
         series(&[("__name__", "")], &[(1, 1.0)]),
@@ -152,7 +152,11 @@ fn invalid_series_are_refused_and_the_rest_stored() {
     let out = write(&s, None, Protocol::V1, body, SampleBounds::unbounded()).unwrap();
     assert_eq!(out.invalid_series, 5);
     assert_eq!(out.samples_written(), 1);
-    assert!(out.first_invalid.as_deref().unwrap().contains("1bad"));
+    assert!(out
+        .first_invalid
+        .as_deref()
+        .unwrap()
+        .contains("invalid label name \"\""));
     assert!(!out.is_complete());
     assert_eq!(stored(&s, "good"), vec![(1, 1.0)]);
 }
@@ -288,7 +292,15 @@ fn v2_symbols_resolve_and_errors_are_per_series() {
 #[test]
 fn both_versions_validate_label_names_the_same_way() {
     // `a-b` was refused by 1.0 and stored by 2.0.
-    for (name, ok) in [("a-b", false), ("1a", false), ("a.b", false), ("_a1", true)] {
+    // Names are UTF-8 as in Prometheus 3: only the empty name is refused.
+    for (name, ok) in [
+        ("a-b", true),
+        ("1a", true),
+        ("a.b", true),
+        ("é", true),
+        ("_a1", true),
+        ("", false),
+    ] {
         let s = store();
         let v1 = write(
             &s,

@@ -24,6 +24,7 @@ const SERIES_LABELS_REFS: u64 = 1;
 const SERIES_SAMPLES: u64 = 2;
 const SERIES_HISTOGRAMS: u64 = 3;
 const SERIES_EXEMPLARS: u64 = 4;
+const SERIES_METADATA: u64 = 5;
 const SAMPLE_VALUE: u64 = 1;
 const SAMPLE_TIMESTAMP: u64 = 2;
 
@@ -125,18 +126,30 @@ pub(crate) struct SeriesCounts {
     pub(crate) exemplars: usize,
 }
 
+/// A series' parts kept beside its samples (`ingest::extras`), as their encoded
+/// messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SeriesExtra<'a> {
+    /// One `Exemplar` message.
+    Exemplar(&'a [u8]),
+    /// The `Metadata` message.
+    Metadata(&'a [u8]),
+}
+
 /// Checks a `TimeSeries` message: every field ingest reads has the right wire type
 /// and fits.
 fn check_series(series: &[u8]) -> Result<()> {
-    read_series(series, |_| {}, |_, _| {}).map(drop)
+    read_series(series, |_| {}, |_, _| {}, |_| {}).map(drop)
 }
 
 /// Reads one `TimeSeries`: its label references in order, its samples as
-/// (timestamp, value); histograms and exemplars are only counted.
-pub(crate) fn read_series(
-    series: &[u8],
+/// (timestamp, value), its exemplars and metadata as encoded messages (`on_extra`);
+/// histograms are only counted.
+pub(crate) fn read_series<'a>(
+    series: &'a [u8],
     mut on_ref: impl FnMut(u32),
     mut on_sample: impl FnMut(i64, f64),
+    mut on_extra: impl FnMut(SeriesExtra<'a>),
 ) -> Result<SeriesCounts> {
     let mut counts = SeriesCounts::default();
     let mut r = Reader::new(series);
@@ -172,9 +185,10 @@ pub(crate) fn read_series(
                 counts.histograms += 1;
             }
             (SERIES_EXEMPLARS, wire) => {
-                r.bytes(wire)?;
+                on_extra(SeriesExtra::Exemplar(r.bytes(wire)?));
                 counts.exemplars += 1;
             }
+            (SERIES_METADATA, wire) => on_extra(SeriesExtra::Metadata(r.bytes(wire)?)),
             (f, wire) => r.skip(f, wire)?,
         }
     }
@@ -200,7 +214,12 @@ mod tests {
         let mut failed = None;
         req.for_each_series(|s| {
             let (mut refs, mut samples) = (Vec::new(), Vec::new());
-            match read_series(s, |r| refs.push(r), |t, v| samples.push((t, v.to_bits()))) {
+            match read_series(
+                s,
+                |r| refs.push(r),
+                |t, v| samples.push((t, v.to_bits())),
+                |_| {},
+            ) {
                 Ok(c) => series.push((refs, samples, c)),
                 Err(e) => failed = Some(e.to_string()),
             }

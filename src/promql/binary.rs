@@ -333,8 +333,25 @@ fn vector_vector(
     let mut matched: Vec<Vec<usize>> = vec![Vec::new(); nsig];
     let mut matched_touched: Vec<usize> = Vec::new();
     let mut last_pair: Vec<(usize, usize)> = vec![(NO_SERIES - 1, 0); lhs.len()];
+    // Prometheus answers nothing at once for a step where either side is empty (or,
+    // with `fill`, both), before it looks for duplicate match groups on the other
+    // side: `(up == 0) * on(instance) group_left() node_load1` is empty, not an
+    // error, while no target is down (engine.go `VectorBinop`'s short-circuit).
+    let has_fill = fill_lhs.is_some() || fill_rhs.is_some();
+    let lhs_present = present_per_step(&lhs, steps);
+    let rhs_present = present_per_step(&rhs, steps);
     for i in 0..steps.n {
         ev.check_deadline()?;
+        // Both sides present, or (with `fill`) at least one.
+        let (l_any, r_any) = (lhs_present[i], rhs_present[i]);
+        let matchable = if has_fill {
+            l_any || r_any
+        } else {
+            l_any && r_any
+        };
+        if !matchable {
+            continue;
+        }
         for sg in one_touched.drain(..) {
             one[sg] = NO_SERIES;
         }
@@ -457,6 +474,17 @@ fn vector_vector(
     }
     out.retain(|s| s.vals.iter().any(Option::is_some));
     Ok(out)
+}
+
+/// Per step, whether any series of `side` has a value.
+fn present_per_step(side: &[VSeries], steps: Steps) -> Vec<bool> {
+    let mut present = vec![false; steps.n];
+    for s in side {
+        for (p, v) in present.iter_mut().zip(&s.vals) {
+            *p |= v.is_some();
+        }
+    }
+    present
 }
 
 /// Marks the missing side of a `fill` result in an output key.

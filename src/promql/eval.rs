@@ -19,6 +19,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use super::durations::{RangeMode, MODE_LABEL};
+use super::stats::{QueryStats, SampleCounter, StatsLevel, Timings};
 use super::value::{QueryResult, Sample, Series, Value};
 use super::{EngineOptions, QueryError, Queryable, Result};
 use crate::storage::{is_stale_marker, Label, LabelSet, MatchOp, Matcher, METRIC_NAME};
@@ -119,6 +120,10 @@ pub(crate) struct Evaluator<'a> {
     /// Range selectors with an `anchored`/`smoothed` modifier, by node address (the
     /// parser's AST has no field for it; the tree is not moved while evaluating).
     modes: HashMap<usize, RangeMode>,
+    /// Samples touched, when the query asked for statistics.
+    pub(crate) counter: Option<SampleCounter>,
+    /// The subquery that is the whole query, if it is one (it counts differently).
+    top_subquery: *const parser::SubqueryExpr,
 }
 
 /// What one evaluation is asked: the expression, its text, the modes of its range
@@ -134,11 +139,14 @@ pub(crate) struct Run<'a> {
     /// When the query times out (its clock started before parsing).
     pub(crate) deadline: Instant,
     pub(crate) ctx: &'a QueryContext,
+    /// Whether to count timings and samples (the API's `stats` parameter).
+    pub(crate) stats: Option<StatsLevel>,
 }
 
 /// Runs a query over `[start, end]` at `step` and shapes the result: a vector, scalar,
 /// string or matrix for an instant query, a matrix for a range query.
 pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Result<QueryResult> {
+    let started = Instant::now();
     let Run {
         expr,
         query,
@@ -149,6 +157,7 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
         instant,
         deadline,
         ctx,
+        stats,
     } = r;
     let mut selectors = Vec::new();
     matrix_selectors(expr, &mut selectors);
@@ -170,9 +179,16 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
         q_step: if instant { 0 } else { step },
         warnings: Vec::new(),
         infos: Vec::new(),
+        counter: None,
+        top_subquery: match unparen(expr) {
+            Expr::Subquery(sq) => sq,
+            _ => std::ptr::null(),
+        },
     };
     let steps = Steps::new(start, end, step);
+    ev.counter = stats.map(|level| SampleCounter::new(level, steps.n));
     let val = ev.eval(expr, steps)?;
+    let evaluated = Instant::now();
     let value = match val {
         Val::Scalar(v) => {
             if instant {
@@ -253,21 +269,39 @@ pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Re
             Value::Matrix(out)
         }
     };
+    let stats = ev.counter.map(|c| QueryStats {
+        timings: Timings {
+            inner_eval_time: (evaluated - started).as_secs_f64(),
+            result_sort_time: evaluated.elapsed().as_secs_f64(),
+            ..Timings::default()
+        },
+        samples: c.finish(start, step),
+    });
     Ok(QueryResult {
         value,
         warnings: ev.warnings,
         infos: ev.infos,
+        stats,
     })
 }
 
 /// Addresses of the range selectors in `e`, in the order they appear in the text.
 /// Iterative (an explicit stack), so a deep tree needs no deep call stack.
 fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
+    out.extend(nodes(e).filter_map(|n| match n {
+        Expr::MatrixSelector(ms) => Some(ms as *const parser::MatrixSelector as usize),
+        _ => None,
+    }));
+}
+
+/// Every node of `e`, parents before children, in the order they appear in the
+/// text. Iterative (an explicit stack), so a deep tree needs no deep call stack.
+pub(crate) fn nodes(e: &Expr) -> impl Iterator<Item = &Expr> {
     let mut todo = vec![e];
-    while let Some(e) = todo.pop() {
+    std::iter::from_fn(move || {
+        let e = todo.pop()?;
         // Children are pushed last-first so they come off the stack in text order.
         match e {
-            Expr::MatrixSelector(ms) => out.push(ms as *const parser::MatrixSelector as usize),
             Expr::Aggregate(a) => {
                 todo.push(&a.expr);
                 if let Some(p) = &a.param {
@@ -284,7 +318,8 @@ fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
             Expr::Call(c) => todo.extend(c.args.args.iter().rev().map(|a| &**a)),
             _ => {}
         }
-    }
+        Some(e)
+    })
 }
 
 /// Applies delayed name removal and checks that no two series now share labels at
@@ -645,6 +680,9 @@ impl Evaluator<'_> {
                     *slot = Some(if want_ts { st as f64 / 1000.0 } else { sv });
                     any = true;
                     total += 1;
+                    if let Some(c) = &mut self.counter {
+                        c.add_at(i, 1);
+                    }
                 }
             }
             if any {
@@ -656,6 +694,9 @@ impl Evaluator<'_> {
             }
             // Checked as series are added, so a huge selection stops early.
             self.check_samples(total)?;
+        }
+        if let Some(c) = &mut self.counter {
+            c.held(total);
         }
         Ok(Val::Vector(out))
     }
@@ -698,6 +739,9 @@ impl Evaluator<'_> {
             }
             total += ts.len();
             self.check_samples(total)?;
+            if let Some(c) = &mut self.counter {
+                count_windows(c, &ts, &ends, range);
+            }
             if !ts.is_empty() {
                 series.push(RawSeries {
                     labels: s.labels,
@@ -708,6 +752,9 @@ impl Evaluator<'_> {
             }
         }
         self.check_samples(total)?;
+        if let Some(c) = &mut self.counter {
+            c.held(total);
+        }
         Ok(Val::Matrix(MatrixVal {
             series,
             range,
@@ -752,7 +799,21 @@ impl Evaluator<'_> {
         // Every inner step holds at least one value per series: refuse a subquery
         // whose resolution alone exceeds the sample limit.
         self.check_samples(inner.n)?;
-        let val = self.eval(&sq.expr, inner)?;
+        // Prometheus 2.x counts a subquery like a range selector over its result:
+        // the inner evaluation's samples are not counted, only its peak
+        // (`evalSubquery`: "avoid double counting"). A subquery that is the whole
+        // query counts its inner total instead.
+        let inner_counter = self.counter.as_ref().map(|c| c.nested(inner.n));
+        let outer_counter = std::mem::replace(&mut self.counter, inner_counter);
+        let val = self.eval(&sq.expr, inner);
+        let inner_counter = std::mem::replace(&mut self.counter, outer_counter);
+        if let (Some(c), Some(i)) = (&mut self.counter, &inner_counter) {
+            if std::ptr::eq(sq, self.top_subquery) {
+                c.add_at(steps.n.saturating_sub(1), i.total);
+            }
+            c.held(i.peak);
+        }
+        let val = val?;
         let series = match val {
             Val::Vector(vs) => vs
                 .into_iter()
@@ -785,6 +846,13 @@ impl Evaluator<'_> {
                 ))
             }
         };
+        if let Some(c) = &mut self.counter {
+            if !std::ptr::eq(sq, self.top_subquery) {
+                for s in &series {
+                    count_windows(c, &s.ts, &ends, range);
+                }
+            }
+        }
         Ok(Val::Matrix(MatrixVal {
             series,
             range,
@@ -792,6 +860,23 @@ impl Evaluator<'_> {
             selector: None,
             mode: RangeMode::Plain,
         }))
+    }
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+/// Counts, per step, the samples of one series inside the step's window
+/// `(end - range, end]`.
+fn count_windows(c: &mut SampleCounter, ts: &[i64], ends: &[i64], range: i64) {
+    for (i, &end) in ends.iter().enumerate() {
+        let lo = ts.partition_point(|&t| t <= end - range);
+        let hi = ts.partition_point(|&t| t <= end);
+        c.add_at(i, hi.saturating_sub(lo) as i64);
     }
 }
 

@@ -14,12 +14,14 @@
 //! Native histograms are not supported: the store holds floats only.
 
 mod aggregate;
+mod ast_json;
 mod binary;
 mod durations;
 mod eval;
 mod functions;
 mod kernels;
 mod limits;
+pub mod stats;
 pub mod testscript;
 pub(crate) mod value;
 
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use crate::storage::{Matcher, SeriesSamples, Store};
 
 pub use limits::{QueryLimits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH, MAX_DEPTH_CEILING};
+pub use stats::{QueryStats, StatsLevel};
 pub use value::{format_value, QueryResult, Sample, Series, Value};
 
 /// Where the engine reads series from.
@@ -142,6 +145,9 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 pub struct QueryContext {
     cancelled: Arc<AtomicBool>,
     deadline: Option<Instant>,
+    /// How long the query waited for a slot before it started (reported in its
+    /// statistics).
+    queued: Duration,
 }
 
 impl QueryContext {
@@ -156,6 +162,12 @@ impl QueryContext {
             deadline: Some(deadline),
             ..QueryContext::default()
         }
+    }
+
+    /// This context, for a query that waited `queued` for its slot.
+    pub fn with_queue_time(mut self, queued: Duration) -> Self {
+        self.queued = queued;
+        self
     }
 
     pub fn cancel(&self) {
@@ -197,11 +209,32 @@ impl Drop for CancelOnDrop {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    /// Whether queries count timings and samples (the API's `stats` parameter).
+    stats: Option<StatsLevel>,
 }
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine { opts, stats: None }
+    }
+
+    /// This engine, with queries returning statistics at `level` (or none).
+    pub fn with_stats(mut self, level: Option<StatsLevel>) -> Self {
+        self.stats = level;
+        self
+    }
+
+    /// Adds the timings only the engine's entry points see to a result's stats.
+    /// `queued` is the time the query waited for a slot before reaching the engine
+    /// (Prometheus's `execQueueTime`, part of `execTotalTime`).
+    fn time(&self, r: &mut QueryResult, started: Instant, parsed: Instant, queued: Duration) {
+        if let Some(s) = &mut r.stats {
+            let t = &mut s.timings;
+            t.query_preparation_time = (parsed - started).as_secs_f64();
+            t.eval_total_time = t.query_preparation_time + t.inner_eval_time + t.result_sort_time;
+            t.exec_queue_time = queued.as_secs_f64();
+            t.exec_total_time = (started.elapsed() + queued).as_secs_f64();
+        }
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -233,10 +266,11 @@ impl Engine {
         t_ms: i64,
         ctx: &QueryContext,
     ) -> Result<QueryResult> {
+        let started = Instant::now();
         let deadline = self.deadline(ctx);
         let q = parse_extended(query, 0, 0, &self.opts.limits)?;
         check_time(t_ms)?;
-        self.run(store, &q, t_ms, t_ms, 1, true, deadline, ctx)
+        self.run(store, &q, (t_ms, t_ms, 1, true), started, deadline, ctx)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -259,6 +293,7 @@ impl Engine {
             instant: true,
             deadline: self.deadline(&QueryContext::background()),
             ctx: &QueryContext::background(),
+            stats: self.stats,
         };
         eval::run(&self.opts, store, run)
     }
@@ -292,6 +327,7 @@ impl Engine {
         step_ms: i64,
         ctx: &QueryContext,
     ) -> Result<QueryResult> {
+        let started = Instant::now();
         let deadline = self.deadline(ctx);
         check_time(start_ms)?;
         check_time(end_ms)?;
@@ -321,19 +357,25 @@ impl Engine {
             )))
             }
         }
-        self.run(store, &q, start_ms, end_ms, step_ms, false, deadline, ctx)
+        self.run(
+            store,
+            &q,
+            (start_ms, end_ms, step_ms, false),
+            started,
+            deadline,
+            ctx,
+        )
     }
 
-    /// Evaluates a parsed query, after checking that parsing left time for it.
-    #[allow(clippy::too_many_arguments)]
+    /// Evaluates a parsed query over `(start, end, step, instant)`, after checking
+    /// that parsing left time for it; `started` is when the query arrived (its
+    /// statistics' timings count from there).
     fn run(
         &self,
         store: &dyn Queryable,
         q: &ParsedQuery,
-        start: i64,
-        end: i64,
-        step: i64,
-        instant: bool,
+        (start, end, step, instant): (i64, i64, i64, bool),
+        started: Instant,
         deadline: Instant,
         ctx: &QueryContext,
     ) -> Result<QueryResult> {
@@ -343,6 +385,7 @@ impl Engine {
         if Instant::now() > deadline {
             return Err(QueryError::Timeout("query parsing"));
         }
+        let parsed = Instant::now();
         let run = eval::Run {
             expr: &q.expr,
             query: &q.text,
@@ -353,8 +396,11 @@ impl Engine {
             instant,
             deadline,
             ctx,
+            stats: self.stats,
         };
-        eval::run(&self.opts, store, run)
+        let mut r = eval::run(&self.opts, store, run)?;
+        self.time(&mut r, started, parsed, ctx.queued);
+        Ok(r)
     }
 }
 
@@ -392,6 +438,43 @@ pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
     Ok(sets)
 }
 
+/// The matcher sets of every selector in `query` (each `or` alternative its own
+/// set), as Prometheus's `parser.ExtractSelectors`: what `/api/v1/query_exemplars`
+/// looks exemplars up by.
+pub fn query_selectors(query: &str, limits: &QueryLimits) -> Result<Vec<Vec<Matcher>>> {
+    use promql_parser::parser::Expr;
+    let q = parse_extended(query, 0, 0, limits)?;
+    let mut out = Vec::new();
+    for node in eval::nodes(&q.expr) {
+        match node {
+            Expr::VectorSelector(vs) => out.extend(eval::selector_matchers(vs)?),
+            Expr::MatrixSelector(m) => out.extend(eval::selector_matchers(&m.vs)?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `query` pretty-printed as Prometheus's `parser.Prettify` prints it (the API's
+/// `format_query`), parsed within `limits`.
+pub fn format_query(query: &str, limits: &QueryLimits) -> Result<String> {
+    let depth = limits::check_text(query, limits)?;
+    let expr = parse_checked(query, depth)?;
+    // Printing (and dropping) the tree recurses as deep as it nests.
+    Ok(limits::with_tree_stack(depth, move || expr.prettify()))
+}
+
+/// The syntax tree of `query` as the JSON text of Prometheus's `parse_query`
+/// answer (its `data`), parsed within `limits`.
+pub fn parse_query_json(query: &str, limits: &QueryLimits) -> Result<String> {
+    let depth = limits::check_text(query, limits)?;
+    let expr = parse_checked(query, depth)?;
+    // Building, printing and dropping the JSON tree recurse as deep as it nests.
+    Ok(limits::with_tree_stack(depth, move || {
+        ast_json::ast_json(&expr).to_string()
+    }))
+}
+
 /// Parses a query within the default [`QueryLimits`], wrapping the parser's string
 /// error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
@@ -408,8 +491,83 @@ pub fn parse_limited(query: &str, limits: &QueryLimits) -> Result<promql_parser:
 /// Parses text that passed [`limits::check_text`] with nesting bound `depth`.
 fn parse_checked(query: &str, depth: usize) -> Result<promql_parser::parser::Expr> {
     register_functions();
-    limits::with_tree_stack(depth, || promql_parser::parser::parse(query))
+    let query = decode_byte_escapes(query)?;
+    limits::with_tree_stack(depth, || promql_parser::parser::parse(&query))
         .map_err(QueryError::Parse)
+}
+
+/// Go reads `\xHH` (and octal `\OOO`) escapes in PromQL strings as raw bytes, so
+/// `"\xc3\xa9"` is `é`; promql-parser reads each as the code point U+00HH. This
+/// rewrites runs of such escapes of bytes 0x80 and above into the characters they
+/// encode before parsing, and refuses a run that is not UTF-8 (`"\xff"`): names
+/// and values are UTF-8 strings here, and Prometheus 3 refuses such a label name
+/// too. Raw (backtick) strings have no escapes and are left alone.
+fn decode_byte_escapes(query: &str) -> Result<std::borrow::Cow<'_, str>> {
+    if !query.contains('\\') {
+        return Ok(std::borrow::Cow::Borrowed(query));
+    }
+    let b = query.as_bytes();
+    let (mut out, mut pending) = (String::with_capacity(query.len()), Vec::new());
+    let mut quote: Option<u8> = None;
+    let flush = |out: &mut String, pending: &mut Vec<u8>| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8(std::mem::take(pending)).map_err(|e| {
+            QueryError::Parse(format!(
+                "string escapes {:x?} are not UTF-8: names and values must be UTF-8",
+                e.as_bytes()
+            ))
+        })?;
+        out.push_str(&text);
+        Ok(())
+    };
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if q != b'`' && c == b'\\' && i + 1 < b.len() => {
+                let byte = match b[i + 1] {
+                    b'x' if i + 3 < b.len() => hex(b[i + 2])
+                        .zip(hex(b[i + 3]))
+                        .map(|(h, l)| (h * 16 + l, 4)),
+                    b'0'..=b'7' if i + 3 < b.len() => {
+                        let d = |k: usize| (b[i + k] as char).to_digit(8);
+                        match (d(1), d(2), d(3)) {
+                            (Some(x), Some(y), Some(z)) => Some((x * 64 + y * 8 + z, 4)),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                match byte {
+                    Some((v, len)) if (0x80..=0xff).contains(&v) => {
+                        pending.push(v as u8);
+                        i += len;
+                    }
+                    _ => {
+                        flush(&mut out, &mut pending)?;
+                        // Any other escape is copied as is (two bytes).
+                        out.push('\\');
+                        out.push(b[i + 1] as char);
+                        i += 2;
+                    }
+                }
+                continue;
+            }
+            Some(q) if c == q => quote = None,
+            None if c == b'"' || c == b'\'' || c == b'`' => quote = Some(c),
+            _ => {}
+        }
+        flush(&mut out, &mut pending)?;
+        // Copy one UTF-8 character.
+        let len = query[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&query[i..i + len]);
+        i += len;
+    }
+    flush(&mut out, &mut pending)?;
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// A parsed query: the expression, the text it was parsed from, and the modes of its

@@ -106,6 +106,93 @@ fn one_to_one_match_with_duplicate_rhs_is_many_to_many_error() {
     ));
 }
 
+/// Two `node_load1` series per instance and no target down: Prometheus answers an
+/// empty result for `(up == 0) * on(instance) group_left() node_load1`, because a
+/// vector match with an empty side short-circuits before the duplicate check
+/// (engine.go `VectorBinop`). The same with the sides swapped and for `group_right`.
+#[test]
+fn empty_side_of_a_vector_match_is_empty_not_many_to_many() {
+    let store = store_with(&[
+        (&[("__name__", "up"), ("instance", "a")], &[(0, 1.0)]),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "0")],
+            &[(0, 1.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "1")],
+            &[(0, 2.0)],
+        ),
+    ]);
+    let e = Engine::default();
+    for q in [
+        "(up == 0) * on(instance) group_left() node_load1",
+        "node_load1 * on(instance) (up == 0)",
+        "(up == 0) + on(instance) node_load1",
+        "node_load1 * on(instance) group_right() (up == 0)",
+        "nothing * on(instance) node_load1",
+    ] {
+        let r = e.instant_query(&store, q, 0);
+        assert!(vector(r.unwrap()).is_empty(), "{q}");
+    }
+    // With both sides present the ambiguity is still an error, as in Prometheus.
+    let err = e
+        .instant_query(&store, "up * on(instance) node_load1", 0)
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("many-to-many matching not allowed"));
+}
+
+/// In a range query the short-circuit is per step: steps where one side is empty
+/// answer nothing, the steps where both sides are present still fail on ambiguity.
+#[test]
+fn empty_side_of_a_vector_match_is_checked_per_step_in_range_queries() {
+    let store = store_with(&[
+        // `up` is 1 until 2m, then 0 (the target went down).
+        (
+            &[("__name__", "up"), ("instance", "a")],
+            &[(0, 1.0), (M, 1.0), (2 * M, 0.0), (3 * M, 0.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "0")],
+            &[(0, 1.0), (M, 1.0), (2 * M, 1.0), (3 * M, 1.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "a"), ("cpu", "1")],
+            &[(0, 2.0), (M, 2.0), (2 * M, 2.0), (3 * M, 2.0)],
+        ),
+        (
+            &[("__name__", "node_load1"), ("instance", "b")],
+            &[(0, 5.0), (M, 5.0), (2 * M, 5.0), (3 * M, 5.0)],
+        ),
+    ]);
+    let e = Engine::default();
+    // While `up == 0` is empty (0 and 1m), the steps answer nothing.
+    let r = e
+        .range_query(
+            &store,
+            "(up == 0) * on(instance) group_left() node_load1",
+            0,
+            M,
+            M,
+        )
+        .unwrap();
+    assert_eq!(r.value, Value::Matrix(vec![]));
+    // Once it is non-empty, the duplicate `node_load1` series are an error again.
+    let err = e
+        .range_query(
+            &store,
+            "(up == 0) * on(instance) group_left() node_load1",
+            0,
+            3 * M,
+            M,
+        )
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("many-to-many matching not allowed"));
+}
+
 #[test]
 fn many_to_one_without_group_left_is_an_error() {
     let store = store_with(&[
@@ -373,6 +460,36 @@ fn selectors_parse_into_matcher_sets() {
     }
 }
 
+/// Go reads `\x` escapes as bytes: `"\xc3\xa9"` is `é` in Prometheus, and a
+/// destination label name that is not UTF-8 is an error (functions.test).
+#[test]
+fn byte_escapes_decode_as_utf8_bytes_like_go() {
+    let store = store_with(&[(&[("__name__", "m"), ("a", "é")], &[(0, 1.0)])]);
+    let e = Engine::default();
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\xc3\xa9"}"#, 0).unwrap()).len(),
+        1
+    );
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\303\251"}"#, 0).unwrap()).len(),
+        1
+    );
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a="\u00e9"}"#, 0).unwrap()).len(),
+        1
+    );
+    let err = e
+        .instant_query(&store, r#"label_replace(m, "\xff", "", "a", "(.*)")"#, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    // Escapes are copied untouched elsewhere; raw strings have none.
+    assert_eq!(
+        vector(e.instant_query(&store, r#"m{a=~`\xc3.*`}"#, 0).unwrap()).len(),
+        0
+    );
+    assert!(e.instant_query(&store, r#"m{a="\\xff"}"#, 0).is_ok());
+}
+
 /// Runs `f` on a thread with a 512 KiB stack, a quarter of a default thread's: the
 /// engine must not depend on the stack of whoever calls it.
 fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -524,4 +641,21 @@ fn a_huge_sliding_window_stops_at_the_timeout() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// `execQueueTime` is the wait for a query slot, and part of `execTotalTime`, as
+/// Prometheus reports them.
+#[test]
+fn stats_report_the_time_queued_for_a_slot() {
+    let store = store_with(&[(&[("__name__", "up")], &[(0, 1.0)])]);
+    let ctx = QueryContext::background().with_queue_time(std::time::Duration::from_millis(50));
+    let r = Engine::default()
+        .with_stats(Some(StatsLevel::Summary))
+        .instant_query_with(&store, "up", 0, &ctx)
+        .unwrap();
+    let t = r.stats.unwrap().timings;
+    assert_eq!(t.exec_queue_time, 0.05);
+    assert!(t.exec_total_time >= 0.05, "{t:?}");
+    let r = Engine::default().instant_query(&store, "up", 0).unwrap();
+    assert!(r.stats.is_none());
 }

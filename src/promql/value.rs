@@ -53,6 +53,8 @@ pub struct QueryResult {
     pub warnings: Vec<String>,
     /// `PromQL info: ...` annotations.
     pub infos: Vec<String>,
+    /// Timings and samples touched, when the query asked for them.
+    pub stats: Option<super::stats::QueryStats>,
 }
 
 /// Formats a value as Prometheus formats label values (`count_values`):
@@ -169,7 +171,7 @@ fn format_exponent(e: u32, buf: &mut [u8; 8]) -> &str {
 
 /// A timestamp in seconds, serialized as an integer when whole (`1`), else as the
 /// shortest float (`1435781451.781`), matching Prometheus's output.
-struct Ts(i64);
+pub(crate) struct Ts(pub(crate) i64);
 
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -272,26 +274,38 @@ impl<'a, T, W: Serialize> Serialize for Seq<'a, T, W> {
     }
 }
 
+impl Value {
+    fn serialize_entries<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
+        m.serialize_entry("resultType", self.result_type())?;
+        match self {
+            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, *v)),
+            Value::String(t, v) => m.serialize_entry("result", &(Ts(*t), v)),
+            Value::Vector(samples) => m.serialize_entry("result", &Seq(samples, SampleJson)),
+            Value::Matrix(series) => m.serialize_entry("result", &Seq(series, SeriesJson)),
+        }
+    }
+}
+
 impl Serialize for Value {
     /// The `data` object of Prometheus's query API response.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("resultType", self.result_type())?;
-        match self {
-            Value::Scalar(t, v) => m.serialize_entry("result", &Point(*t, *v))?,
-            Value::String(t, v) => m.serialize_entry("result", &(Ts(*t), v))?,
-            Value::Vector(samples) => m.serialize_entry("result", &Seq(samples, SampleJson))?,
-            Value::Matrix(series) => m.serialize_entry("result", &Seq(series, SeriesJson))?,
-        }
+        self.serialize_entries(&mut m)?;
         m.end()
     }
 }
 
 impl Serialize for QueryResult {
-    /// Same as the value: the `data` object. Warnings and infos go beside `data` in the
-    /// response envelope, which the HTTP layer writes.
+    /// The `data` object: the value, and `stats` when the query asked for them.
+    /// Warnings and infos go beside `data` in the response envelope, which the HTTP
+    /// layer writes.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(s)
+        let mut m = s.serialize_map(Some(2 + usize::from(self.stats.is_some())))?;
+        self.value.serialize_entries(&mut m)?;
+        if let Some(stats) = &self.stats {
+            m.serialize_entry("stats", stats)?;
+        }
+        m.end()
     }
 }
 

@@ -21,11 +21,19 @@ pub struct GlobalConfig {
     /// This service's URL as users reach it; alerts' `generatorURL` points here and
     /// templates see it as `$externalURL`.
     pub external_url: Option<String>,
+    /// How far in the past rule groups that set no `query_offset` evaluate
+    /// (Prometheus's `global.rule_query_offset`). Samples reach a remote-write
+    /// receiver after the scrape — up to the sender's `batch_send_deadline` (5s by
+    /// default) plus transit — so evaluating at "now" would often read the previous
+    /// scrape where Prometheus reads the new one. The default, 10s, covers that
+    /// delay; set 0s to evaluate at the scheduled time as Prometheus does.
+    pub rule_query_offset: PromDuration,
 }
 
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
+            rule_query_offset: PromDuration::from_secs(10),
             evaluation_interval: PromDuration::from_secs(60),
             external_labels: BTreeMap::new(),
             external_url: None,
@@ -46,6 +54,12 @@ pub struct AlertingConfig {
     pub queue_capacity: usize,
     /// Most alerts in one request to an Alertmanager.
     pub max_batch: usize,
+    /// Where an alert's `generatorURL` points, as a URL template: `{{expr}}` is
+    /// replaced by the URL-encoded rule expression, `{{expr_json}}` by the
+    /// URL-encoded JSON string of it (for Grafana Explore's `panes` parameter).
+    /// Unset: Prometheus's `<external_url>/graph?g0.expr=...&g0.tab=1`, a page
+    /// closedloop serves.
+    pub generator_url: Option<String>,
 }
 
 impl Default for AlertingConfig {
@@ -55,6 +69,7 @@ impl Default for AlertingConfig {
             resend_delay: PromDuration::from_secs(60),
             queue_capacity: 10_000,
             max_batch: 256,
+            generator_url: None,
         }
     }
 }
@@ -152,6 +167,20 @@ impl AlertingConfig {
         if self.max_batch == 0 {
             return Err(("alerting.max_batch".into(), "must be at least 1".into()));
         }
+        if let Some(t) = &self.generator_url {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err((
+                    "alerting.generator_url".into(),
+                    format!("{t:?} must be an http:// or https:// URL"),
+                ));
+            }
+            if !(t.contains("{{expr}}") || t.contains("{{expr_json}}")) {
+                return Err((
+                    "alerting.generator_url".into(),
+                    "must contain {{expr}} or {{expr_json}}, or every alert would link to the same page".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -187,9 +216,12 @@ mod tests {
         assert_eq!(c.alerting.alertmanagers[0].timeout.as_millis(), 10_000);
         assert!(err("alerting: {alertmanagers: [{url: 'am:9093'}]}")
             .contains("alerting.alertmanagers[0].url"));
-        assert!(err("global: {external_labels: {'bad-name': x}}")
-            .contains("global.external_labels.bad-name"));
+        assert!(err("global: {external_labels: {'': x}}").contains("global.external_labels."));
         assert!(err("global: {evaluation_interval: 0s}").contains("global.evaluation_interval"));
         assert!(err("alerting: {colour: red}").contains("unknown field `colour`"));
+        assert!(err("alerting: {generator_url: 'https://g/explore'}")
+            .contains("alerting.generator_url: must contain {{expr}}"));
+        assert!(err("alerting: {generator_url: 'g/explore?q={{expr}}'}")
+            .contains("alerting.generator_url"));
     }
 }

@@ -149,8 +149,10 @@ pub struct GroupSpec {
     pub interval_ms: Option<i64>,
     /// Most series a rule may produce; 0 means no limit.
     pub limit: u64,
-    /// Evaluate this far in the past (`query_offset`).
-    pub query_offset_ms: i64,
+    /// Evaluate this far in the past (`query_offset`); `None` means the global
+    /// `rule_query_offset`, which the manager fills in when it starts the group
+    /// (`test rules` leaves it unset: 0, as promtool).
+    pub query_offset_ms: Option<i64>,
     pub labels: Vec<(String, String)>,
     pub rules: Vec<RuleSpec>,
     pub detectors: Vec<DetectorSpec>,
@@ -453,7 +455,7 @@ fn validate_groups(
             name: g.name,
             interval_ms: g.interval.map(|d| d.as_millis()),
             limit: g.limit.unwrap_or(0),
-            query_offset_ms: g.query_offset.map(|d| d.as_millis()).unwrap_or(0),
+            query_offset_ms: g.query_offset.map(|d| d.as_millis()),
             labels,
             rules,
             detectors: g.detectors,
@@ -686,24 +688,33 @@ impl<'a> Locator<'a> {
     }
 }
 
-/// Rules that appear more than once in a file (same name and labels); promtool's
-/// `duplicate-rules` lint. Each duplicated rule is reported once.
+/// Rules that appear more than once in a file: promtool's `duplicate-rules` lint
+/// (`checkDuplicates`). Two rules are duplicates when they have the same name
+/// (record or alert) and the same labels — the group's labels overlaid by the
+/// rule's — whatever their expressions. Each duplicated rule is reported once,
+/// ordered by name and labels.
 pub fn duplicate_rules(groups: &[GroupSpec]) -> Vec<(String, Vec<(String, String)>)> {
     let mut seen: BTreeMap<(String, Vec<(String, String)>), usize> = BTreeMap::new();
     for g in groups {
         for r in &g.rules {
-            let labels: Vec<(String, String)> = r
+            let mut labels: BTreeMap<&str, &str> = g
                 .labels
                 .iter()
-                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let key = (format!("{}\u{0}{}", r.name(), r.expr_text.trim()), labels);
-            *seen.entry(key).or_default() += 1;
+            for (k, v, _) in &r.labels {
+                labels.insert(k, v);
+            }
+            let labels = labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            *seen.entry((r.name().to_owned(), labels)).or_default() += 1;
         }
     }
     seen.into_iter()
         .filter(|(_, n)| *n > 1)
-        .map(|((k, l), _)| (k.split('\u{0}').next().unwrap_or("").to_string(), l))
+        .map(|(key, _)| key)
         .collect()
 }
 
@@ -724,9 +735,12 @@ pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
                     let dups = duplicate_rules(&groups)
                         .into_iter()
                         .map(|(name, labels)| {
-                            let l: Vec<String> =
-                                labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-                            format!("Metric: {name}\nLabel(s):\n\t{}", l.join("\n\t"))
+                            // promtool's wording: `Metric: x\nLabel(s):\n\tname: value\n`.
+                            let mut s = format!("Metric: {name}\nLabel(s):\n");
+                            for (k, v) in labels {
+                                s.push_str(&format!("\t{k}: {v}\n"));
+                            }
+                            s
                         })
                         .collect();
                     Ok((n, dups))
@@ -782,7 +796,9 @@ mod tests {
         let errs = parse_file_all(&text, Path::new("r.yml")).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].to_string().contains("query.max_depth"));
-        // resolve_expr is held to the same limits, and a raised limit loads both.
+        // resolve_expr is held to the same limits, and a raised limit loads both
+        // (nested calls: a chain this deep is also over the parse-work limit).
+        let deep = format!("{}vector(1){}", "abs(".repeat(1500), ")".repeat(1500));
         let text = format!(
             "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    resolve_expr: '{deep}'\n"
         );
@@ -824,8 +840,8 @@ mod tests {
                 "r.yml:6: group \"g\", rule \"A\": groups[0].rules[0].colour: unknown field `colour`",
             ),
             (
-                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'bad-name': x}\n",
-                "rule \"A\": invalid label name: bad-name",
+                "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels: {'': x}\n",
+                "rule \"A\": invalid label name: ",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations: {s: '{{ $label.x }}'}\n",
@@ -860,13 +876,13 @@ mod tests {
 
     #[test]
     fn check_reports_every_problem() {
-        let text = "groups:\n- name: g\n  rules:\n  - record: 'bad name'\n    expr: up\n  - alert: A\n    expr: 'sum('\n- name: g\n  rules: []\n";
+        let text = "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    labels: {'': x}\n  - alert: A\n    expr: 'sum('\n- name: g\n  rules: []\n";
         let errs = parse_file_all(text, Path::new("r.yml")).unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with("r.yml:4: group \"g\", rule \"bad name\""));
-        assert!(lines[1].starts_with("r.yml:6: group \"g\", rule \"A\": could not parse"));
-        assert!(lines[2].starts_with("r.yml:8: group \"g\": groupname"));
+        assert!(lines[0].starts_with("r.yml:4: group \"g\", rule \"r\""));
+        assert!(lines[1].starts_with("r.yml:7: group \"g\", rule \"A\": could not parse"));
+        assert!(lines[2].starts_with("r.yml:9: group \"g\": groupname"));
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -232,7 +232,8 @@ impl Rule {
             }
             out.push((ls, s.v));
         }
-        self.write(ctx.appender, ts, out);
+        // Results carry the query time, as Prometheus writes them (ts - offset).
+        self.write(ctx.appender, q_ts, out);
         Ok(())
     }
 
@@ -262,10 +263,11 @@ impl Rule {
         ts: i64,
         with_annotations: bool,
     ) -> (LabelSet, Vec<(String, String)>) {
-        let base: BTreeMap<String, String> = s
+        // Templates see the sample's labels as they are, the metric name included
+        // (`smpl.Metric.Map()` in Prometheus); the alert's own labels drop it.
+        let sample_labels: BTreeMap<String, String> = s
             .labels
             .iter()
-            .filter(|l| &*l.name != METRIC_NAME)
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
         // `query` in a template: an instant query at the evaluation time.
@@ -287,8 +289,10 @@ impl Rule {
                 })
                 .collect())
         };
+        let mut base = sample_labels.clone();
+        base.remove(METRIC_NAME);
         let data = TemplateData {
-            labels: base.clone(),
+            labels: sample_labels,
             external_labels: ctx.external_labels.clone(),
             external_url: ctx.external_url.to_string(),
             value: s.v,
@@ -322,7 +326,7 @@ impl Rule {
         ts: i64,
         ctx: &EvalContext<'_>,
     ) -> Result<(), String> {
-        let q_ts = ts - group.query_offset_ms;
+        let q_ts = ts - group.query_offset_ms.unwrap_or(0);
         let samples = ctx
             .source
             .query(&self.spec.expr, &self.spec.expr_text, q_ts)
@@ -452,7 +456,7 @@ impl Rule {
             pairs.push(("alertstate", a.state.as_str()));
             series.push((LabelSet::from_pairs(pairs), 1.0));
         }
-        self.write(ctx.appender, ts, series);
+        self.write(ctx.appender, q_ts, series);
         Ok(())
     }
 
@@ -558,7 +562,7 @@ impl Rule {
             .query(
                 &self.spec.expr,
                 &self.spec.expr_text,
-                ts - group.query_offset_ms,
+                ts - group.query_offset_ms.unwrap_or(0),
             )
             .map_err(|e| e.to_string())?;
         Ok(samples

@@ -33,6 +33,7 @@ use super::transition::AlertSink;
 use super::RuleError;
 
 pub use super::file::{check_files, CheckResult};
+pub use super::schedule::eval_offset_ms;
 pub use super::views::RuleFilter;
 
 /// What the rules engine reads from the service configuration.
@@ -198,13 +199,15 @@ impl RuleManager {
             mtimes.push((f.clone(), mtime(f)));
         }
         let default_interval = settings.global.evaluation_interval.as_millis().max(1);
+        let default_offset = settings.global.rule_query_offset.as_millis();
         self.shared
             .notifier
             .set_config(settings.alerting.clone(), settings.global.clone());
         *self.shared.settings.lock() = settings;
         let mut running = self.running.lock();
         let mut old = std::mem::take(&mut *running);
-        for spec in specs {
+        for mut spec in specs {
+            spec.query_offset_ms.get_or_insert(default_offset);
             let spec = Arc::new(spec);
             let mut group = Group::new(spec.clone(), default_interval);
             let key = group.key();
@@ -269,6 +272,11 @@ impl RuleManager {
             .values()
             .flat_map(|r| r.group.lock().spec.detectors.clone())
             .collect()
+    }
+
+    /// The configured Alertmanagers and the outcome of the last send to each.
+    pub fn alertmanagers(&self) -> Vec<super::notifier::AlertmanagerStatus> {
+        self.shared.notifier.alertmanagers()
     }
 
     /// The label sets for which the alerting rule `rule` of group `group` holds

@@ -45,13 +45,25 @@ pub fn alerts_endpoint(base: &str) -> String {
     format!("{}/api/v2/alerts", base.trim_end_matches('/'))
 }
 
-/// Prometheus's generator URL: `<external_url>/graph?g0.expr=<expr>&g0.tab=1`.
-pub fn generator_url(external_url: &str, expr: &str) -> String {
-    let q: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("g0.expr", expr)
-        .append_pair("g0.tab", "1")
-        .finish();
-    format!("{}/graph?{q}", external_url.trim_end_matches('/'))
+/// An alert's `generatorURL`. By default Prometheus's link,
+/// `<external_url>/graph?g0.expr=<expr>&g0.tab=1` (closedloop serves `/graph`);
+/// with `alerting.generator_url` set, that template with `{{expr}}` replaced by
+/// the URL-encoded expression and `{{expr_json}}` by the URL-encoded JSON string
+/// of it (what Grafana Explore's `panes` parameter holds).
+pub fn generator_url(template: Option<&str>, external_url: &str, expr: &str) -> String {
+    let encode = |s: &str| -> String { form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    match template {
+        None => format!(
+            "{}/graph?g0.expr={}&g0.tab=1",
+            external_url.trim_end_matches('/'),
+            encode(expr)
+        ),
+        Some(t) => {
+            let json = serde_json::Value::String(expr.to_owned()).to_string();
+            t.replace("{{expr_json}}", &encode(&json))
+                .replace("{{expr}}", &encode(expr))
+        }
+    }
 }
 
 /// The notifier's metrics.
@@ -107,6 +119,28 @@ pub struct Notifier {
     config: RwLock<(AlertingConfig, GlobalConfig)>,
     client: reqwest::Client,
     metrics: NotifierMetrics,
+    /// The outcome of the last send to each Alertmanager, by configured URL.
+    health: Mutex<BTreeMap<String, SendOutcome>>,
+}
+
+/// The last send to one Alertmanager.
+#[derive(Debug, Clone, Default)]
+struct SendOutcome {
+    ok: bool,
+    at_ms: i64,
+    error: Option<String>,
+}
+
+/// An Alertmanager as `/api/v1/alertmanagers` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerStatus {
+    /// The endpoint alerts are posted to (`<url>/api/v2/alerts`).
+    pub url: String,
+    /// `up` (last send succeeded), `down` (it failed) or `unknown` (none yet).
+    pub health: &'static str,
+    pub last_error: String,
+    /// RFC 3339 time of the last send, or Prometheus's zero time.
+    pub last_send: String,
 }
 
 impl Notifier {
@@ -124,7 +158,43 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
             metrics,
+            health: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The configured Alertmanagers with the outcome of their last send.
+    pub fn alertmanagers(&self) -> Vec<AlertmanagerStatus> {
+        let health = self.health.lock();
+        self.config
+            .read()
+            .0
+            .alertmanagers
+            .iter()
+            .map(|am| {
+                let last = health.get(&am.url);
+                AlertmanagerStatus {
+                    url: alerts_endpoint(&am.url),
+                    health: match last {
+                        None => "unknown",
+                        Some(o) if o.ok => "up",
+                        Some(_) => "down",
+                    },
+                    last_error: last.and_then(|o| o.error.clone()).unwrap_or_default(),
+                    last_send: rfc3339(last.map_or(i64::MIN, |o| o.at_ms)),
+                }
+            })
+            .collect()
+    }
+
+    fn record(&self, url: &str, error: Option<String>) {
+        self.health.lock().insert(
+            url.to_owned(),
+            SendOutcome {
+                ok: error.is_none(),
+                at_ms: chrono::Utc::now().timestamp_millis(),
+                error,
+            },
+        );
     }
 
     /// Applies a reloaded configuration.
@@ -184,6 +254,7 @@ impl Notifier {
                     let client = self.client.clone();
                     let body = body.clone();
                     let m = self.metrics.clone();
+                    let this = self.clone();
                     tasks.push(tokio::spawn(async move {
                         let url = alerts_endpoint(&am.url);
                         let timeout = Duration::from_millis(am.timeout.as_millis().max(1) as u64);
@@ -195,15 +266,18 @@ impl Notifier {
                             .await
                             .and_then(|r| r.error_for_status());
                         match r {
-                            Ok(_) => m
-                                .sent
-                                .with_label_values(&[&am.url])
-                                .inc_by(body.len() as u64),
+                            Ok(_) => {
+                                m.sent
+                                    .with_label_values(&[&am.url])
+                                    .inc_by(body.len() as u64);
+                                this.record(&am.url, None);
+                            }
                             Err(e) => {
                                 m.errors
                                     .with_label_values(&[&am.url])
                                     .inc_by(body.len() as u64);
                                 tracing::warn!(alertmanager = %am.url, error = %e, "sending alerts failed");
+                                this.record(&am.url, Some(e.to_string()));
                             }
                         }
                     }));
@@ -274,8 +348,17 @@ mod tests {
     #[test]
     fn generator_url_is_prometheus_shaped() {
         assert_eq!(
-            generator_url("http://cl:9096/", "up == 0"),
+            generator_url(None, "http://cl:9096/", "up == 0"),
             "http://cl:9096/graph?g0.expr=up+%3D%3D+0&g0.tab=1"
+        );
+        // A Grafana Explore link: the expression as a JSON string, URL-encoded.
+        assert_eq!(
+            generator_url(
+                Some("https://g/explore?panes=%7B%22a%22:%7B%22queries%22:%5B%7B%22expr%22:{{expr_json}}%7D%5D%7D%7D&x={{expr}}"),
+                "http://cl:9096",
+                "a{b=\"c\"}"
+            ),
+            "https://g/explore?panes=%7B%22a%22:%7B%22queries%22:%5B%7B%22expr%22:%22a%7Bb%3D%5C%22c%5C%22%7D%22%7D%5D%7D%7D&x=a%7Bb%3D%22c%22%7D"
         );
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.500Z");
     }

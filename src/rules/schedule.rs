@@ -89,10 +89,21 @@ impl RuleMetrics {
     }
 }
 
-/// A stable per-group offset within the interval, so groups spread out.
-fn offset(key: &str, interval_ms: i64) -> i64 {
-    let h = crate::storage::labels::hash_pairs(std::iter::once(("g", key)));
-    (h % interval_ms.max(1) as u64) as i64
+/// A group's offset within its interval, exactly as Prometheus computes it
+/// (`Group.EvalTimestamp`: the xxhash64 of the label set `{file, name}`, modulo
+/// the interval in nanoseconds), so a group evaluates at the same timestamps in
+/// closedloop as in a Prometheus loading the same file path. Returned in whole
+/// milliseconds, as Prometheus's evaluation timestamps become sample times.
+pub fn eval_offset_ms(file: &str, name: &str, interval_ms: i64) -> i64 {
+    let mut key = Vec::with_capacity(file.len() + name.len() + 12);
+    for (n, v) in [("file", file), ("name", name)] {
+        key.extend_from_slice(n.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(v.as_bytes());
+        key.push(0xff);
+    }
+    let interval_ns = interval_ms.max(1) as u64 * 1_000_000;
+    ((xxhash_rust::xxh64::xxh64(&key, 0) % interval_ns) / 1_000_000) as i64
 }
 
 /// The slot to evaluate when it is `now` and `next` was due: `next` itself while
@@ -112,15 +123,16 @@ pub(super) async fn run_group(
     group: Arc<Mutex<Group>>,
     stop: Arc<AtomicBool>,
 ) {
-    let (interval, key, datasource) = {
+    let (interval, key, datasource, off) = {
         let g = group.lock();
+        let interval = g.interval_ms.max(1);
         (
-            g.interval_ms.max(1),
+            interval,
             group_key(&g.spec),
             g.spec.datasource.clone(),
+            eval_offset_ms(&g.spec.file.display().to_string(), &g.spec.name, interval),
         )
     };
-    let off = offset(&key, interval);
     let slot = |t: i64| (t - off).div_euclid(interval) * interval + off;
     // The first evaluation is at the next aligned slot.
     let mut next = slot(now_ms()) + interval;
@@ -180,7 +192,12 @@ pub(super) async fn run_group(
                     continue;
                 }
                 changed |= !rule.active.is_empty();
-                let expr = rule.spec.expr_text.clone();
+                // Prometheus links the normalised expression (`expr.String()`).
+                let link = generator_url(
+                    settings.alerting.generator_url.as_deref(),
+                    &settings.external_url,
+                    &rule.spec.expr.to_string(),
+                );
                 for a in rule.alerts_to_send(ts, resend, interval) {
                     out.push(AmAlert {
                         labels: a
@@ -191,7 +208,7 @@ pub(super) async fn run_group(
                         annotations: a.annotations.iter().cloned().collect(),
                         starts_at: rfc3339(a.fired_at_ms.unwrap_or(a.active_at_ms)),
                         ends_at: rfc3339(a.resolved_at_ms.unwrap_or(a.valid_until_ms)),
-                        generator_url: generator_url(&settings.external_url, &expr),
+                        generator_url: link.clone(),
                     });
                 }
             }
@@ -243,9 +260,13 @@ mod tests {
     }
 
     #[test]
-    fn offsets_are_stable_and_within_interval() {
-        let a = offset("f;g", 15_000);
-        assert_eq!(a, offset("f;g", 15_000));
+    fn offsets_are_prometheus_offsets() {
+        // Read off a real Prometheus 2.42 (`rule_files: [rules.yml]`, 10s interval):
+        // the samples its recording rules wrote sat at xx:xx:x1.632 for group "g"
+        // and at x5.484 for "another group".
+        assert_eq!(eval_offset_ms("rules.yml", "g", 10_000), 1_632);
+        assert_eq!(eval_offset_ms("rules.yml", "another group", 10_000), 5_484);
+        let a = eval_offset_ms("f", "g", 15_000);
         assert!((0..15_000).contains(&a));
     }
 }

@@ -979,7 +979,8 @@ impl Exec<'_> {
                     "humanize1024" => humanize1024(v),
                     "humanizeDuration" => humanize_duration(v),
                     "humanizePercentage" => format!("{}%", go_fmt_g(v * 100.0, Some(4))),
-                    _ => humanize_timestamp(v),
+                    _ => humanize_timestamp(v)
+                        .map_err(|e| format!("error calling humanizeTimestamp: {e}"))?,
                 })
             }
             "printf" => {
@@ -1409,27 +1410,42 @@ fn humanize_duration(v: f64) -> String {
     format!("{}{prefix}s", go_fmt_g(v, Some(4)))
 }
 
-fn humanize_timestamp(v: f64) -> String {
+/// Prometheus's `humanizeTimestamp` (`floatToTime`): seconds as a UTC time in Go's
+/// `time.Time` notation, at millisecond precision (the float becomes nanoseconds,
+/// truncated to a `model.Time` in milliseconds); NaN and ±Inf print as `%.4g`; a
+/// value whose nanoseconds overflow an int64 is an error.
+fn humanize_timestamp(v: f64) -> Result<String, String> {
     if v.is_nan() || v.is_infinite() {
-        return go_fmt_g(v, Some(4));
+        return Ok(go_fmt_g(v, Some(4)));
     }
-    // As Prometheus: the float times 1e9 is the instant in nanoseconds.
-    let total = (v * 1e9) as i64;
-    let secs = total.div_euclid(1_000_000_000);
-    let nanos = total.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos.min(999_999_999)) {
-        Some(t) => {
-            let base = t.format("%Y-%m-%d %H:%M:%S").to_string();
-            let frac = if nanos == 0 {
-                String::new()
-            } else {
-                let f = format!(".{nanos:09}");
-                f.trim_end_matches('0').to_string()
-            };
-            format!("{base}{frac} +0000 UTC")
-        }
-        None => go_fmt_g(v, Some(4)),
+    let ns = v * 1e9;
+    // As Go: `timestamp > math.MaxInt64 || timestamp < math.MinInt64`, in floats.
+    if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
+        return Err(format!(
+            "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
+            go_fmt_g(v, None)
+        ));
     }
+    // Go's conversions truncate toward zero: float to int64 nanoseconds, then
+    // nanoseconds to milliseconds.
+    let ms = (ns as i64) / 1_000_000;
+    let (secs, sub_ms) = (ms / 1000, ms % 1000);
+    let Some(t) = chrono::DateTime::from_timestamp(secs, 0)
+        .and_then(|t| t.checked_add_signed(chrono::TimeDelta::milliseconds(sub_ms)))
+    else {
+        return Err(format!(
+            "{} is outside the representable time range",
+            go_fmt_g(v, None)
+        ));
+    };
+    let base = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let millis = t.timestamp_subsec_millis();
+    let frac = if millis == 0 {
+        String::new()
+    } else {
+        format!(".{millis:03}").trim_end_matches('0').to_string()
+    };
+    Ok(format!("{base}{frac} +0000 UTC"))
 }
 
 fn title(s: &str) -> String {
@@ -1649,6 +1665,35 @@ mod tests {
             run("{{ 1435065584.128 | humanizeTimestamp }}"),
             "2015-06-23 13:19:44.128 +0000 UTC"
         );
+    }
+
+    /// Prometheus's `humanizeTimestamp` keeps milliseconds (`model.Time`), prints
+    /// NaN/Inf with `%.4g` and refuses values whose nanoseconds overflow int64
+    /// (template_test.go cases).
+    #[test]
+    fn humanize_timestamp_as_prometheus() {
+        assert_eq!(
+            humanize_timestamp(1435065584.128999).unwrap(),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
+        assert_eq!(
+            humanize_timestamp(0.0).unwrap(),
+            "1970-01-01 00:00:00 +0000 UTC"
+        );
+        assert_eq!(
+            humanize_timestamp(-1.5).unwrap(),
+            "1969-12-31 23:59:58.5 +0000 UTC"
+        );
+        assert_eq!(humanize_timestamp(f64::NAN).unwrap(), "NaN");
+        assert_eq!(humanize_timestamp(f64::INFINITY).unwrap(), "+Inf");
+        assert_eq!(
+            humanize_timestamp(1e20).unwrap_err(),
+            "1e+20 cannot be represented as a nanoseconds timestamp since it overflows int64"
+        );
+        let t = Template::parse("{{ 1e20 | humanizeTimestamp }}").unwrap();
+        assert!(expand_or_error(&t, &data()).starts_with(
+            "<error expanding template: error calling humanizeTimestamp: 1e+20 cannot be represented"
+        ));
     }
 
     #[test]

@@ -64,7 +64,13 @@ impl RuleManager {
                         let alerts: Vec<serde_json::Value> = if f.exclude_alerts {
                             Vec::new()
                         } else {
-                            rule.active.values().map(alert_json).collect()
+                            // Prometheus lists active alerts only (`ActiveAlerts`):
+                            // resolved ones kept for resending are left out.
+                            rule.active
+                                .values()
+                                .filter(|a| a.state != AlertState::Inactive)
+                                .map(alert_json)
+                                .collect()
                         };
                         let state = rule
                             .active
@@ -85,9 +91,9 @@ impl RuleManager {
                         json!({
                             "state": state.as_str(),
                             "name": name,
-                            "query": rule.spec.expr_text,
-                            "duration": rule.spec.for_ms as f64 / 1000.0,
-                            "keepFiringFor": rule.spec.keep_firing_for_ms as f64 / 1000.0,
+                            "query": rule.spec.expr.to_string(),
+                            "duration": seconds(rule.spec.for_ms),
+                            "keepFiringFor": seconds(rule.spec.keep_firing_for_ms),
                             "labels": labels,
                             "annotations": annotations,
                             "alerts": alerts,
@@ -100,7 +106,7 @@ impl RuleManager {
                         }
                         json!({
                             "name": name,
-                            "query": rule.spec.expr_text,
+                            "query": rule.spec.expr.to_string(),
                             "labels": labels,
                             "type": "recording",
                         })
@@ -124,7 +130,7 @@ impl RuleManager {
                 "name": g.spec.name,
                 "file": g.spec.file.display().to_string(),
                 "rules": rules,
-                "interval": g.interval_ms as f64 / 1000.0,
+                "interval": seconds(g.interval_ms),
                 "limit": g.spec.limit,
                 "evaluationTime": g.last_duration_s,
                 "lastEvaluation": if g.iterations == 0 { "0001-01-01T00:00:00Z".to_string() } else { rfc3339(g.last_eval_ms) },
@@ -163,7 +169,7 @@ fn alert_json(a: &super::group::Alert) -> serde_json::Value {
         "annotations": annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339(a.active_at_ms),
-        "value": crate::rules::template::go_fmt_g(a.value, None),
+        "value": go_fmt_e(a.value),
     });
     if let (Some(since), AlertState::Firing, Some(m)) =
         (a.clear_since_ms, a.state, o.as_object_mut())
@@ -171,4 +177,44 @@ fn alert_json(a: &super::group::Alert) -> serde_json::Value {
         m.insert("keepFiringSince".into(), json!(rfc3339(since)));
     }
     o
+}
+
+/// A duration in seconds as Go's JSON encoder writes the float: `15`, `0.5`.
+fn seconds(ms: i64) -> serde_json::Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// An alert's value as Prometheus's API writes it: `strconv.FormatFloat(v, 'e', -1,
+/// 64)`, the shortest digits in exponent form (`1e+00`, `2.5e-01`).
+fn go_fmt_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    // Rust's `{:e}` is also the shortest round-tripping form: `1.5e-7`, `1e0`.
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_values_are_formatted_as_prometheus() {
+        assert_eq!(go_fmt_e(1.0), "1e+00");
+        assert_eq!(go_fmt_e(0.25), "2.5e-01");
+        assert_eq!(go_fmt_e(-1234.5), "-1.2345e+03");
+        assert_eq!(go_fmt_e(1e-300), "1e-300");
+        assert_eq!(go_fmt_e(f64::INFINITY), "+Inf");
+    }
 }

@@ -137,18 +137,18 @@ pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     h.finish()
 }
 
-/// Checks a label name against Prometheus's legacy charset `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// Whether `name` is a valid label name. Prometheus 3 validates names as UTF-8
+/// (its default `utf8` validation scheme): any non-empty string is a valid name,
+/// dotted OpenTelemetry names such as `service.name` included (a `&str` is UTF-8
+/// already). Prometheus 2's `[a-zA-Z_][a-zA-Z0-9_]*` is no longer required.
 pub fn is_valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty()
 }
 
-/// Checks a metric name against `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+/// Whether `name` is a valid metric name: as for label names, any non-empty UTF-8
+/// string (Prometheus 3), e.g. `http.server.request.duration`.
 pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_' | b':'))
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    !name.is_empty()
 }
 
 const INTERNER_SHARDS: usize = 16;
@@ -257,13 +257,14 @@ mod tests {
     }
 
     #[test]
-    fn names_validate() {
+    fn names_validate_as_utf8_like_prometheus_3() {
         assert!(is_valid_label_name("_a1"));
-        assert!(!is_valid_label_name("1a"));
-        assert!(!is_valid_label_name("a:b"));
+        assert!(is_valid_label_name("service.name"));
+        assert!(is_valid_label_name("1a"));
         assert!(!is_valid_label_name(""));
         assert!(is_valid_metric_name("a:b_c"));
-        assert!(!is_valid_metric_name("a-b"));
+        assert!(is_valid_metric_name("http.server.request.duration"));
+        assert!(!is_valid_metric_name(""));
     }
 
     #[test]

@@ -12,9 +12,11 @@
 //! store never blocks on I/O and never reads the clock: callers pass times in.
 
 mod chunk;
+pub mod exemplars;
 mod index;
 pub mod labels;
 pub mod matcher;
+pub mod metadata;
 pub mod window;
 
 use std::collections::{BTreeSet, HashMap};

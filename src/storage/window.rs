@@ -131,6 +131,17 @@ impl SeriesWindow {
             + allocs * ALLOC_OVERHEAD
     }
 
+    /// Timestamp of the oldest sample reads see.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        let c = self.views().find(|c| c.max_t >= self.visible_from)?;
+        if c.min_t >= self.visible_from {
+            return Some(c.min_t);
+        }
+        c.samples()
+            .map(|(t, _)| t)
+            .find(|&t| t >= self.visible_from)
+    }
+
     /// The newest sample.
     pub fn last(&self) -> Option<(i64, f64)> {
         (self.app.count() > 0).then(|| {

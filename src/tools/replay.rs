@@ -247,14 +247,16 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
             };
         let mut rec = Recorded::default();
         for r in &spec.rules {
-            let offset = spec.query_offset_ms;
+            // Past data is complete: no ingestion delay to wait for, so a group
+            // without its own `query_offset` evaluates at its slots (as promtool).
+            // Results stay keyed by query time, which is what a group asks for.
+            let offset = spec.query_offset_ms.unwrap_or(0);
             for text in std::iter::once(&r.expr_text).chain(r.resolve_expr.as_ref().map(|(t, _)| t))
             {
                 let by_t = ds
                     .range(text, first - offset, args.to_ms - offset, interval)
                     .await?;
-                let shifted = by_t.into_iter().map(|(t, s)| (t + offset, s)).collect();
-                rec.results.insert(text.clone(), shifted);
+                rec.results.insert(text.clone(), by_t);
             }
         }
         groups.push((group, rec, first, interval));

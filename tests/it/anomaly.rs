@@ -1,4 +1,4 @@
-//! The five detectors on live remote-write traffic through the real binary: declared
+//! The detectors on live remote-write traffic through the real binary: declared
 //! in a rule file, fed by remote write, their outputs queried back with PromQL, their
 //! detections counted in /metrics and grouped into one incident at /api/v1/anomalies.
 
@@ -23,13 +23,9 @@ fn normal(i: usize, instance: usize) -> f64 {
         + 0.01 * (((i * 7 + instance * 3) % 11) as f64 / 11.0)
 }
 
-#[test]
-fn detectors_score_live_remote_write_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
-    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
-    let instances = ["a", "b", "c"];
-    let labels: Vec<[(&str, &str); 3]> = instances
+/// `latency_seconds{instance="…", job="api"}` for each instance.
+fn latency_labels<'a>(instances: &[&'a str]) -> Vec<[(&'static str, &'a str); 3]> {
+    instances
         .iter()
         .map(|i| {
             [
@@ -38,7 +34,46 @@ fn detectors_score_live_remote_write_traffic() {
                 ("job", "api"),
             ]
         })
+        .collect()
+}
+
+/// Posts one remote-write request carrying `samples[k]` for the series `labels[k]`.
+fn post_series<S: AsRef<[(i64, f64)]>>(
+    cl: &Closedloop,
+    labels: &[[(&str, &str); 3]],
+    samples: &[S],
+) {
+    let series: Vec<TestSeries<'_>> = labels
+        .iter()
+        .zip(samples)
+        .map(|(l, s)| (&l[..], s.as_ref()))
         .collect();
+    let (status, text) = post_write(cl, v1_body(&series), "application/x-protobuf");
+    assert_eq!(status, 204, "{text}");
+}
+
+/// Scoring runs off the request path: waits until the worker has scored `sent`
+/// samples, with none dropped and none left in the queue.
+fn wait_scored(cl: &Closedloop, sent: usize) {
+    wait_until(
+        "the scoring worker to catch up",
+        Duration::from_secs(60),
+        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent as f64,
+    );
+    assert_eq!(
+        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
+        0.0
+    );
+    assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
+}
+
+#[test]
+fn detectors_score_live_remote_write_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let instances = ["a", "b", "c"];
+    let labels = latency_labels(&instances);
     // One hour of 15 s samples ending now, one request per scrape as Prometheus sends.
     let end = now_ms() - 1_000;
     let steps = 240usize;
@@ -48,27 +83,9 @@ fn detectors_score_live_remote_write_traffic() {
         let samples: Vec<[(i64, f64); 1]> = (0..instances.len())
             .map(|k| [(t, if spike && k == 0 { 50.0 } else { normal(i, k) })])
             .collect();
-        let series: Vec<TestSeries<'_>> = labels
-            .iter()
-            .zip(&samples)
-            .map(|(l, s)| (&l[..], &s[..]))
-            .collect();
-        let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
-        assert_eq!(status, 204, "{text}");
+        post_series(&cl, &labels, &samples);
     }
-
-    // Scoring runs off the request path: wait until the worker has scored it all.
-    let sent = (steps * instances.len()) as f64;
-    wait_until(
-        "the scoring worker to catch up",
-        Duration::from_secs(60),
-        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent,
-    );
-    assert_eq!(
-        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
-        0.0
-    );
-    assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
+    wait_scored(&cl, steps * instances.len());
 
     // Every detector wrote its scores back as ordinary series, for every instance.
     let per_detector = cl.api("/api/v1/query?query=count%20by%20(detector)%20(anomaly_score)");
@@ -135,6 +152,103 @@ fn detectors_score_live_remote_write_traffic() {
         "{incidents}"
     );
     assert_eq!(members.len(), detected.len(), "{incidents}");
+}
+
+/// The default configuration and the likelihood post-processor in the running service:
+/// declared in a rule file, scored by the scoring worker, their scores and band
+/// written back, and a value beyond everything `auto` has seen is a detection whose
+/// band explains it.
+#[test]
+fn auto_and_likelihood_detectors_score_on_the_scoring_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        r#"groups:
+  - name: latency
+    detectors:
+      - {name: lat_auto, selector: latency_seconds, algorithm: auto}
+      - {name: lat_zl, selector: latency_seconds, algorithm: zscore, window: 1h, likelihood: true}
+    rules: []
+"#,
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let instances = ["a", "b", "c"];
+    let labels = latency_labels(&instances);
+    // 700 samples at 15 s (past auto's 600-sample warm-up and the likelihood's
+    // learning period), 50 per series per request; the last sample of instance a is
+    // far above anything seen.
+    let steps = 700usize;
+    let end = now_ms() - 1_000;
+    let t = |i: usize| end - ((steps - 1 - i) as i64) * 15_000;
+    for start in (0..steps).step_by(50) {
+        let samples: Vec<Vec<(i64, f64)>> = (0..instances.len())
+            .map(|k| {
+                (start..(start + 50).min(steps))
+                    .map(|i| {
+                        let spike = i == steps - 1 && k == 0;
+                        (t(i), if spike { 50.0 } else { normal(i, k) })
+                    })
+                    .collect()
+            })
+            .collect();
+        post_series(&cl, &labels, &samples);
+    }
+    wait_scored(&cl, steps * instances.len());
+    let at = format!("&time={}", t(steps - 1) as f64 / 1000.0);
+    let value = |q: &str| -> Vec<(String, f64)> {
+        let got = cl.api(&format!("/api/v1/query?query={q}{at}"));
+        let mut v: Vec<(String, f64)> = got["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"]["instance"].as_str().unwrap().to_owned(),
+                    r["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    // Both detectors wrote a likelihood-scale score in [0, 1] for every instance.
+    for d in ["lat_auto", "lat_zl"] {
+        let scores = value(&format!("anomaly_score%7Bdetector%3D%22{d}%22%7D"));
+        assert_eq!(scores.len(), 3, "{d}: {scores:?}");
+        assert!(
+            scores.iter().all(|(_, s)| (0.0..=1.0).contains(s)),
+            "{d}: {scores:?}"
+        );
+    }
+    // The spike scores 1 in auto, and the band written beside it shows why.
+    let auto = value("anomaly_score%7Bdetector%3D%22lat_auto%22%7D");
+    assert_eq!(auto[0], ("a".to_owned(), 1.0), "{auto:?}");
+    let upper = value("anomaly_upper%7Bdetector%3D%22lat_auto%22%7D");
+    let lower = value("anomaly_lower%7Bdetector%3D%22lat_auto%22%7D");
+    assert_eq!((upper.len(), lower.len()), (3, 3), "{upper:?} {lower:?}");
+    assert!(
+        upper[0].1 < 50.0 && lower[0].1 < upper[0].1,
+        "{upper:?} {lower:?}"
+    );
+    // ... and it is a detection, grouped into an incident with instance a.
+    wait_until(
+        "auto's detection in /metrics",
+        Duration::from_secs(10),
+        || cl.metric("closed_loop_detections_total", "detector=\"lat_auto\"") >= 1.0,
+    );
+    let incidents = cl.api("/api/v1/anomalies")["incidents"].clone();
+    let auto_members: Vec<&serde_json::Value> = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["members"].as_array().unwrap())
+        .filter(|m| m["detector"] == "lat_auto")
+        .collect();
+    assert!(
+        auto_members.iter().any(|m| m["labels"]["instance"] == "a"),
+        "{incidents}"
+    );
 }
 
 /// Scoring is off the request path: a burst far larger than the scoring queue is

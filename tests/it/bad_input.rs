@@ -71,10 +71,10 @@ fn bad_requests_get_their_status_and_lose_nothing() {
         ("oversized body", oversized, PROTOBUF, 413, ""),
         (
             "invalid label name",
-            v1_body(&[(&[("__name__", "x"), ("0bad", "v")], &[(now, 1.0)])]),
+            v1_body(&[(&[("__name__", "x"), ("", "v")], &[(now, 1.0)])]),
             PROTOBUF,
             400,
-            "invalid label name \"0bad\"",
+            "invalid label name \"\"",
         ),
         (
             "duplicate label name",
@@ -253,8 +253,13 @@ fn remote_write_2_reports_what_was_written() {
         cl.metric("closedloop_remote_write_histograms_dropped_total", ""),
         1.0
     );
+    // The exemplar is kept (remote write 2.0 exemplars go to the exemplar store).
     assert_eq!(
-        cl.metric("closedloop_remote_write_exemplars_dropped_total", ""),
+        header("x-prometheus-remote-write-exemplars-written").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cl.metric("closedloop_remote_write_exemplars_written_total", ""),
         1.0
     );
     let series = cl.api("/api/v1/series?match[]=up");

@@ -98,7 +98,8 @@ fn a_rule_file_evaluation_cannot_run_is_refused_and_the_server_stays_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    // As promtool: "Checking FILE" on stdout, the failure on stderr.
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("bad.yml:5: group \"g\", rule \"deep\"")
             && text.contains("over the limit of 1000 (query.max_depth)"),
@@ -149,6 +150,16 @@ const READ_ROUTES: &[&str] = &[
     "/api/v1/anomalies",
     "/api/v1/actions",
     "/api/v1/approvals",
+    "/api/v1/query_exemplars?query=up",
+    "/api/v1/status/config",
+    "/api/v1/status/flags",
+    "/api/v1/status/runtimeinfo",
+    "/api/v1/status/tsdb",
+    "/api/v1/targets",
+    "/api/v1/alertmanagers",
+    "/api/v1/format_query?query=up",
+    "/api/v1/parse_query?query=up",
+    "/graph?g0.expr=up",
 ];
 
 fn get_status(cl: &Closedloop, path: &str, auth: Option<&str>) -> u16 {

@@ -2,9 +2,11 @@
 //! One test binary (ripgrep-style) so the test build stays fast.
 
 mod anomaly;
+mod answers;
 mod bad_input;
 mod closed_loop;
 mod common;
+mod compat_api;
 mod crash;
 mod dashboard;
 mod decide;
@@ -13,6 +15,7 @@ mod kube_double;
 mod kubernetes;
 mod prometheus;
 mod promql_diff;
+mod real_material;
 mod rules;
 mod service;
 mod simulate;

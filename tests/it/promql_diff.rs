@@ -23,9 +23,9 @@
 //! an entry that no longer differs (the list must stay honest).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::time::Instant;
 
+use crate::answers::*;
 use crate::common::*;
 
 /// Sample interval of all generated series.
@@ -38,32 +38,13 @@ const BUCKETS: [&str; 7] = ["0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
 /// Prometheus's staleness marker.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
-/// A small deterministic generator (SplitMix64), so every run writes the same shape.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 struct GenSeries {
     labels: Vec<(String, String)>,
     samples: Vec<(i64, f64)>,
 }
 
-/// The generated data set, with the grid origin `origin_ms` (a whole minute).
+/// The generated data set, on a grid starting at a whole minute.
 struct DataSet {
-    origin_ms: i64,
     series: Vec<GenSeries>,
 }
 
@@ -243,70 +224,22 @@ impl DataSet {
         for s in &mut series {
             s.labels.sort();
         }
-        DataSet { origin_ms, series }
+        DataSet { series }
     }
 
     fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
     }
 
-    /// Remote-write bodies, oldest first: every series' samples in each ten-minute
-    /// slice of the data.
+    /// Remote-write bodies, oldest first, in ten-minute slices.
     fn bodies(&self) -> Vec<Vec<u8>> {
-        let slice = 40 * INTERVAL_MS;
-        let end = self.origin_ms + SAMPLES * INTERVAL_MS + INTERVAL_MS;
-        let mut out = Vec::new();
-        let mut from = self.origin_ms;
-        while from < end {
-            let to = from + slice;
-            let parts: Vec<OwnedSeries<'_>> = self
-                .series
-                .iter()
-                .map(|s| {
-                    let labels = s
-                        .labels
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str()))
-                        .collect();
-                    let samples = s
-                        .samples
-                        .iter()
-                        .copied()
-                        .filter(|&(t, _)| t >= from && t < to)
-                        .collect();
-                    (labels, samples)
-                })
-                .filter(|(_, samples): &(_, Vec<_>)| !samples.is_empty())
-                .collect();
-            let refs: Vec<TestSeries<'_>> = parts
-                .iter()
-                .map(|(l, s)| (l.as_slice(), s.as_slice()))
-                .collect();
-            out.push(v1_body(&refs));
-            from = to;
-        }
-        out
+        let series: Vec<OwnedSeries> = self
+            .series
+            .iter()
+            .map(|s| (s.labels.clone(), s.samples.clone()))
+            .collect();
+        remote_write_bodies(&series, 40 * INTERVAL_MS)
     }
-}
-
-/// Borrowed labels and a slice's samples of one series.
-type OwnedSeries<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
-
-/// A result series: labels and `(t, v)` points.
-type ResultSeries = (BTreeMap<String, String>, Vec<(f64, f64)>);
-
-fn write_to(url: &str, body: Vec<u8>) {
-    let resp = http()
-        .post(url)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = resp.status();
-    let text = resp.text().unwrap_or_default();
-    assert!(status.is_success(), "POST {url}: {status} {text}");
 }
 
 /// The queries. `{A}` stands for an absolute time in the data (whole seconds), for
@@ -413,6 +346,10 @@ const QUERIES: &[&str] = &[
     "cpu_temp_celsius atan2 10",
     "up * 2 > bool on(instance, job) up",
     "http_requests_total + on(job) node_info",
+    // A vector match with an empty side answers nothing at that step, before the
+    // ambiguity check on the other side (empty at the instant, an error in the range).
+    "(up == 0) * on(instance) group_left() http_requests_total",
+    "http_requests_total * on(instance) group_right() (up == 0)",
     // Math and other functions.
     "abs(cpu_temp_celsius)",
     "ceil(cpu_temp_celsius)",
@@ -481,182 +418,6 @@ const QUERIES: &[&str] = &[
     "NaN",
 ];
 
-/// One parsed query answer.
-#[derive(Debug)]
-enum Answer {
-    Error(String, String),
-    Scalar(f64, f64),
-    String(f64, String),
-    /// Series in the order the server returned them; points `(t, v)`.
-    Series(&'static str, Vec<ResultSeries>),
-}
-
-fn parse_float(s: &str) -> f64 {
-    match s {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s
-            .parse()
-            .unwrap_or_else(|_| panic!("not a sample value: {s:?}")),
-    }
-}
-
-fn point(p: &serde_json::Value) -> (f64, f64) {
-    (
-        p[0].as_f64().expect("timestamp"),
-        parse_float(p[1].as_str().expect("value string")),
-    )
-}
-
-fn metric(m: &serde_json::Value) -> BTreeMap<String, String> {
-    m.as_object()
-        .expect("metric object")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect()
-}
-
-fn query(base: &str, path: &str, params: &[(&str, String)]) -> Answer {
-    let url = format!("{base}{path}");
-    let resp = http()
-        .post(&url)
-        .form(params)
-        .send()
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let body: serde_json::Value = resp
-        .json()
-        .unwrap_or_else(|e| panic!("{url}: not JSON: {e}"));
-    if body["status"] != "success" {
-        return Answer::Error(
-            body["errorType"].as_str().unwrap_or_default().to_owned(),
-            body["error"].as_str().unwrap_or_default().to_owned(),
-        );
-    }
-    let data = &body["data"];
-    let result = &data["result"];
-    match data["resultType"].as_str().unwrap_or_default() {
-        "scalar" => {
-            let (t, v) = point(result);
-            Answer::Scalar(t, v)
-        }
-        "string" => Answer::String(
-            result[0].as_f64().unwrap_or_default(),
-            result[1].as_str().unwrap_or_default().to_owned(),
-        ),
-        kind @ ("vector" | "matrix") => {
-            let series = result
-                .as_array()
-                .expect("result array")
-                .iter()
-                .map(|s| {
-                    let points = if kind == "vector" {
-                        vec![point(&s["value"])]
-                    } else {
-                        s["values"].as_array().unwrap().iter().map(point).collect()
-                    };
-                    (metric(&s["metric"]), points)
-                })
-                .collect();
-            Answer::Series(if kind == "vector" { "vector" } else { "matrix" }, series)
-        }
-        other => panic!("{url}: unknown resultType {other:?}"),
-    }
-}
-
-/// Values agree when both are NaN, or equal, or within 1e-9 relative. Values that
-/// should be 0 but come out of a long float computation get an absolute slack of
-/// 1e-12, since a relative bound means nothing at 0.
-fn same_value(a: f64, b: f64) -> bool {
-    if a.is_nan() || b.is_nan() {
-        return a.is_nan() && b.is_nan();
-    }
-    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a - b).abs() <= 1e-12
-}
-
-fn fmt_labels(l: &BTreeMap<String, String>) -> String {
-    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", inner.join(", "))
-}
-
-/// Compares two answers; `None` when they agree, else what differs (Prometheus is
-/// "prom", closedloop "ours").
-fn compare(prom: &Answer, ours: &Answer, ordered: bool) -> Option<String> {
-    match (prom, ours) {
-        (Answer::Error(kp, ep), Answer::Error(ko, eo)) => {
-            (kp != ko).then(|| format!("error types differ: prom {kp} ({ep}), ours {ko} ({eo})"))
-        }
-        (Answer::Scalar(tp, vp), Answer::Scalar(to, vo)) => (tp != to || !same_value(*vp, *vo))
-            .then(|| format!("scalar: prom [{tp}, {vp}], ours [{to}, {vo}]")),
-        (Answer::String(tp, sp), Answer::String(to, so)) => (tp != to || sp != so)
-            .then(|| format!("string: prom [{tp}, {sp:?}], ours [{to}, {so:?}]")),
-        (Answer::Series(kp, sp), Answer::Series(ko, so)) => {
-            if kp != ko {
-                return Some(format!("resultType: prom {kp}, ours {ko}"));
-            }
-            let index = |s: &[ResultSeries]| {
-                let mut m = BTreeMap::new();
-                for (l, p) in s {
-                    m.insert(l.clone(), p.clone());
-                }
-                m
-            };
-            let (mp, mo) = (index(sp), index(so));
-            let mut out = String::new();
-            if mp.len() != sp.len() || mo.len() != so.len() {
-                let _ = writeln!(out, "duplicate label sets in a result");
-            }
-            let kp: BTreeSet<_> = mp.keys().collect();
-            let ko: BTreeSet<_> = mo.keys().collect();
-            for l in kp.difference(&ko).take(3) {
-                let _ = writeln!(out, "  only in prom: {}", fmt_labels(l));
-            }
-            for l in ko.difference(&kp).take(3) {
-                let _ = writeln!(out, "  only in ours: {}", fmt_labels(l));
-            }
-            let mut shown = 0;
-            for (l, pp) in &mp {
-                let Some(po) = mo.get(l) else { continue };
-                let ts_p: Vec<f64> = pp.iter().map(|p| p.0).collect();
-                let ts_o: Vec<f64> = po.iter().map(|p| p.0).collect();
-                let bad = if ts_p != ts_o {
-                    Some(format!(
-                        "timestamps differ ({} vs {} points; first prom {:?}, ours {:?})",
-                        ts_p.len(),
-                        ts_o.len(),
-                        ts_p.iter().zip(&ts_o).find(|(a, b)| a != b).map(|x| x.0),
-                        ts_p.iter().zip(&ts_o).find(|(a, b)| a != b).map(|x| x.1),
-                    ))
-                } else {
-                    pp.iter()
-                        .zip(po)
-                        .find(|(a, b)| !same_value(a.1, b.1))
-                        .map(|(a, b)| format!("at {}: prom {}, ours {}", a.0, a.1, b.1))
-                };
-                if let Some(bad) = bad {
-                    if shown < 3 {
-                        let _ = writeln!(out, "  {}: {bad}", fmt_labels(l));
-                    }
-                    shown += 1;
-                }
-            }
-            if shown > 3 {
-                let _ = writeln!(out, "  ... {} series differ in all", shown);
-            }
-            if ordered && out.is_empty() {
-                // Sorted by value: the value sequences agree (ties may order either way).
-                let vp: Vec<f64> = sp.iter().map(|s| s.1[0].1).collect();
-                let vo: Vec<f64> = so.iter().map(|s| s.1[0].1).collect();
-                if vp.iter().zip(&vo).any(|(a, b)| !same_value(*a, *b)) {
-                    let _ = writeln!(out, "  order differs: prom {vp:?}\n  ours {vo:?}");
-                }
-            }
-            (!out.is_empty()).then_some(out)
-        }
-        (p, o) => Some(format!("prom answered {p:?}\nours answered {o:?}")),
-    }
-}
-
 /// Known differences: `query:` lines, each followed by a `reason:` line.
 fn known_differences() -> BTreeMap<String, String> {
     let path = concat!(
@@ -698,7 +459,10 @@ fn queries_agree_with_real_prometheus() {
     let cl = Closedloop::start("");
     let prom = Prometheus::start(
         |_| "global: {scrape_interval: 1m}\n".to_owned(),
-        &["--web.enable-remote-write-receiver"],
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=promql-per-step-stats",
+        ],
     );
     // Two hours ending about three minutes ago, on a whole-minute grid.
     let origin = (now_ms() - SAMPLES * INTERVAL_MS - 4 * 60_000) / 60_000 * 60_000;
@@ -776,6 +540,7 @@ fn queries_agree_with_real_prometheus() {
             ));
         }
     }
+    failures.extend(compare_stats(&prom, &cl, start_s, end_s));
     eprintln!(
         "promql_diff: {} queries, {compared} comparisons ({agreed} agreed, {empty} with an empty result), {} known differences, {} failures, {:.1}s",
         QUERIES.len(),
@@ -799,4 +564,80 @@ fn queries_agree_with_real_prometheus() {
         QUERIES.len(),
         failures.join("\n\n")
     );
+}
+
+/// Queries whose `stats=all` sample counts are compared: selectors, range
+/// functions, aggregation over them and a subquery.
+const STATS_QUERIES: &[&str] = &[
+    "http_requests_total",
+    "rate(http_requests_total[5m])",
+    "sum by (job) (sum_over_time(queue_depth[10m]))",
+    "cpu_temp_celsius offset 10m + on(instance, job) up",
+    "max_over_time(rate(http_requests_total[5m])[30m:1m])",
+    "rate(http_requests_total[5m])[10m:1m]",
+];
+
+/// `data.stats.samples` of a query with `stats=all`.
+fn samples_stats(base: &str, path: &str, params: &[(&str, String)]) -> serde_json::Value {
+    let mut params = params.to_vec();
+    params.push(("stats", "all".to_owned()));
+    let url = format!("{base}{path}");
+    let body: serde_json::Value = http()
+        .post(&url)
+        .form(&params)
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert_eq!(body["status"], "success", "{url} {params:?}: {body}");
+    let stats = &body["data"]["stats"];
+    assert!(
+        stats["timings"]["execTotalTime"].is_number(),
+        "{url}: no timings: {body}"
+    );
+    stats["samples"].clone()
+}
+
+/// Prometheus's `stats=all` counts: the samples each query touched, in total and
+/// per step, must be the same on both sides (`util/stats`: an instant selector
+/// counts a sample per series and step, a range selector the samples in each
+/// window, a subquery the points of its result in each window).
+fn compare_stats(prom: &Prometheus, cl: &Closedloop, start_s: i64, end_s: i64) -> Vec<String> {
+    let mut failures = Vec::new();
+    for q in STATS_QUERIES {
+        let expr = closedloop::promql::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let range_ok = !matches!(
+            expr.value_type(),
+            promql_parser::parser::value::ValueType::Matrix
+        );
+        for (path, params) in [
+            (
+                "/api/v1/query",
+                vec![("query", q.to_string()), ("time", end_s.to_string())],
+            ),
+            (
+                "/api/v1/query_range",
+                vec![
+                    ("query", q.to_string()),
+                    ("start", start_s.to_string()),
+                    ("end", end_s.to_string()),
+                    ("step", "60".to_owned()),
+                ],
+            ),
+        ] {
+            if path.ends_with("query_range") && !range_ok {
+                continue;
+            }
+            let theirs = samples_stats(&prom.url(""), path, &params);
+            let ours = samples_stats(&cl.url(""), path, &params);
+            for key in ["totalQueryableSamples", "totalQueryableSamplesPerStep"] {
+                if theirs[key] != ours[key] {
+                    failures.push(format!(
+                        "stats=all {path} {q}: {key} differs\n  prom {}\n  ours {}",
+                        theirs[key], ours[key]
+                    ));
+                }
+            }
+        }
+    }
+    failures
 }

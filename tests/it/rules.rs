@@ -45,7 +45,7 @@ fn alert_fires_in_alertmanager_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
     let config = format!(
-        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1m\n  alertmanagers:\n    - url: {}\n    - url: {}\n",
+        "rule_files: ['rules.yml']\nglobal:\n  evaluation_interval: 1s\n  rule_query_offset: 0s\n  external_labels: {{cluster: it}}\n  external_url: http://closedloop.example:9096\nalerting:\n  resend_delay: 1m\n  alertmanagers:\n    - url: {}\n    - url: {}\n",
         am.url(""),
         am2.url("")
     );
@@ -136,6 +136,18 @@ fn alert_fires_in_alertmanager_and_resolves() {
                 .as_array()
                 .is_some_and(|a| a.is_empty())
         },
+    );
+    // As Prometheus's `ActiveAlerts`: the resolved alert (still kept to be re-sent
+    // as resolved) is not listed under its rule either.
+    let rules = cl.api("/api/v1/rules");
+    assert_eq!(
+        rules["groups"][0]["rules"][1]["alerts"],
+        serde_json::json!([]),
+        "{rules}"
+    );
+    assert_eq!(
+        rules["groups"][0]["rules"][1]["state"], "inactive",
+        "{rules}"
     );
 }
 
@@ -308,7 +320,10 @@ fn remote_datasource_group_queries_prometheus() {
         ),
     )
     .unwrap();
-    let cl = Closedloop::start_in(dir, "rule_files: ['rules.yml']\n");
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nglobal: {rule_query_offset: 0s}\n",
+    );
     let mut got = serde_json::Value::Null;
     wait_until(
         "the remote rule's result in closedloop",

@@ -11,14 +11,23 @@
 //! a file missing from the label file is an error, not silently skipped; the last
 //! line written is always `nab: standard=S reward_low_fp=F reward_low_fn=N files=K`.
 
+pub mod ops;
 pub mod score;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use self::ops::{FileView, Operational};
 use self::score::{CostMatrix, LabelledFile, PROFILE_NAMES};
-use super::{Detector, DetectorSpec, SpecError};
+use super::{Detector, DetectorSpec, Outputs, SpecError};
+
+/// The detector `closedloop nab` scores when none is named: the documented default.
+pub const DEFAULT_DETECTOR: &str = "auto";
+
+/// Unit-score thresholds at which operational figures are also reported (0.5 is
+/// the likelihood's default threshold and a raw detector's own threshold).
+pub const OPERATING_POINTS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.99];
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +40,8 @@ pub struct NabArgs {
     /// NAB's `profiles.json`; when absent, `profiles.json` beside the label file, or
     /// NAB's published cost matrices.
     pub profiles_file: Option<PathBuf>,
-    /// The algorithm name as in a rule file (`zscore`, `holt_winters`, `ensemble`, …).
+    /// The algorithm name as in a rule file (`auto`, `zscore`, `holt_winters`,
+    /// `ensemble`, …); see [`DEFAULT_DETECTOR`].
     pub detector: String,
     /// Detector fields as `key=value`; values are YAML scalars or flow collections
     /// (`window=1d`, `threshold=4`, `members=[{algorithm: zscore}]`). The key `spec`
@@ -43,6 +53,9 @@ pub struct NabArgs {
     /// `anomaly_score` column of `<results_dir>/<category>/<detector>_<file>.csv`
     /// (e.g. NAB's `results/windowedGaussian` with `detector = "windowedGaussian"`).
     pub results_dir: Option<PathBuf>,
+    /// Categories (data subdirectories) to hold out: thresholds are swept on the
+    /// other files only, and the held-out files are scored at them.
+    pub holdout: Vec<String>,
 }
 
 /// One profile's result.
@@ -67,6 +80,17 @@ pub struct NabSummary {
     pub windows: usize,
     /// Standard, reward-low-FP and reward-low-FN, in that order.
     pub profiles: Vec<ProfileScore>,
+    /// Operational figures at each profile's threshold, in the same order.
+    pub operational: Vec<Operational>,
+    /// Per category, each profile's normalised score at the corpus thresholds
+    /// (`None` for a category without windows).
+    pub categories: Vec<(String, Vec<Option<f64>>)>,
+    /// With held-out categories: each profile's normalised score of the held-out
+    /// files at thresholds swept on the others, and those thresholds.
+    pub holdout: Vec<ProfileScore>,
+    /// Operational figures and the standard score at fixed unit-score thresholds
+    /// ([`OPERATING_POINTS`]), for choosing a service threshold.
+    pub operating_points: Vec<(f64, Operational, f64)>,
 }
 
 impl NabSummary {
@@ -362,23 +386,42 @@ pub fn build_spec(detector: &str, params: &[(String, String)]) -> Result<Detecto
     serde_yaml::from_value(Value::Mapping(m)).map_err(|e| NabError::Params(e.to_string()))
 }
 
-/// Streams one file's values through a fresh detector built from `spec` and returns
-/// the unit scores (NAB's anomaly scores) and raw scores per row.
-pub fn detect_file(spec: &DetectorSpec, file: &DataFile) -> Result<(Vec<f64>, Vec<f64>), NabError> {
+/// One file's detections: NAB's anomaly scores (the detector's unit scores), the
+/// detector's outputs, and its raw kernel scores (before the likelihood, the band
+/// alarm and the hold-off).
+#[derive(Debug, Clone, Default)]
+pub struct Detections {
+    /// NAB anomaly scores in [0, 1].
+    pub unit: Vec<f64>,
+    /// The detector's outputs (score, band, forecast), NaN where absent.
+    pub outputs: Outputs,
+    /// The kernel's own scores.
+    pub raw: Vec<f64>,
+}
+
+/// Row times in ms (a row whose timestamp does not parse is placed 5 minutes after
+/// the previous one).
+pub fn row_times(timestamps: &[String]) -> Vec<i64> {
+    let mut last = 0;
+    timestamps
+        .iter()
+        .map(|t| {
+            last = parse_timestamp(t).unwrap_or(last + 300_000);
+            last
+        })
+        .collect()
+}
+
+/// Streams one file's values through a fresh detector built from `spec`.
+pub fn detect_file(spec: &DetectorSpec, file: &DataFile) -> Result<Detections, NabError> {
     let mut d = Detector::from_spec(spec)?;
     let slot = d.alloc_slot();
-    let n = file.values.len();
-    let ts: Vec<i64> = file
-        .timestamps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| parse_timestamp(t).unwrap_or(i as i64 * 300_000))
-        .collect();
-    let slots = vec![slot; n];
-    let mut out = super::Outputs::default();
-    d.update(&slots, &ts, &file.values, &mut out);
-    let unit: Vec<f64> = out.score.iter().map(|&s| d.unit_score(s)).collect();
-    Ok((unit, out.score))
+    let ts = row_times(&file.timestamps);
+    let slots = vec![slot; file.values.len()];
+    let mut det = Detections::default();
+    d.update_keeping_raw(&slots, &ts, &file.values, &mut det.outputs, &mut det.raw);
+    det.unit = det.outputs.score.iter().map(|&s| d.unit_score(s)).collect();
+    Ok(det)
 }
 
 /// Runs a detector over NAB and scores it; writes progress and a final
@@ -413,6 +456,7 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
     let files = list_data_files(&args.data_dir)?;
     let mut labelled = Vec::with_capacity(files.len());
     let mut scores = Vec::with_capacity(files.len());
+    let mut times = Vec::with_capacity(files.len());
     for (key, path) in &files {
         let (timestamps, values, _) = read_csv(path, None)?;
         let lf = label_file(key, &timestamps, &windows)?;
@@ -423,11 +467,11 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
         };
         let unit = match (&spec, &args.results_dir) {
             (Some(spec), _) => {
-                let (unit, raw) = detect_file(spec, &file)?;
+                let det = detect_file(spec, &file)?;
                 if let Some(dir) = &args.output_dir {
-                    write_results(dir, &args.detector, &file, &lf, &unit, &raw)?;
+                    write_results(dir, &args.detector, &file, &lf, &det)?;
                 }
-                unit
+                det.unit
             }
             (None, Some(dir)) => {
                 let (cat, name) = key.split_once('/').unwrap_or(("", key.as_str()));
@@ -448,6 +492,7 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
             }
             (None, None) => Vec::new(),
         };
+        times.push(row_times(&file.timestamps));
         labelled.push(lf);
         scores.push(unit);
     }
@@ -458,7 +503,19 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
             .map(LabelledFile::counted_window_count)
             .sum(),
         profiles: Vec::new(),
+        operational: Vec::new(),
+        categories: Vec::new(),
+        holdout: Vec::new(),
+        operating_points: Vec::new(),
     };
+    let category = |k: usize| files[k].0.split_once('/').map_or("", |c| c.0);
+    let views: Vec<FileView<'_>> = (0..files.len())
+        .map(|k| FileView {
+            labels: &labelled[k],
+            times: &times[k],
+            scores: &scores[k],
+        })
+        .collect();
     match &spec {
         Some(spec) => w(
             out,
@@ -484,6 +541,132 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
             raw: r.raw,
             score: r.normalised,
         });
+        let o = ops::operational(&views, r.threshold);
+        let delay = match (o.median_delay(), o.mean_delay()) {
+            (Some(m), Some(a)) => format!("median {m:.0}, mean {a:.1}"),
+            _ => "none detected".to_string(),
+        };
+        w(
+            out,
+            format!(
+                "  operational {name}: alerts={} true={} false={} ({:.1}% of alerts); \
+                 false alerts per series per day: no-anomaly files {:.3} ({:.1} days), \
+                 quiet stretches {:.3} ({:.1} days); windows detected {}/{}; \
+                 delay in rows after window start: {delay}",
+                o.alerts,
+                o.true_alerts,
+                o.false_alerts,
+                100.0 * o.false_share(),
+                o.no_anomaly_rate(),
+                o.no_anomaly_days,
+                o.quiet_rate(),
+                o.quiet_days,
+                o.detected,
+                o.windows,
+            ),
+        )?;
+        summary.operational.push(o);
+    }
+    // per category, at the corpus thresholds
+    let mut cats: Vec<&str> = (0..files.len()).map(category).collect();
+    cats.dedup();
+    for cat in &cats {
+        let idx: Vec<usize> = (0..files.len()).filter(|&k| category(k) == *cat).collect();
+        let lfs: Vec<LabelledFile> = idx.iter().map(|&k| labelled[k].clone()).collect();
+        let nw: usize = lfs.iter().map(LabelledFile::counted_window_count).sum();
+        let mut per = Vec::new();
+        let mut text = Vec::new();
+        for ((name, cost), p) in profiles.iter().zip(&summary.profiles) {
+            let raw: f64 = idx
+                .iter()
+                .map(|&k| score::score_file(&labelled[k], &scores[k], cost, p.threshold).score)
+                .sum();
+            let norm = (nw > 0).then(|| score::normalise(raw, &lfs, cost));
+            text.push(match norm {
+                Some(v) => format!("{name}={v:.2}"),
+                None => format!("{name}: raw {raw:.3}"),
+            });
+            per.push(norm);
+        }
+        w(
+            out,
+            format!(
+                "category {cat} ({} files, {nw} windows, at the corpus thresholds): {}",
+                idx.len(),
+                text.join(" ")
+            ),
+        )?;
+        summary.categories.push((cat.to_string(), per));
+    }
+    let standard = profiles.first().map(|p| p.1);
+    for t in OPERATING_POINTS {
+        let o = ops::operational(&views, t);
+        let std_score = standard.map_or(0.0, |cost| {
+            score::normalise(
+                score::score_corpus(&labelled, &scores, &cost, t),
+                &labelled,
+                &cost,
+            )
+        });
+        w(
+            out,
+            format!(
+                "operating point {t}: standard={std_score:.2} alerts={} false={} ({:.1}%) \
+                 quiet false alerts/series/day={:.3} windows detected {}/{} median delay {}",
+                o.alerts,
+                o.false_alerts,
+                100.0 * o.false_share(),
+                o.quiet_rate(),
+                o.detected,
+                o.windows,
+                o.median_delay()
+                    .map_or_else(|| "-".to_string(), |d| format!("{d:.0}")),
+            ),
+        )?;
+        summary.operating_points.push((t, o, std_score));
+    }
+    if !args.holdout.is_empty() {
+        let held = args.holdout.join(",");
+        if let Some(c) = args.holdout.iter().find(|c| !cats.contains(&c.as_str())) {
+            return Err(NabError::Labels(format!(
+                "holdout: no category {c:?} under {}",
+                args.data_dir.display()
+            )));
+        }
+        let (test, train): (Vec<usize>, Vec<usize>) =
+            (0..files.len()).partition(|&k| args.holdout.iter().any(|c| c == category(k)));
+        if train.is_empty() {
+            return Err(NabError::Labels(
+                "holdout: nothing left to sweep the thresholds on".into(),
+            ));
+        }
+        let pick = |ix: &[usize]| -> (Vec<LabelledFile>, Vec<Vec<f64>>) {
+            (
+                ix.iter().map(|&k| labelled[k].clone()).collect(),
+                ix.iter().map(|&k| scores[k].clone()).collect(),
+            )
+        };
+        let (train_l, train_s) = pick(&train);
+        let (test_l, test_s) = pick(&test);
+        for (name, cost) in &profiles {
+            let r = score::sweep(&train_l, &train_s, cost);
+            let raw = score::score_corpus(&test_l, &test_s, cost, r.threshold);
+            let norm = score::normalise(raw, &test_l, cost);
+            w(
+                out,
+                format!(
+                    "holdout {held} {name}: threshold={} (swept on the other categories: {:.2}) \
+                     held-out raw={raw:.6} score={norm:.2}",
+                    r.threshold, r.normalised
+                ),
+            )?;
+            summary.holdout.push(ProfileScore {
+                profile: name.clone(),
+                threshold: r.threshold,
+                raw,
+                score: norm,
+            });
+        }
     }
     let get = |n: &str| summary.score(n).unwrap_or(0.0);
     w(
@@ -499,34 +682,44 @@ pub fn run_nab(args: &NabArgs, out: &mut dyn Write) -> Result<NabSummary, NabErr
     Ok(summary)
 }
 
-/// Writes one file's detections like NAB's results files.
+/// Writes one file's detections like NAB's results files, plus what explains each
+/// score: the kernel's raw score and the band and forecast written back (empty
+/// where the detector writes none).
 fn write_results(
     dir: &Path,
     detector: &str,
     file: &DataFile,
     lf: &LabelledFile,
-    unit: &[f64],
-    raw: &[f64],
+    det: &Detections,
 ) -> Result<(), NabError> {
     let (cat, name) = file.key.split_once('/').unwrap_or(("", file.key.as_str()));
     let d = dir.join(detector).join(cat);
     std::fs::create_dir_all(&d).map_err(io_err(&d))?;
     let p = d.join(format!("{detector}_{name}"));
-    let mut s = String::from("timestamp,value,anomaly_score,label,raw_score\n");
+    let mut s = String::from(
+        "timestamp,value,anomaly_score,label,raw_score,anomaly_upper,anomaly_lower,anomaly_forecast\n",
+    );
+    let cell = |c: &[f64], i: usize| match c.get(i) {
+        Some(v) if v.is_finite() => v.to_string(),
+        _ => String::new(),
+    };
     let mut wi = 0;
     for i in 0..file.values.len() {
         while wi < lf.windows.len() && lf.windows[wi].1 < i {
             wi += 1;
         }
         let label = lf.windows.get(wi).is_some_and(|&(a, b)| a <= i && i <= b);
-        let r = raw.get(i).copied().unwrap_or(f64::NAN);
+        let o = &det.outputs;
         s.push_str(&format!(
-            "{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             file.timestamps[i],
             file.values[i],
-            unit.get(i).copied().unwrap_or(0.0),
+            det.unit.get(i).copied().unwrap_or(0.0),
             u8::from(label),
-            if r.is_nan() { 0.0 } else { r }
+            cell(&det.raw, i),
+            cell(&o.upper, i),
+            cell(&o.lower, i),
+            cell(&o.forecast, i),
         ));
     }
     std::fs::write(&p, s).map_err(io_err(&p))

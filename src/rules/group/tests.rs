@@ -279,3 +279,77 @@ fn state_survives_snapshot_and_restore() {
         AlertState::Firing
     );
 }
+
+/// Prometheus (`rules/group.go`, `recording.go`, `alerting.go`): a group's query
+/// offset moves the query time back, and the recorded samples and `ALERTS` carry
+/// that query time; `activeAt` stays the evaluation time.
+#[test]
+fn query_offset_moves_query_time_and_written_timestamps_back() {
+    let y = "groups:\n- name: g\n  query_offset: 10s\n  rules:\n  - record: r\n    expr: up\n  - alert: A\n    expr: up\n";
+    let specs = parse_file(y, Path::new("t.yml"), LoadOptions::default()).unwrap();
+    assert_eq!(specs[0].query_offset_ms, Some(10_000));
+    let mut g = Group::new(Arc::new(specs.into_iter().next().unwrap()), M);
+    let st = store();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let src = Script(|_text: &str, t: i64| {
+        seen.lock().unwrap().push(t);
+        vec![(vec![("__name__", "up"), ("job", "a")], 1.0)]
+    });
+    let ext = BTreeMap::new();
+    let ctx = EvalContext {
+        source: &src,
+        appender: &st,
+        external_labels: &ext,
+        external_url: "",
+    };
+    assert!(g.eval(M, &ctx).is_empty());
+    assert!(seen.lock().unwrap().iter().all(|&t| t == M - 10_000));
+    let select = |name: &str| {
+        st.select(&[Matcher::equal("__name__", name)], 0, 2 * M)
+            .into_iter()
+            .flat_map(|s| s.timestamps)
+            .collect::<Vec<i64>>()
+    };
+    assert_eq!(select("r"), vec![M - 10_000]);
+    assert_eq!(select("ALERTS"), vec![M - 10_000]);
+    assert_eq!(g.rules[1].active.values().next().unwrap().active_at_ms, M);
+}
+
+/// A group without `query_offset` has none of its own: the manager applies
+/// `global.rule_query_offset` (and `test rules`, like promtool, uses 0).
+#[test]
+fn groups_without_query_offset_leave_it_to_the_global_setting() {
+    let y = "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n";
+    let specs = parse_file(y, Path::new("t.yml"), LoadOptions::default()).unwrap();
+    assert_eq!(specs[0].query_offset_ms, None);
+    let c = crate::config::Config::parse("{}", Path::new("c.yml")).unwrap();
+    assert_eq!(c.global.rule_query_offset.as_millis(), 10_000);
+    let c = crate::config::Config::parse("global: {rule_query_offset: 0s}", Path::new("c.yml"))
+        .unwrap();
+    assert_eq!(c.global.rule_query_offset.as_millis(), 0);
+}
+
+/// Prometheus hands templates the sample's labels with the metric name
+/// (`smpl.Metric.Map()`) and drops the name from the alert's own labels: the
+/// `LABELS = {{ $labels }}` annotations of awesome-prometheus-alerts show it.
+#[test]
+fn templates_see_the_metric_name_alert_labels_do_not() {
+    let y = "groups:\n- name: g\n  rules:\n  - alert: Down\n    expr: up == 0\n    annotations:\n      all: '{{ $labels }}'\n      name: '{{ $labels.__name__ }}'\n";
+    let specs = parse_file(y, Path::new("t.yml"), LoadOptions::default()).unwrap();
+    let mut g = Group::new(Arc::new(specs.into_iter().next().unwrap()), M);
+    let st = store();
+    let src = Script(|_: &str, _| vec![(vec![("__name__", "up"), ("job", "a")], 0.0)]);
+    let ext = BTreeMap::new();
+    let ctx = EvalContext {
+        source: &src,
+        appender: &st,
+        external_labels: &ext,
+        external_url: "",
+    };
+    assert!(g.eval(M, &ctx).is_empty());
+    let a = g.rules[0].active.values().next().unwrap();
+    assert_eq!(a.labels.get("__name__"), None);
+    let ann: BTreeMap<_, _> = a.annotations.iter().cloned().collect();
+    assert_eq!(ann["all"], "map[__name__:up job:a]");
+    assert_eq!(ann["name"], "up");
+}

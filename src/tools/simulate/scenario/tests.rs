@@ -120,7 +120,7 @@ fn validation_errors_name_the_key_path() {
             "benign[0].factor: does not apply to noise",
         ),
         ("services: [{name: web}]\nslo: {error_ratio: 2}\n", "slo.error_ratio: 2 is outside"),
-        ("services: [{name: web}]\nmeasure: {service_label: \"1x\"}\n", "measure.service_label: not a valid label name"),
+        ("services: [{name: web}]\nmeasure: {service_label: \"\"}\n", "measure.service_label: not a valid label name"),
         ("services: [{name: web}]\nstart: yesterday\n", "start: \"yesterday\" is not an RFC 3339 time"),
     ];
     for (text, want) in cases {
