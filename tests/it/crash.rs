@@ -157,8 +157,11 @@ fn sigkill_loses_no_decision_approval_or_cooldown_and_repeats_nothing() {
     std::fs::write(&rules, RULES).unwrap();
     let token = keep.path().join("admin-token");
     std::fs::write(&token, "admin-s3cret\n").unwrap();
+    // Rules evaluate at the scheduled time (no `rule_query_offset`): the restarted
+    // process starts with an empty store, and the re-check before the approved
+    // action must see the samples written since.
     let config = format!(
-        "rule_files: ['{}']\nauth: {{admin: {{bearer_token_file: '{}'}}}}\nknowledge: {{path: '{}'}}\ndecide:\n  dry_run: false\n  allow: {{actions: [http_config], http_endpoints: [slow, fast]}}\nactuators:\n  http_config:\n    slow: {{url: '{}', get_url: '{}', timeout: 5m}}\n    fast: {{url: '{}'}}\n  notify:\n    hook: {{kind: webhook, url: '{}'}}\n",
+        "rule_files: ['{}']\nglobal: {{rule_query_offset: 0s}}\nauth: {{admin: {{bearer_token_file: '{}'}}}}\nknowledge: {{path: '{}'}}\ndecide:\n  dry_run: false\n  allow: {{actions: [http_config], http_endpoints: [slow, fast]}}\nactuators:\n  http_config:\n    slow: {{url: '{}', get_url: '{}', timeout: 5m}}\n    fast: {{url: '{}'}}\n  notify:\n    hook: {{kind: webhook, url: '{}'}}\n",
         rules.display(),
         token.display(),
         keep.path().join("closedloop.db").display(),
