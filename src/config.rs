@@ -70,6 +70,10 @@ pub struct Config {
     pub rules: crate::rules::config::RulesConfig,
     /// Root-cause analysis: topology, incidents, ranking.
     pub rca: crate::rca::RcaConfig,
+    /// The safety policy actions pass: dry-run, allow-lists, limits, approvals.
+    pub decide: crate::decide::DecideConfig,
+    /// The embedded knowledge store (audit log, approvals, policy and alert state).
+    pub knowledge: crate::knowledge::KnowledgeConfig,
     /// Anomaly scoring: the queue between ingest and the scoring worker.
     pub anomaly: AnomalyConfig,
     /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
@@ -112,6 +116,8 @@ impl Default for Config {
             alerting: Default::default(),
             rules: Default::default(),
             rca: Default::default(),
+            decide: Default::default(),
+            knowledge: Default::default(),
             anomaly: AnomalyConfig::default(),
             actuators: Default::default(),
             web: WebConfig::default(),
@@ -541,6 +547,7 @@ impl Config {
             .validate()
             .and_then(|_| self.alerting.validate())
             .and_then(|_| self.rca.validate())
+            .and_then(|_| self.decide.validate())
             .and_then(|_| self.actuators.validate())
         {
             return Err(invalid(&key, reason));
@@ -583,6 +590,9 @@ impl Config {
             }
         }
         self.rules.resolve_paths(base);
+        if self.knowledge.path.is_relative() {
+            self.knowledge.path = base.join(&self.knowledge.path);
+        }
         self.actuators.resolve_paths(base);
         for pattern in &mut self.rule_files {
             let joined = if Path::new(pattern.as_str()).is_relative() {
@@ -607,6 +617,24 @@ impl Config {
                 max_depth: self.query.max_depth,
             },
             ..Default::default()
+        }
+    }
+
+    /// The rules engine's settings.
+    pub fn rule_settings(&self) -> crate::rules::RuleSettings {
+        crate::rules::RuleSettings {
+            patterns: self.rule_files.clone(),
+            global: self.global.clone(),
+            alerting: self.alerting.clone(),
+            external_url: self
+                .global
+                .external_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.listen_address)),
+            watch_interval_ms: self.rules.watch_interval.as_millis(),
+            legacy_state_file: (!self.rules.state_file.as_os_str().is_empty())
+                .then(|| self.rules.state_file.clone()),
+            query_limits: self.engine_options().limits,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod act;
 pub mod anomaly;
 pub mod config;
+pub mod decide;
 pub mod duration;
 pub mod http;
 pub mod ingest;

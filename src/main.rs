@@ -125,6 +125,108 @@ enum Command {
         #[command(subcommand)]
         what: TestCommand,
     },
+    /// Evaluate rule files and their detectors over past data and print when each
+    /// alert would have fired and what the policy would have done (nothing runs).
+    Replay {
+        /// Rule files.
+        #[arg(long = "rules", required = true, num_args = 1..)]
+        rules: Vec<PathBuf>,
+        /// Start: RFC 3339, Unix seconds, `now` or `-6h` (relative to now).
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// End, as --from (default now).
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        /// A Prometheus-compatible query API (Prometheus, VictoriaMetrics, Thanos,
+        /// or a running closedloop's own store).
+        #[arg(long, default_value = "http://127.0.0.1:9096")]
+        datasource: String,
+        /// A service config whose `decide:` policy and `global:` settings apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sample spacing fed to detectors.
+        #[arg(long, default_value = "15s")]
+        detector_step: String,
+    },
+    /// List, approve or reject actions waiting for a human (on a running service).
+    Approvals {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(subcommand)]
+        what: ApprovalsCommand,
+    },
+    /// The audit log of a running service: list, show, roll back.
+    Actions {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(subcommand)]
+        what: ActionsCommand,
+    },
+}
+
+/// How to reach a running service.
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The service's URL.
+    #[arg(
+        long,
+        env = "CLOSEDLOOP_URL",
+        default_value = "http://127.0.0.1:9096",
+        global = true
+    )]
+    url: String,
+    /// File holding the admin bearer token (or set CLOSEDLOOP_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Basic-auth user; the password comes from CLOSEDLOOP_PASSWORD.
+    #[arg(long, global = true)]
+    user: Option<String>,
+    /// File holding the read bearer token (`auth.read`; or set
+    /// CLOSEDLOOP_READ_TOKEN); without one, reads use the admin credential.
+    #[arg(long, global = true)]
+    read_token_file: Option<PathBuf>,
+    /// Basic-auth user for reads; the password comes from CLOSEDLOOP_READ_PASSWORD.
+    #[arg(long, global = true)]
+    read_user: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Actions waiting for approval.
+    List,
+    /// Approve an action; it runs once it passes the policy and the re-check again.
+    Approve {
+        id: i64,
+        /// Who approves (default: the basic-auth user, else `admin`).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Reject an action.
+    Reject {
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCommand {
+    /// Actions, newest first; filters as key=value (rule, target, outcome, kind,
+    /// start, end, limit, before).
+    List {
+        #[arg(long = "filter", value_parser = parse_key_value)]
+        filters: Vec<(String, String)>,
+    },
+    /// One action with its audit events.
+    Show { id: i64 },
+    /// Run the inverse of a succeeded action (through the policy and the audit log).
+    Rollback {
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,8 +305,139 @@ fn main() -> ExitCode {
     }
 }
 
+/// One credential of the client: a user (password from `password_env`) or a token
+/// (from `token_file`, else `token_env`); the user wins.
+fn credential(
+    user: &Option<String>,
+    password_env: &str,
+    token_file: &Option<PathBuf>,
+    token_env: &str,
+) -> anyhow::Result<Option<String>> {
+    let basic = match user {
+        Some(u) => Some((
+            u.clone(),
+            std::env::var(password_env).with_context(|| {
+                format!("a basic-auth user needs the password in {password_env}")
+            })?,
+        )),
+        None => None,
+    };
+    let token = match (token_file, &basic) {
+        (_, Some(_)) => None,
+        (Some(f), None) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => std::env::var(token_env).ok(),
+    };
+    Ok(closedloop::tools::client::authorization(token, basic)?)
+}
+
+fn client(args: &ServiceArgs) -> anyhow::Result<closedloop::tools::client::Client> {
+    let admin = credential(
+        &args.user,
+        "CLOSEDLOOP_PASSWORD",
+        &args.token_file,
+        "CLOSEDLOOP_TOKEN",
+    )?;
+    let read = credential(
+        &args.read_user,
+        "CLOSEDLOOP_READ_PASSWORD",
+        &args.read_token_file,
+        "CLOSEDLOOP_READ_TOKEN",
+    )?;
+    Ok(closedloop::tools::client::Client::new(
+        &args.url, admin, read,
+    )?)
+}
+
+/// A time for `replay`: RFC 3339, Unix seconds, `now`, or `-DURATION` before now.
+fn replay_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if s == "now" {
+        return Ok(now_ms);
+    }
+    if let Some(d) = s.strip_prefix('-') {
+        if let Ok(ms) = closedloop::duration::parse_duration_ms(d) {
+            return Ok(now_ms - ms);
+        }
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok((secs * 1000.0) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| anyhow::anyhow!("{s:?} is not RFC 3339, Unix seconds, now or -DURATION"))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?
+        .block_on(f))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Replay {
+            rules,
+            from,
+            to,
+            datasource,
+            config,
+            detector_step,
+        } => {
+            let cfg = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let args = closedloop::tools::replay::ReplayArgs {
+                rules,
+                from_ms: replay_time(&from, now).context("--from")?,
+                to_ms: replay_time(&to, now).context("--to")?,
+                datasource,
+                decide: cfg.decide.clone(),
+                default_interval_ms: cfg.global.evaluation_interval.as_millis(),
+                detector_step_ms: closedloop::duration::parse_duration_ms(&detector_step)
+                    .context("--detector-step")?
+                    .max(1000),
+                external_labels: cfg.global.external_labels.clone(),
+                timeout: cfg.query.timeout.as_duration(),
+            };
+            let mut out = String::new();
+            let r = block_on(closedloop::tools::replay::replay(&args, &mut out))?;
+            print!("{out}");
+            r?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approvals { service, what } => {
+            let c = client(&service)?;
+            let text = block_on(async {
+                match what {
+                    ApprovalsCommand::List => c.approvals().await,
+                    ApprovalsCommand::Approve { id, by } => {
+                        c.decide(id, true, by.as_deref(), None).await
+                    }
+                    ApprovalsCommand::Reject { id, by, reason } => {
+                        c.decide(id, false, by.as_deref(), reason.as_deref()).await
+                    }
+                }
+            })??;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Actions { service, what } => {
+            let c = client(&service)?;
+            let text = block_on(async {
+                match what {
+                    ActionsCommand::List { filters } => c.actions(&filters).await,
+                    ActionsCommand::Show { id } => c.show(id).await,
+                    ActionsCommand::Rollback { id, by } => c.rollback(id, by.as_deref()).await,
+                }
+            })??;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, listen } => {
             let mut cfg = match &config {
                 Some(path) => Config::load(path)?,

@@ -51,6 +51,16 @@ pub struct Metrics {
     pub scoring: ScoringMetrics,
 }
 
+/// Labelled families whose label values are not known before their first event
+/// (detector names): the exposition still shows their `# HELP` / `# TYPE` from
+/// start, as every `closed_loop_*` family must.
+const ANNOUNCED: &[(&str, &str, &str)] = &[(DETECTIONS.0, DETECTIONS.1, "counter")];
+
+const DETECTIONS: (&str, &str) = (
+    "closed_loop_detections_total",
+    "Anomaly detections (threshold crossings) by detector and severity.",
+);
+
 /// Errors only at startup, when a metric is registered twice (a programming error).
 #[derive(Debug, thiserror::Error)]
 #[error("registering metrics: {0}")]
@@ -213,11 +223,7 @@ impl Metrics {
             )?,
             detections: reg(
                 &r,
-                counter_vec(
-                    "closed_loop_detections_total",
-                    "Anomaly detections (threshold crossings) by detector and severity.",
-                    &["detector", "severity"],
-                )?,
+                counter_vec(DETECTIONS.0, DETECTIONS.1, &["detector", "severity"])?,
             )?,
             anomaly_outputs_dropped: reg(
                 &r,
@@ -337,7 +343,13 @@ impl Metrics {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        for (name, help, kind) in ANNOUNCED {
+            if !text.contains(&format!("# TYPE {name} ")) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
     }
 
     /// Refreshes the exemplar and metadata store figures (before rendering).

@@ -7,11 +7,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::act::set::{ActuatorMetrics, ActuatorSet};
+use crate::act::Actuator;
 use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
+use crate::decide::conditions::ServiceConditions;
+use crate::decide::{Decide, DecideDeps, DecideMetrics, IncidentOpened, SystemClock};
 use crate::http::{self, App, LimitAcceptor, Settings};
+use crate::knowledge::{KnowledgeStore, SqliteStore};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
+use crate::rules::notifier::{Notifier, NotifierMetrics};
+use crate::rules::Severity;
+use crate::rules::{LocalSource, RuleDeps, RuleManager};
 use crate::storage::Store;
 
 /// Why the service could not start or stopped with an error.
@@ -35,6 +43,12 @@ pub enum ServiceError {
     Secret(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The actuators could not be built (a secret missing, a bad kubeconfig).
+    #[error("actuators: {0}")]
+    Actuators(String),
+    /// The knowledge store could not be opened, or the decider started.
+    #[error("knowledge store: {0}")]
+    Knowledge(String),
     /// Registering the connection metrics failed (a programming error).
     #[error("registering connection metrics: {0}")]
     ConnMetrics(#[from] prometheus::Error),
@@ -83,8 +97,77 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         settings,
         config_path,
     ));
-    let rules = crate::rules::RuleManager::start(&config, store.clone(), engine, metrics.clone())
-        .map_err(ServiceError::Rules)?;
+    // The loop's memory first: the rules' alert state and the decider read it at start.
+    let knowledge: Arc<dyn KnowledgeStore> = Arc::new(
+        SqliteStore::open(&config.knowledge.path)
+            .map_err(|e| ServiceError::Knowledge(e.to_string()))?,
+    );
+    let decide_metrics = Arc::new(
+        DecideMetrics::new(
+            metrics.registry(),
+            config.decide.success_rate_window.as_millis(),
+        )
+        .map_err(MetricsError::from)?,
+    );
+    let conditions = Arc::new(ServiceConditions::new(analyzer.clone()));
+    // The actuators the config names (`actuators:`); the decide stage's executor is
+    // their only caller.
+    let actuator_metrics = ActuatorMetrics::new(metrics.registry()).map_err(MetricsError::from)?;
+    let actuators: Arc<dyn Actuator> = Arc::new(
+        ActuatorSet::build(&config.actuators, actuator_metrics.clone())
+            .await
+            .map_err(|e| ServiceError::Actuators(e.to_string()))?,
+    );
+    let decide = Arc::new(
+        Decide::start(
+            config.decide.clone(),
+            DecideDeps {
+                store: knowledge.clone(),
+                actuators: vec![actuators],
+                conditions: conditions.clone(),
+                clock: Arc::new(SystemClock),
+                metrics: decide_metrics,
+                runtime: tokio::runtime::Handle::current(),
+            },
+        )
+        .map_err(|e| ServiceError::Knowledge(format!("starting the decider: {e}")))?,
+    );
+    app.set_decide(decide.clone(), actuator_metrics);
+    let intake = decide.intake();
+    analyzer.set_incident_sink(Box::new(move |inc| {
+        intake.incident(IncidentOpened {
+            id: inc.id,
+            group: inc.group.clone(),
+            severity: Severity::parse(&inc.severity),
+            start_ms: inc.start_ms,
+            opened_ms: inc.last_update_ms,
+            seen: std::time::Instant::now(),
+            context: None,
+        })
+    }));
+    let notifier = Notifier::new(
+        config.alerting.clone(),
+        config.global.clone(),
+        NotifierMetrics::new(metrics.registry()).map_err(MetricsError::from)?,
+    );
+    tokio::spawn(notifier.clone().run());
+    let rules = RuleManager::start(
+        config.rule_settings(),
+        RuleDeps {
+            source: Arc::new(LocalSource {
+                engine: engine.clone(),
+                store: store.clone(),
+            }),
+            appender: store.clone(),
+            alerts: decide.intake(),
+            notifier,
+            state: Some(knowledge.clone()),
+            metrics: metrics.clone(),
+            remote_timeout: config.query.timeout.as_duration(),
+        },
+    )
+    .map_err(|e| ServiceError::Rules(e.to_string()))?;
+    conditions.set_rules(&rules);
     app.set_rules(rules.clone());
     // The rule files' `detectors:` run in the analyzer (on every rule reload too).
     let detectors = analyzer.clone();
@@ -172,9 +255,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         }
     }
     .map_err(ServiceError::Serve)?;
-    // Keep `for` state for the next start.
-    if let Err(e) = tokio::task::spawn_blocking(move || rules.save_state()).await {
-        tracing::warn!(error = %e, "saving rule state failed");
+    // Keep `for` state for the next start; let the decider write what it holds.
+    match tokio::task::spawn_blocking(move || {
+        decide.stop();
+        rules.save_state()
+    })
+    .await
+    {
+        Ok(Err(e)) => tracing::warn!(error = %e, "saving rule state failed"),
+        Err(e) => tracing::warn!(error = %e, "saving rule state failed"),
+        Ok(Ok(())) => {}
     }
     tracing::info!("shut down");
     Ok(())

@@ -265,6 +265,22 @@ impl Action {
         }
     }
 
+    /// The Kubernetes object the action acts on, for the kinds that name one
+    /// (not nodes, Redis, HTTP endpoints or channels).
+    pub fn object(&self) -> Option<&ObjectRef> {
+        match self {
+            Action::RestartPod { pod: o, .. }
+            | Action::RolloutRestart { workload: o }
+            | Action::Scale { workload: o, .. }
+            | Action::PatchConfigMap { configmap: o, .. }
+            | Action::RolloutAbort { rollout: o }
+            | Action::RolloutRetry { rollout: o }
+            | Action::RolloutUndo { rollout: o, .. }
+            | Action::DeploymentRollback { deployment: o, .. } => Some(o),
+            _ => None,
+        }
+    }
+
     /// What the action acts on, in one string (`prod/deployment/web`,
     /// `redis:cache/session:*`, `http:ratelimit`, `notify:slack`): the key for
     /// cooldowns, rate limits and the audit log's `target` column.

@@ -75,7 +75,12 @@ struct Scorer {
     events: broadcast::Sender<AnomalyEvent>,
     detections: IntCounterVec,
     outputs_dropped: IntCounter,
+    /// Told of each incident as it opens (the Decide stage).
+    incident_sink: std::sync::OnceLock<IncidentSink>,
 }
+
+/// Receives each incident when it opens; must return at once.
+pub type IncidentSink = Box<dyn Fn(&Incident) + Send + Sync>;
 
 impl Scorer {
     /// Scores a batch just appended to `store`, writes the detector outputs back to
@@ -101,7 +106,12 @@ impl Scorer {
                 self.detections
                     .with_label_values(&[&ev.detector, &ev.severity])
                     .inc();
-                incidents.record(ev);
+                let id = incidents.record(ev);
+                if let Some(sink) = self.incident_sink.get() {
+                    if let Some(opened) = incidents.get(id).filter(|i| i.events == 1) {
+                        sink(opened);
+                    }
+                }
                 // No subscriber is not an error: the event is still counted and grouped.
                 let _ = self.events.send(ev.clone());
             }
@@ -273,6 +283,7 @@ impl Analyzer {
                 events: broadcast::channel(EVENT_BUFFER).0,
                 detections,
                 outputs_dropped,
+                incident_sink: std::sync::OnceLock::new(),
             }),
             queue: None,
             worker: None,
@@ -305,6 +316,11 @@ impl Analyzer {
         );
         a.queue = Some(queue);
         Ok(a)
+    }
+
+    /// Sets where new incidents are reported (once, at start).
+    pub fn set_incident_sink(&self, sink: IncidentSink) {
+        let _ = self.scorer.incident_sink.set(sink);
     }
 
     /// Replaces the detectors (from a rule reload). Unchanged detectors keep their
@@ -458,7 +474,9 @@ mod tests {
                 .select(&[Matcher::equal("__name__", "anomaly_score")], t, t)
                 .len()
         };
-        // Hold the worker up: it cannot take the detectors' lock.
+        // Hold the worker up: it cannot take the detectors' lock. The first batch is
+        // taken by the worker, which then blocks on the lock (waiting for that makes
+        // the test independent of when the worker thread gets scheduled).
         let held = a.scorer.set.lock();
         // The worker takes the first batch in hand and then blocks on the lock, so
         // the rest lands in the queue whatever the machine's load (if the worker

@@ -194,6 +194,11 @@ impl Incidents {
         id
     }
 
+    /// The open incident `id`.
+    pub fn get(&self, id: u64) -> Option<&Incident> {
+        self.open.iter().rev().map(|(_, i)| i).find(|i| i.id == id)
+    }
+
     /// Drops incidents idle for longer than `resolve_after_ms` at `now_ms`.
     pub fn expire(&mut self, now_ms: i64) {
         let after = self.cfg.resolve_after_ms;

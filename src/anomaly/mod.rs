@@ -32,7 +32,7 @@ mod threshold;
 mod trend;
 mod zscore;
 
-pub use analyzer::{Analyzer, ScoringMetrics};
+pub use analyzer::{Analyzer, IncidentSink, ScoringMetrics};
 pub use detector::Detector;
 pub use incident::{Incident, IncidentConfig, IncidentMember, Incidents};
 pub use kernel::{unit_score, Direction, Outputs};

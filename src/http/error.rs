@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::decide::DecideError;
 use crate::ingest::IngestError;
 
 /// An API error: `{"status":"error","errorType":"bad_data","error":"..."}`.
@@ -20,6 +21,22 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             error_type: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error_type: "not_found",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error_type: "unavailable",
             message: message.into(),
         }
     }
@@ -56,6 +73,23 @@ impl IntoResponse for ApiError {
             "error": self.message,
         });
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> Self {
+        let (status, error_type) = match &e {
+            DecideError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            DecideError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            DecideError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            DecideError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            DecideError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError {
+            status,
+            error_type,
+            message: e.to_string(),
+        }
     }
 }
 

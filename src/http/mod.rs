@@ -3,6 +3,7 @@
 //! call a synchronous module function, and render its result; errors become status
 //! codes in `error.rs` only.
 
+mod actions;
 mod admission;
 mod api;
 mod auth;
@@ -104,6 +105,9 @@ pub struct App {
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
     /// Root-cause analysis, when enabled.
     rca: std::sync::OnceLock<Arc<crate::rca::RcaEngine>>,
+    /// The Decide stage and the actuators' metrics (a reload rebuilds the
+    /// actuators with them), once the service has started it.
+    decide: std::sync::OnceLock<(Arc<crate::decide::Decide>, crate::act::set::ActuatorMetrics)>,
     /// Start time, configuration text, bound address (the status endpoints).
     status: status::RuntimeStatus,
     /// Metric metadata and exemplars from remote write.
@@ -141,6 +145,7 @@ impl App {
             config_path,
             rules: std::sync::OnceLock::new(),
             rca: std::sync::OnceLock::new(),
+            decide: std::sync::OnceLock::new(),
         }
     }
 
@@ -152,6 +157,21 @@ impl App {
     /// The RCA engine, if enabled.
     pub fn rca(&self) -> Option<&Arc<crate::rca::RcaEngine>> {
         self.rca.get()
+    }
+
+    /// Attaches the Decide stage (once, at start); reloads then reconfigure it and
+    /// rebuild its actuators.
+    pub fn set_decide(
+        &self,
+        decide: Arc<crate::decide::Decide>,
+        actuator_metrics: crate::act::set::ActuatorMetrics,
+    ) {
+        let _ = self.decide.set((decide, actuator_metrics));
+    }
+
+    /// The Decide stage, if running.
+    pub fn decide(&self) -> Option<&Arc<crate::decide::Decide>> {
+        self.decide.get().map(|(d, _)| d)
     }
 
     /// Records the address the server is bound to (`/api/v1/status/flags`).
@@ -211,7 +231,11 @@ impl App {
                 .and_then(|(settings, c, text)| {
                     // Rule files are validated whole before anything changes.
                     if let Some(rules) = self.rules.get() {
-                        rules.reload(&c).map_err(|e| e.to_string())?;
+                        rules.reload(c.rule_settings()).map_err(|e| e.to_string())?;
+                    }
+                    if let Some((d, m)) = self.decide.get() {
+                        d.reconfigure(c.decide.clone());
+                        rebuild_actuators(d.clone(), c.actuators.clone(), m.clone());
                     }
                     if let Some(rca) = self.rca.get() {
                         rca.reload(&c.rca);
@@ -236,6 +260,26 @@ impl App {
         }
         result
     }
+}
+
+/// Builds the actuators of a reloaded config and hands them to Decide; on error the
+/// running ones stay (and the error is logged).
+fn rebuild_actuators(
+    decide: Arc<crate::decide::Decide>,
+    config: crate::act::config::ActuatorsConfig,
+    metrics: crate::act::set::ActuatorMetrics,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        match crate::act::set::ActuatorSet::build(&config, metrics).await {
+            Ok(set) => decide.set_actuators(vec![Arc::new(set)]),
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the actuators failed; keeping the running ones")
+            }
+        }
+    });
 }
 
 /// Checks a `web.cors_origin` regex.
@@ -264,6 +308,9 @@ fn read_routes() -> Router<Arc<App>> {
         .route("/api/v1/topology", get(rca::topology))
         .route("/api/v1/incidents", get(rca::incidents))
         .route("/api/v1/incidents/{id}", get(rca::incident))
+        .route("/api/v1/actions", get(actions::list))
+        .route("/api/v1/actions/{id}", get(actions::one))
+        .route("/api/v1/approvals", get(actions::approvals))
         // The page alerts' default generatorURL links to.
         .route("/graph", get(graph::graph))
         // Status and tooling endpoints (http/status.rs).
@@ -292,6 +339,18 @@ fn admin_routes() -> Router<Arc<App>> {
     Router::new().route("/-/reload", post(api::reload).put(api::reload))
 }
 
+/// Routes through which a human overrides the loop (approve, reject, roll back):
+/// behind the admin guard, which here is never open — without `auth.admin`
+/// configured they answer 403.
+fn operator_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/api/v1/approvals/{id}/{verb}",
+            post(actions::decide_approval),
+        )
+        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
+}
+
 /// Builds the router. `max_body_bytes` bounds every request body (413 beyond);
 /// `cors_origin` is the validated `web.cors_origin`. Each route group gets its guard
 /// before any body is read; `/-/healthy` and `/-/ready` are open to probes;
@@ -307,6 +366,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize, cors_origin: &str) -> Router
         .route("/api/v1/write", post(write::remote_write))
         .route_layer(guard(auth::Guard::Write));
     let admin = admin_routes().route_layer(guard(auth::Guard::Admin));
+    let operator = operator_routes().route_layer(guard(auth::Guard::Operator));
     let read = read_routes()
         .route_layer(guard(auth::Guard::Read))
         .layer(cors::layer(cors_origin).unwrap_or_else(|_| tower_http::cors::CorsLayer::new()))
@@ -321,6 +381,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize, cors_origin: &str) -> Router
     Router::new()
         .merge(write)
         .merge(admin)
+        .merge(operator)
         .merge(read)
         .merge(metrics)
         .merge(probes)

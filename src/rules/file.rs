@@ -16,24 +16,9 @@ use crate::anomaly::DetectorSpec;
 use crate::duration::PromDuration;
 use crate::storage::{is_valid_label_name, is_valid_metric_name};
 
+use super::action::RuleAction;
 use super::template::Template;
 use super::RuleError;
-
-/// Action types an alerting rule may name, with the parameters each requires.
-pub const ACTION_TYPES: &[(&str, &[&str])] = &[
-    ("restart_pod", &["target"]),
-    ("rollout_restart", &["target"]),
-    ("scale_up", &["target"]),
-    ("scale_down", &["target"]),
-    ("scale", &["target", "replicas"]),
-    ("patch_configmap", &["target", "data"]),
-    ("clear_cache", &["pattern"]),
-    ("redis_clear", &["pattern"]),
-    ("switch_config", &["key", "value"]),
-    ("rate_limit", &["target", "limit"]),
-    ("notify", &["channel"]),
-    ("webhook", &["url"]),
-];
 
 // ------------------------------------------------------------ the YAML schema
 
@@ -100,9 +85,11 @@ struct RuleYaml {
     #[serde(default)]
     annotations: BTreeMap<String, Text>,
     #[serde(default)]
-    actions: Vec<ActionSpec>,
+    actions: Vec<BTreeMap<String, serde_yaml::Value>>,
     #[serde(default)]
     cooldown: Option<PromDuration>,
+    #[serde(default)]
+    dry_run: Option<bool>,
     #[serde(default)]
     approval: Option<Approval>,
     #[serde(default)]
@@ -111,22 +98,11 @@ struct RuleYaml {
     resolve_expr: Option<Text>,
 }
 
-/// One remediation an alerting rule asks for when it fires (`actions:`); carried
-/// out by the actuation stage through the policy layer.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-pub struct ActionSpec {
-    /// One of [`ACTION_TYPES`].
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The action's parameters (`target`, `replicas`, `dry_run`, …).
-    #[serde(flatten)]
-    pub params: BTreeMap<String, serde_yaml::Value>,
-}
-
-/// Human approval before the rule's actions run (`approval: true` or a map).
+/// Human approval before the rule's actions run (`approval: true` or a map), as
+/// written in the file.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
-pub enum Approval {
+enum Approval {
     Required(bool),
     Detailed(ApprovalSpec),
 }
@@ -134,16 +110,27 @@ pub enum Approval {
 /// The long form of `approval:`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApprovalSpec {
+struct ApprovalSpec {
     /// Whether a human must approve.
     #[serde(default = "yes")]
-    pub required: bool,
+    required: bool,
     /// Who may approve (free-form names).
     #[serde(default)]
-    pub approvers: Vec<String>,
+    approvers: Vec<String>,
     /// How long an approval request stays open.
     #[serde(default)]
-    pub timeout: Option<PromDuration>,
+    timeout: Option<PromDuration>,
+}
+
+/// A rule's approval requirement, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalPolicy {
+    /// A human must approve each action that changes something.
+    pub required: bool,
+    /// Who may approve (empty: anyone who passes the admin guard).
+    pub approvers: Vec<String>,
+    /// How long a request stays open (`None`: the service's default).
+    pub timeout_ms: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -191,9 +178,12 @@ pub struct RuleSpec {
     /// Label name, raw value, parsed template.
     pub labels: Vec<(String, String, Template)>,
     pub annotations: Vec<(String, String, Template)>,
-    pub actions: Vec<ActionSpec>,
+    /// `actions:`, typed; run in order as an escalation ladder (see `decide/`).
+    pub actions: Vec<RuleAction>,
     pub cooldown_ms: Option<i64>,
-    pub approval: Option<Approval>,
+    pub approval: ApprovalPolicy,
+    /// `dry_run: true` on the rule: its actions are decided and audited, never run.
+    pub dry_run: bool,
     pub resolve_for_ms: i64,
     pub resolve_expr: Option<(String, Expr)>,
 }
@@ -542,6 +532,7 @@ fn validate_rule(
             ("actions", !r.actions.is_empty()),
             ("cooldown", r.cooldown.is_some()),
             ("approval", r.approval.is_some()),
+            ("dry_run", r.dry_run.is_some()),
             ("resolve_for", r.resolve_for.is_some()),
             ("resolve_expr", r.resolve_expr.is_some()),
         ] {
@@ -572,8 +563,9 @@ fn validate_rule(
         let t = Template::parse(&v.0).map_err(|e| rerr(format!("annotation {k:?}: {e}")))?;
         annotations.push((k, v.0, t));
     }
+    let mut actions = Vec::with_capacity(r.actions.len());
     for (i, a) in r.actions.iter().enumerate() {
-        validate_action(a).map_err(|e| rerr(format!("actions[{i}]: {e}")))?;
+        actions.push(RuleAction::parse(a).map_err(|e| rerr(format!("actions[{i}]: {e}")))?);
     }
     let resolve_expr = match r.resolve_expr {
         Some(t) if !t.0.trim().is_empty() => {
@@ -584,11 +576,23 @@ fn validate_rule(
         Some(_) => return Err(rerr("resolve_expr must not be empty".into())),
         None => None,
     };
-    if let Some(Approval::Detailed(a)) = &r.approval {
-        if a.timeout.is_some_and(|t| t.as_millis() <= 0) {
-            return Err(rerr("approval.timeout must be positive".into()));
+    let approval = match r.approval {
+        None | Some(Approval::Required(false)) => ApprovalPolicy::default(),
+        Some(Approval::Required(true)) => ApprovalPolicy {
+            required: true,
+            ..Default::default()
+        },
+        Some(Approval::Detailed(a)) => {
+            if a.timeout.is_some_and(|t| t.as_millis() <= 0) {
+                return Err(rerr("approval.timeout must be positive".into()));
+            }
+            ApprovalPolicy {
+                required: a.required,
+                approvers: a.approvers,
+                timeout_ms: a.timeout.map(|t| t.as_millis()),
+            }
         }
-    }
+    };
     Ok(RuleSpec {
         line,
         kind,
@@ -598,51 +602,13 @@ fn validate_rule(
         keep_firing_for_ms: r.keep_firing_for.map(|d| d.as_millis()).unwrap_or(0),
         labels,
         annotations,
-        actions: r.actions,
+        actions,
         cooldown_ms: r.cooldown.map(|d| d.as_millis()),
-        approval: r.approval,
+        approval,
+        dry_run: r.dry_run.unwrap_or(false),
         resolve_for_ms: r.resolve_for.map(|d| d.as_millis()).unwrap_or(0),
         resolve_expr,
     })
-}
-
-/// Checks an action's type and required parameters.
-pub fn validate_action(a: &ActionSpec) -> Result<(), String> {
-    let Some((_, required)) = ACTION_TYPES.iter().find(|(t, _)| *t == a.kind) else {
-        let known: Vec<&str> = ACTION_TYPES.iter().map(|(t, _)| *t).collect();
-        return Err(format!(
-            "unknown action type {:?} (known: {})",
-            a.kind,
-            known.join(", ")
-        ));
-    };
-    for r in *required {
-        if !a.params.contains_key(*r) {
-            return Err(format!("{} needs parameter {r:?}", a.kind));
-        }
-    }
-    if let Some(v) = a.params.get("dry_run") {
-        if !v.is_bool() {
-            return Err("dry_run must be true or false".into());
-        }
-    }
-    if let Some(v) = a.params.get("replicas") {
-        let ok = match v {
-            serde_yaml::Value::Number(n) => n.as_i64().is_some(),
-            serde_yaml::Value::String(s) => s
-                .strip_prefix(['+', '-'])
-                .unwrap_or(s)
-                .parse::<u32>()
-                .is_ok(),
-            _ => false,
-        };
-        if !ok {
-            return Err(format!(
-                "replicas {v:?} must be a count or a change like +2 / -1"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Removes keys a strict parse would reject from groups and rules.
@@ -668,6 +634,7 @@ fn strip_unknown(v: &mut serde_yaml::Value) {
         "actions",
         "cooldown",
         "approval",
+        "dry_run",
         "resolve_for",
         "resolve_expr",
     ];
@@ -751,6 +718,41 @@ pub fn duplicate_rules(groups: &[GroupSpec]) -> Vec<(String, Vec<(String, String
         .collect()
 }
 
+/// The outcome of checking one rule file: the number of rules and the duplicate
+/// rules found, or every problem (one line each, file:line first).
+pub type CheckResult = Result<(usize, Vec<String>), Vec<String>>;
+
+/// Loads rule files for `closedloop check rules`: per file, its rule count and the
+/// `duplicate-rules` lint findings, or its problems.
+pub fn check_files(files: &[PathBuf]) -> Vec<(PathBuf, CheckResult)> {
+    let mut out = Vec::new();
+    for f in files {
+        let r = match std::fs::read_to_string(f) {
+            Err(e) => Err(vec![format!("{}: {e}", f.display())]),
+            Ok(text) => match parse_file_all(&text, f) {
+                Ok(groups) => {
+                    let n = groups.iter().map(|g| g.rules.len()).sum();
+                    let dups = duplicate_rules(&groups)
+                        .into_iter()
+                        .map(|(name, labels)| {
+                            // promtool's wording: `Metric: x\nLabel(s):\n\tname: value\n`.
+                            let mut s = format!("Metric: {name}\nLabel(s):\n");
+                            for (k, v) in labels {
+                                s.push_str(&format!("\t{k}: {v}\n"));
+                            }
+                            s
+                        })
+                        .collect();
+                    Ok((n, dups))
+                }
+                Err(errs) => Err(errs.iter().map(|e| e.to_string()).collect()),
+            },
+        };
+        out.push((f.clone(), r));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,7 +774,9 @@ mod tests {
         assert_eq!(a.for_ms, 60_000);
         assert_eq!(a.resolve_for_ms, 30_000);
         assert!(a.resolve_expr.is_some());
-        assert_eq!(a.actions[0].kind, "scale_up");
+        assert_eq!(a.actions[0].kind, crate::act::ActionKind::Scale);
+        assert!(a.actions[0].dry_run);
+        assert!(a.approval.required);
     }
 
     #[test]
@@ -806,7 +810,14 @@ mod tests {
             },
             ..LoadOptions::default()
         };
-        assert!(parse_file(&text, Path::new("r.yml"), raised).is_ok());
+        // (1,100 terms: over the default depth, under the type-check work limit.)
+        let deeper = format!("vector(1){}", " + vector(1)".repeat(1099));
+        let text = format!(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    resolve_expr: '{deeper}'\n"
+        );
+        assert!(parse(&text).unwrap_err().contains("query.max_depth"));
+        let r = parse_file(&text, Path::new("r.yml"), raised);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]
@@ -842,7 +853,7 @@ mod tests {
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    actions: [{type: scale}]\n",
-                "scale needs parameter \"target\"",
+                "actions[0]: missing parameter \"target\"",
             ),
             (
                 "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    for: 1m\n",

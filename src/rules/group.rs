@@ -27,6 +27,7 @@ use crate::storage::{LabelSet, Store, METRIC_NAME, STALE_NAN_BITS};
 
 use super::file::{GroupSpec, RuleKind, RuleSpec};
 use super::template::{expand_or_error, QuerySample, TemplateData};
+use super::transition::{AlertTransition, RuleId, Severity, TransitionKind};
 
 /// How long a resolved alert is kept (and re-sent as resolved).
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -37,18 +38,31 @@ pub trait Source: Send + Sync {
     fn query(&self, expr: &Expr, text: &str, t_ms: i64) -> Result<Vec<Sample>, QueryError>;
 }
 
-/// The local store through the engine.
-pub struct LocalSource<'a> {
-    pub engine: &'a Engine,
-    pub store: &'a Store,
+/// The local store through the engine (`S`: `&Store` or `Arc<Store>`).
+pub struct LocalSource<S> {
+    pub engine: Engine,
+    pub store: S,
 }
 
-impl Source for LocalSource<'_> {
+impl<S: std::ops::Deref<Target = Store> + Send + Sync> Source for LocalSource<S> {
     fn query(&self, expr: &Expr, text: &str, t_ms: i64) -> Result<Vec<Sample>, QueryError> {
         let r = self
             .engine
-            .instant_query_expr(self.store, expr, text, t_ms)?;
+            .instant_query_expr(&*self.store, expr, text, t_ms)?;
         value_to_samples(r.value, t_ms)
+    }
+}
+
+/// Where recording results, `ALERTS` / `ALERTS_FOR_STATE` and staleness markers go.
+pub trait Appender: Send + Sync {
+    /// Appends one sample. A refused append (older than the series' newest sample,
+    /// over the series limit) only loses this point; the next evaluation writes again.
+    fn append(&self, labels: &LabelSet, t_ms: i64, v: f64);
+}
+
+impl Appender for Store {
+    fn append(&self, labels: &LabelSet, t_ms: i64, v: f64) {
+        let _ = Store::append(self, labels, t_ms, v);
     }
 }
 
@@ -107,7 +121,7 @@ pub struct Alert {
 pub struct EvalContext<'a> {
     pub source: &'a dyn Source,
     /// Where recording results and `ALERTS` go.
-    pub store: &'a Store,
+    pub appender: &'a dyn Appender,
     pub external_labels: &'a BTreeMap<String, String>,
     pub external_url: &'a str,
 }
@@ -124,6 +138,8 @@ pub struct Rule {
     pub last_duration_s: f64,
     pub evaluations: u64,
     pub failures: u64,
+    /// Alerts that turned firing or resolved since the last [`Rule::take_transitions`].
+    changes: Vec<(TransitionKind, LabelSet)>,
 }
 
 impl Rule {
@@ -131,6 +147,7 @@ impl Rule {
         Rule {
             spec,
             active: HashMap::new(),
+            changes: Vec::new(),
             prev_series: HashSet::new(),
             last_error: None,
             last_eval_ms: 0,
@@ -216,23 +233,21 @@ impl Rule {
             out.push((ls, s.v));
         }
         // Results carry the query time, as Prometheus writes them (ts - offset).
-        self.write(ctx.store, q_ts, out);
+        self.write(ctx.appender, q_ts, out);
         Ok(())
     }
 
     /// Writes this evaluation's series and marks the previous ones that vanished.
-    fn write(&mut self, store: &Store, ts: i64, series: Vec<(LabelSet, f64)>) {
+    fn write(&mut self, store: &dyn Appender, ts: i64, series: Vec<(LabelSet, f64)>) {
         let mut now = HashSet::with_capacity(series.len());
         for (ls, v) in series {
-            // A rejected append (e.g. an older sample after a restart) only loses
-            // this point; the next evaluation writes again.
-            let _ = store.append(&ls, ts, v);
+            store.append(&ls, ts, v);
             now.insert(ls);
         }
         let stale = f64::from_bits(STALE_NAN_BITS);
         for old in self.prev_series.iter() {
             if !now.contains(old) {
-                let _ = store.append(old, ts, stale);
+                store.append(old, ts, stale);
             }
         }
         self.prev_series = now;
@@ -391,6 +406,9 @@ impl Rule {
                     remove.push(ls.clone());
                 }
                 if a.state != AlertState::Inactive && !keep {
+                    if a.state == AlertState::Firing {
+                        self.changes.push((TransitionKind::Resolved, ls.clone()));
+                    }
                     a.state = AlertState::Inactive;
                     a.resolved_at_ms = Some(ts);
                 }
@@ -403,6 +421,7 @@ impl Rule {
             if a.state == AlertState::Pending && ts - a.active_at_ms >= self.spec.for_ms {
                 a.state = AlertState::Firing;
                 a.fired_at_ms = Some(ts);
+                self.changes.push((TransitionKind::Firing, ls.clone()));
             }
         }
         for ls in remove {
@@ -437,7 +456,7 @@ impl Rule {
             pairs.push(("alertstate", a.state.as_str()));
             series.push((LabelSet::from_pairs(pairs), 1.0));
         }
-        self.write(ctx.store, q_ts, series);
+        self.write(ctx.appender, q_ts, series);
         Ok(())
     }
 
@@ -471,11 +490,98 @@ impl Rule {
 }
 
 impl Rule {
+    /// The alerts that turned firing or resolved since the last call, as typed
+    /// transitions for the alert sink. `group` and `interval_ms` describe the rule's
+    /// group.
+    pub fn take_transitions(
+        &mut self,
+        group: &GroupSpec,
+        interval_ms: i64,
+    ) -> Vec<AlertTransition> {
+        if self.changes.is_empty() {
+            return Vec::new();
+        }
+        let RuleKind::Alert(name) = &self.spec.kind else {
+            self.changes.clear();
+            return Vec::new();
+        };
+        let rule = RuleId {
+            file: group.file.clone(),
+            group: group.name.clone(),
+            name: name.clone(),
+        };
+        let seen = Instant::now();
+        let mut out = Vec::with_capacity(self.changes.len());
+        for (kind, ls) in self.changes.drain(..) {
+            let Some(a) = self.active.get(&ls) else {
+                continue;
+            };
+            let labels: BTreeMap<String, String> = a
+                .labels
+                .iter()
+                .map(|l| (l.name.to_string(), l.value.to_string()))
+                .collect();
+            let severity = labels
+                .get("severity")
+                .map(|s| Severity::parse(s))
+                .unwrap_or(Severity::Unknown);
+            out.push(AlertTransition {
+                kind,
+                rule: rule.clone(),
+                spec: self.spec.clone(),
+                annotations: a.annotations.iter().cloned().collect(),
+                labels,
+                value: a.value,
+                severity,
+                active_at_ms: a.active_at_ms,
+                at_ms: match kind {
+                    TransitionKind::Firing => a.fired_at_ms.unwrap_or(a.active_at_ms),
+                    TransitionKind::Resolved => a.resolved_at_ms.unwrap_or(a.active_at_ms),
+                },
+                interval_ms,
+                seen,
+            });
+        }
+        out
+    }
+
+    /// The alerts for which the rule's condition holds at `ts`: its expression
+    /// evaluated and each result turned into alert labels (without annotations) —
+    /// the re-check before an action runs.
+    pub fn condition_labels(
+        &self,
+        group: &GroupSpec,
+        ts: i64,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<BTreeMap<String, String>>, String> {
+        let RuleKind::Alert(name) = &self.spec.kind else {
+            return Err("not an alerting rule".into());
+        };
+        let samples = ctx
+            .source
+            .query(
+                &self.spec.expr,
+                &self.spec.expr_text,
+                ts - group.query_offset_ms.unwrap_or(0),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(samples
+            .iter()
+            .map(|s| {
+                self.alert_labels(name, group, s, ctx, ts, false)
+                    .0
+                    .iter()
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Marks every series this rule wrote last time stale (the rule is gone).
-    pub fn mark_stale(&mut self, store: &Store, ts: i64) {
+    pub fn mark_stale(&mut self, store: &dyn Appender, ts: i64) {
         let stale = f64::from_bits(STALE_NAN_BITS);
         for ls in self.prev_series.drain() {
-            let _ = store.append(&ls, ts, stale);
+            store.append(&ls, ts, stale);
         }
     }
 }

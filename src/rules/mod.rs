@@ -5,9 +5,14 @@
 //!
 //! - `file`: schema, strict parsing, validation with file:line, group and rule.
 //! - `template`: the Go text/template subset annotation templates use.
+//! - `action`: `actions:` typed at load time, rendered into concrete actions.
 //! - `group`: one group's evaluation at one timestamp and the alert state machine.
-//! - `manager`: the running rule set — one tokio task per group, reloads, the
-//!   for-state file, metrics, and the `/api/v1/rules` / `/api/v1/alerts` views.
+//! - `transition`: the typed alert transitions handed to the Decide stage.
+//! - `manager`: the running rule set and its reloads, with injected dependencies.
+//! - `schedule`: one tokio task per group at aligned timestamps; metrics.
+//! - `state`: the alert for-state in the knowledge store.
+//! - `views`: the `/api/v1/rules` / `/api/v1/alerts` JSON.
+//! - `remote`: a group's remote `datasource:`.
 //! - `notifier`: Alertmanager API v2 sender (batching, several Alertmanagers).
 //! - `unittest`: `closedloop test rules` (promtool's test-file format).
 //! - `config`: the `global:`, `alerting:` and `rules:` config sections.
@@ -17,19 +22,27 @@
 //! group interval and never drift; a missed iteration is counted, never silently
 //! skipped; nothing here panics on a user's file or on query results.
 
+pub mod action;
 pub mod config;
 pub mod file;
 pub mod group;
 pub mod manager;
 pub mod notifier;
+mod remote;
+mod schedule;
+mod state;
 pub mod template;
+pub mod transition;
 pub mod unittest;
+mod views;
 
 use std::path::PathBuf;
 
-pub use file::{load_files, GroupSpec, LoadOptions, RuleKind, RuleSpec};
-pub use group::{Alert, AlertState, Group, Source};
-pub use manager::RuleManager;
+pub use action::{RenderContext, RuleAction};
+pub use file::{load_files, ApprovalPolicy, GroupSpec, LoadOptions, RuleKind, RuleSpec};
+pub use group::{Alert, AlertState, Appender, Group, LocalSource, Source};
+pub use manager::{RuleDeps, RuleManager, RuleSettings};
+pub use transition::{AlertSink, AlertTransition, NoSink, RuleId, Severity, TransitionKind};
 
 /// Why a rule file or rule set could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +77,9 @@ pub enum RuleError {
         rule: String,
         reason: String,
     },
+    /// The rules engine could not be set up (metrics registration).
+    #[error("rules engine: {reason}")]
+    Setup { reason: String },
     /// A `rule_files` pattern is not a valid glob.
     #[error("rule_files pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },

@@ -321,12 +321,12 @@ fn run_group(
         .map(|s| Group::new(s.clone(), eval_interval))
         .collect();
     let source = LocalSource {
-        engine: &engine,
+        engine: engine.clone(),
         store: &store,
     };
     let ctx = EvalContext {
         source: &source,
-        store: &store,
+        appender: &store,
         external_labels: &tg.external_labels,
         external_url: &tg.external_url,
     };

@@ -148,6 +148,8 @@ const READ_ROUTES: &[&str] = &[
     "/api/v1/rules",
     "/api/v1/alerts",
     "/api/v1/anomalies",
+    "/api/v1/actions",
+    "/api/v1/approvals",
     "/api/v1/query_exemplars?query=up",
     "/api/v1/status/config",
     "/api/v1/status/flags",

@@ -4,9 +4,12 @@
 mod anomaly;
 mod answers;
 mod bad_input;
+mod closed_loop;
 mod common;
 mod compat_api;
+mod crash;
 mod dashboard;
+mod decide;
 mod hardening;
 mod kube_double;
 mod kubernetes;

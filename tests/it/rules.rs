@@ -220,13 +220,14 @@ fn a_bad_rule_file_at_start_is_refused_with_its_line() {
 #[test]
 fn pending_state_survives_a_restart() {
     const SLOW: &str = "groups:\n  - name: slow\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: vector(1)\n        for: 1h\n";
-    // The state file lives outside each instance's directory, as a data dir would.
+    // The knowledge store lives outside each instance's directory, as a data dir
+    // would.
     let keep = tempfile::tempdir().unwrap();
-    let state = keep.path().join("alerts.json");
+    let state = keep.path().join("closedloop.db");
     let rules = keep.path().join("rules.yml");
     std::fs::write(&rules, SLOW).unwrap();
     let config = format!(
-        "rule_files: ['{}']\nrules:\n  state_file: {}\n",
+        "rule_files: ['{}']\nknowledge:\n  path: {}\n",
         rules.display(),
         state.display()
     );
@@ -239,7 +240,7 @@ fn pending_state_survives_a_restart() {
         a["alerts"][0]["state"] == "pending"
     });
     assert!(cl.terminate().success());
-    assert!(state.exists(), "SIGTERM writes the state file");
+    assert!(state.exists(), "the knowledge store holds the state");
 
     // A new process restores the alert with its original activeAt, so `for` keeps
     // counting from then. It stays while the condition holds.
@@ -254,6 +255,40 @@ fn pending_state_survives_a_restart() {
     let a = cl.api("/api/v1/alerts");
     assert_eq!(a["alerts"][0]["state"], "pending", "{a}");
     assert_eq!(a["alerts"][0]["activeAt"], active_at, "kept: {a}");
+}
+
+#[test]
+fn a_legacy_state_file_is_imported_once() {
+    const SLOW: &str = "groups:\n  - name: slow\n    interval: 1s\n    rules:\n      - alert: Slow\n        expr: vector(1)\n        for: 1h\n";
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, SLOW).unwrap();
+    // What `rules.state_file` held before the knowledge store.
+    let active_at = now_ms() - 600_000;
+    let legacy = dir.path().join("rules-state.json");
+    let key = format!("{};slow", rules.display());
+    std::fs::write(
+        &legacy,
+        serde_json::json!({ key: { "Slow": [{
+            "labels": {"alertname": "Slow"}, "state": "pending", "active_at_ms": active_at
+        }]}})
+        .to_string(),
+    )
+    .unwrap();
+    let config = format!(
+        "rule_files: ['{}']\nrules:\n  state_file: {}\n",
+        rules.display(),
+        legacy.display()
+    );
+    let cl = Closedloop::start_in(dir, &config);
+    let a = cl.api("/api/v1/alerts");
+    assert_eq!(
+        a["alerts"][0]["activeAt"],
+        closedloop::rules::notifier::rfc3339(active_at),
+        "{a}"
+    );
+    assert!(!legacy.exists(), "the imported file is renamed");
+    assert!(legacy.with_extension("imported").exists());
 }
 
 #[test]

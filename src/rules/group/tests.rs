@@ -55,7 +55,7 @@ fn states(yaml: &str, steps: i64, src: &dyn Source) -> String {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -148,7 +148,7 @@ fn alerts_series_and_templates() {
     let src = Script(on(&[0, 1]));
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -199,13 +199,13 @@ fn recording_results_are_visible_to_later_rules() {
     }
     let engine = Engine::default();
     let src = LocalSource {
-        engine: &engine,
+        engine: engine.clone(),
         store: &st,
     };
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -230,7 +230,7 @@ fn duplicate_labelsets_are_an_evaluation_error() {
     });
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -248,7 +248,7 @@ fn state_survives_snapshot_and_restore() {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -264,7 +264,7 @@ fn state_survives_snapshot_and_restore() {
     let st2 = store();
     let ctx2 = EvalContext {
         source: &src,
-        store: &st2,
+        appender: &st2,
         external_labels: &ext,
         external_url: "",
     };
@@ -298,7 +298,7 @@ fn query_offset_moves_query_time_and_written_timestamps_back() {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };
@@ -342,7 +342,7 @@ fn templates_see_the_metric_name_alert_labels_do_not() {
     let ext = BTreeMap::new();
     let ctx = EvalContext {
         source: &src,
-        store: &st,
+        appender: &st,
         external_labels: &ext,
         external_url: "",
     };

@@ -119,8 +119,8 @@ pub fn run(opts: &Options) -> Result<(Report, timeline::Timeline), SimulateError
     let mut tl = timeline::Timeline::new(&world, loaded.start_ms);
     recorder.notes.push(
         "actuation is not wired into the simulation yet: the Decide stage (policy, executor, \
-         audit log) lands with issue #8; alerts fire, nothing acts, and faults end only on \
-         their schedule"
+         audit log) runs in the service but not here; alerts fire, nothing acts, and faults \
+         end only on their schedule"
             .into(),
     );
     let bar = match opts.progress {

@@ -200,12 +200,12 @@ impl Pipeline {
     /// the alerts that turned firing or resolved, and the rule errors.
     pub fn evaluate(&mut self, t_ms: i64, origin_ms: i64) -> (Vec<AlertChange>, Vec<String>) {
         let source = LocalSource {
-            engine: &self.engine,
-            store: &self.store,
+            engine: self.engine.clone(),
+            store: &*self.store,
         };
         let ctx = EvalContext {
             source: &source,
-            store: &self.store,
+            appender: &*self.store,
             external_labels: &self.external_labels,
             external_url: "http://closedloop.simulated",
         };
