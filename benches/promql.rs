@@ -145,5 +145,36 @@ fn engine_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine_benches);
+/// Parsing at the edge of the limits: promql-parser's type checks are quadratic in
+/// the length of operator chains, so these are the slowest texts the service
+/// accepts (and one it refuses, parsed directly). Run:
+/// `cargo bench --bench promql -- limits`.
+fn limit_benches(c: &mut Criterion) {
+    let limits = closedloop::promql::QueryLimits::default();
+    let nest = |groups: usize, terms: usize| {
+        let group = format!("(1{})", " + 1".repeat(terms - 1));
+        vec![group; groups].join(" + ")
+    };
+    // One chain as long as the depth limit allows.
+    let chain = format!("1{}", " + 1".repeat(limits.max_depth - 1));
+    // Chains of chains just under the parse-work budget.
+    let accepted = nest(120, 120);
+    // Refused by the budget (within the length and depth limits).
+    let refused = nest(260, 250);
+    let mut g = c.benchmark_group("limits");
+    g.sample_size(10);
+    for (name, text, ok) in [
+        ("chain_at_max_depth", &chain, true),
+        ("nest_120x120_accepted", &accepted, true),
+        ("nest_260x250_refused_parsed_anyway", &refused, false),
+    ] {
+        assert_eq!(closedloop::promql::parse(text).is_ok(), ok, "{name}");
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(promql_parser::parser::parse(text).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engine_benches, limit_benches);
 criterion_main!(benches);

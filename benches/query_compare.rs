@@ -23,21 +23,16 @@
 //! when the run ends (or the benchmark panics).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use closedloop::ingest::proto::v1;
-use prost::Message;
 
 mod peers;
-use peers::{free_port, require};
+use peers::series::{generate, GenSeries, Walk, INTERVAL_MS, SERIES_PER_INSTANCE};
+use peers::{median, start_server, Server};
 
-const INTERVAL_MS: i64 = 15_000;
 /// 70 minutes: the range queries' first windows reach back before the hour.
 const SAMPLES: i64 = 280;
-const SERIES_PER_INSTANCE: usize = 26;
-const BUCKETS: [&str; 8] = ["0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
 /// Samples per series per request, and series per request.
 const SLICE_SAMPLES: i64 = 20;
 const SERIES_PER_REQUEST: usize = 2_000;
@@ -73,140 +68,10 @@ fn parse_args() -> Args {
     }
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// One generated series: labels (sorted) and how its value moves.
-struct GenSeries {
-    labels: Vec<v1::Label>,
-    kind: Kind,
-    /// Scrape phase within the interval; never a whole second, so no sample sits on
-    /// a window boundary (Prometheus 2.42's windows are closed on the left, 3.x's open).
-    phase: i64,
-}
-
-enum Kind {
-    /// A counter growing by up to `rate` per interval.
-    Counter {
-        rate: f64,
-    },
-    /// A histogram bucket: a share of the instance's observations.
-    Bucket {
-        share: f64,
-    },
-    Gauge {
-        base: f64,
-    },
-    Constant,
-}
-
-fn label(n: &str, v: &str) -> v1::Label {
-    v1::Label {
-        name: Bytes::copy_from_slice(n.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-    }
-}
-
-fn generate(n: usize) -> Vec<GenSeries> {
-    let instances = n.div_ceil(SERIES_PER_INSTANCE);
-    // Whole instances: N rounded up to a multiple of the series per instance.
-    let mut out = Vec::with_capacity(instances * SERIES_PER_INSTANCE);
-    for i in 0..instances {
-        let job = format!("job-{}", i % 10);
-        let instance = format!("10.{}.{}.{}:9100", i / 65536 % 256, i / 256 % 256, i % 256);
-        // Instances differ in traffic, so their histograms differ.
-        let traffic = 1.0 + (i % 5) as f64 * 0.1;
-        let phase = {
-            let p = (i as i64 * 7_919) % INTERVAL_MS;
-            if p % 1000 == 0 {
-                p + 137
-            } else {
-                p
-            }
-        };
-        let mut push = |name: &str, extra: &[(&str, &str)], kind: Kind| {
-            let mut labels = vec![
-                ("__name__", name.to_owned()),
-                ("cluster", "prod-eu-1".to_owned()),
-                ("instance", instance.clone()),
-                ("job", job.clone()),
-            ];
-            labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-            labels.sort();
-            out.push(GenSeries {
-                labels: labels.iter().map(|(k, v)| label(k, v)).collect(),
-                kind,
-                phase,
-            });
-        };
-        for method in ["get", "post", "put"] {
-            for code in ["200", "500"] {
-                let rate = if code == "200" { 40.0 } else { 2.0 };
-                push(
-                    "http_requests_total",
-                    &[("method", method), ("code", code)],
-                    Kind::Counter { rate },
-                );
-            }
-        }
-        for cpu in ["0", "1"] {
-            for mode in ["user", "system", "idle", "iowait"] {
-                push(
-                    "node_cpu_seconds_total",
-                    &[("cpu", cpu), ("mode", mode)],
-                    Kind::Counter { rate: 15.0 },
-                );
-            }
-        }
-        for (b, le) in BUCKETS.iter().enumerate() {
-            push(
-                "http_request_duration_seconds_bucket",
-                &[("le", le)],
-                Kind::Bucket {
-                    share: traffic * (b + 1) as f64 / BUCKETS.len() as f64,
-                },
-            );
-        }
-        push(
-            "http_request_duration_seconds_sum",
-            &[],
-            Kind::Counter { rate: 3.0 },
-        );
-        push(
-            "http_request_duration_seconds_count",
-            &[],
-            Kind::Bucket { share: traffic },
-        );
-        push(
-            "node_memory_available_bytes",
-            &[],
-            Kind::Gauge {
-                base: 4e9 + (i % 17) as f64 * 1e8,
-            },
-        );
-        let version = format!("1.{}", i % 4);
-        push("node_info", &[("version", &version)], Kind::Constant);
-    }
-    out
-}
-
 /// Snappy-compressed remote-write bodies, oldest slice first.
 fn payloads(series: &[GenSeries], origin: i64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(7);
-    // Per series: current value (observations for buckets are per instance, but a
-    // share of a shared random walk keeps buckets cumulative and monotone).
-    let mut values: Vec<f64> = series.iter().map(|_| rng.unit() * 1000.0).collect();
-    let mut observations = 0.0f64;
+    let mut walk = Walk::new(series);
+    let mut values = Vec::new();
     let mut out = Vec::new();
     let mut k0 = 0;
     while k0 < SAMPLES {
@@ -214,122 +79,29 @@ fn payloads(series: &[GenSeries], origin: i64) -> Vec<Vec<u8>> {
         // Samples of this slice, per series.
         let mut slice: Vec<Vec<v1::Sample>> = vec![Vec::new(); series.len()];
         for k in k0..k1 {
-            observations += 50.0 + rng.unit() * 50.0;
+            walk.step(series, k, &mut values);
             for (s, gs) in series.iter().enumerate() {
-                let v = match gs.kind {
-                    Kind::Counter { rate } => {
-                        values[s] += rng.unit() * rate;
-                        values[s]
-                    }
-                    Kind::Bucket { share } => (observations * share).floor(),
-                    Kind::Gauge { base } => base + (k as f64 / 20.0).sin() * 3e8 + rng.unit() * 1e7,
-                    Kind::Constant => 1.0,
-                };
                 slice[s].push(v1::Sample {
-                    value: v,
+                    value: values[s],
                     timestamp: origin + k * INTERVAL_MS + gs.phase,
                 });
             }
         }
         for first in (0..series.len()).step_by(SERIES_PER_REQUEST) {
             let last = (first + SERIES_PER_REQUEST).min(series.len());
-            let req = v1::WriteRequest {
-                timeseries: (first..last)
+            out.push(peers::series::encode(
+                (first..last)
                     .map(|s| v1::TimeSeries {
                         labels: series[s].labels.clone(),
                         samples: std::mem::take(&mut slice[s]),
                         ..Default::default()
                     })
                     .collect(),
-                metadata: vec![],
-            };
-            out.push(
-                snap::raw::Encoder::new()
-                    .compress_vec(&req.encode_to_vec())
-                    .unwrap(),
-            );
+            ));
         }
         k0 = k1;
     }
     out
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(name: &'static str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let (mut cmd, ready) = match name {
-        "closedloop" => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_closedloop"));
-            c.args(["serve", "--listen", &addr]);
-            if let Ok(cfg) = std::env::var("CLOSEDLOOP_BENCH_CONFIG") {
-                c.args(["--config", &cfg]);
-            }
-            (c, "/-/ready")
-        }
-        "prometheus" => {
-            let cfg = dir.path().join("prometheus.yml");
-            std::fs::write(&cfg, "global: {scrape_interval: 1m}\n").unwrap();
-            let mut c = Command::new(require("/usr/bin/prometheus", "prometheus"));
-            c.arg(format!("--config.file={}", cfg.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--web.enable-remote-write-receiver");
-            (c, "/-/ready")
-        }
-        "victoriametrics" => {
-            let mut c = Command::new(require("/usr/bin/victoria-metrics", "victoria-metrics"));
-            c.arg(format!("-httpListenAddr={addr}"))
-                .arg(format!(
-                    "-storageDataPath={}",
-                    dir.path().join("data").display()
-                ))
-                .arg("-retentionPeriod=1")
-                // Every round must compute its answer, as the others do.
-                .arg("-search.disableCache");
-            (c, "/health")
-        }
-        other => panic!("unknown server {other}"),
-    };
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::blocking::Client::new();
-    let start = Instant::now();
-    while !client
-        .get(format!("http://{addr}{ready}"))
-        .send()
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{name} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Server {
-        child,
-        base: format!("http://{addr}"),
-        _dir: dir,
-    }
 }
 
 /// An answer reduced for comparison: label set (JSON) → points `(t_ms, v)`.
@@ -415,24 +187,11 @@ struct ServerRun {
     load_seconds: f64,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 /// Starts a server and loads the data into it; returns once every sample is
 /// queryable, with the load time.
 fn load(name: &'static str, bodies: &[Vec<u8>], end_s: i64, info_samples: f64) -> (Server, f64) {
-    let server = start(name);
+    // Every round must compute its answer, as the others do.
+    let server = start_server(name, &[], &["-search.disableCache"]);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

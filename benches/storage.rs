@@ -60,6 +60,7 @@ fn populated() -> Store {
         retention_ms: i64::MAX,
         max_series: SERIES * 2,
         shards: 64,
+        ..StoreConfig::default()
     });
     for first in (0..SERIES).step_by(PER_REQUEST) {
         ingest::write(
@@ -186,6 +187,7 @@ fn bench_ingest_with_detectors(c: &mut Criterion) {
             retention_ms: 3_600_000,
             max_series: SERIES * 50,
             shards: 64,
+            ..StoreConfig::default()
         });
         let counter = prometheus::IntCounterVec::new(
             prometheus::Opts::new("d", "d"),

@@ -45,6 +45,8 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 pub struct Config {
     /// Address the HTTP server listens on (`host:port`).
     pub listen_address: String,
+    /// The HTTP server's connection limits.
+    pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
     /// The in-memory store.
@@ -70,6 +72,8 @@ pub struct Config {
     pub decide: crate::decide::DecideConfig,
     /// The embedded knowledge store (audit log, approvals, policy and alert state).
     pub knowledge: crate::knowledge::KnowledgeConfig,
+    /// Anomaly scoring: the queue between ingest and the scoring worker.
+    pub anomaly: AnomalyConfig,
     /// Where actions go: Kubernetes, Redis targets, HTTP config endpoints, notify
     /// channels (targets and secrets live here, never in rule files).
     pub actuators: crate::act::config::ActuatorsConfig,
@@ -79,6 +83,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen_address: "127.0.0.1:9096".to_owned(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             remote_write: RemoteWriteConfig::default(),
@@ -91,7 +96,62 @@ impl Default for Config {
             rules: Default::default(),
             decide: Default::default(),
             knowledge: Default::default(),
+            anomaly: AnomalyConfig::default(),
             actuators: Default::default(),
+        }
+    }
+}
+
+/// Anomaly scoring runs on a worker thread, off the remote-write request path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyConfig {
+    /// Most stored samples waiting to be scored (about 50 bytes each while queued).
+    /// When scoring falls behind, the oldest queued samples are dropped unscored
+    /// (counted in `closed_loop_anomaly_samples_dropped_total`); ingest never waits.
+    pub queue_samples: usize,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            queue_samples: 1_000_000,
+        }
+    }
+}
+
+/// Limits on the HTTP server's connections (fixed at start).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Most connections open at once; further ones are closed as soon as they are
+    /// accepted (Prometheus's `--web.max-connections`). Probes share the limit.
+    pub max_connections: usize,
+    /// Once an HTTP/1 request's first byte arrives, its head must be complete
+    /// within this, or the connection is closed.
+    pub read_header_timeout: PromDuration,
+    /// A connection with no request in flight and no bytes moving for this long is
+    /// closed (never used, half-open and idle keep-alive connections alike).
+    pub idle_timeout: PromDuration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 512,
+            read_header_timeout: PromDuration::from_secs(10),
+            idle_timeout: PromDuration::from_secs(120),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The server's connection limits.
+    pub fn limits(&self) -> crate::http::ConnectionLimits {
+        crate::http::ConnectionLimits {
+            max_connections: self.max_connections,
+            read_header_timeout: self.read_header_timeout.as_duration(),
+            idle_timeout: self.idle_timeout.as_duration(),
         }
     }
 }
@@ -130,6 +190,11 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// Most series held at once; samples of further new series are rejected.
     pub max_series: usize,
+    /// When set, new series are refused (remote write answers 400 with reason
+    /// `memory_limit`) once the store's estimated heap bytes (`closedloop_store_bytes`)
+    /// reach this many bytes; series already held keep appending, each bounded by
+    /// the retention. Unset: no byte limit (the series limit still applies).
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for StorageConfig {
@@ -137,6 +202,7 @@ impl Default for StorageConfig {
         StorageConfig {
             retention: PromDuration::from_secs(6 * 3600),
             max_series: 1_000_000,
+            max_bytes: None,
         }
     }
 }
@@ -147,18 +213,42 @@ impl Default for StorageConfig {
 pub struct RemoteWriteConfig {
     /// Largest accepted request body, compressed, in bytes. Larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Largest accepted body after snappy decompression, in bytes (413 beyond).
+    /// Largest accepted body after snappy decompression, in bytes (413 beyond); also
+    /// the most decoded bytes all requests in flight may hold together (a request
+    /// that would go over it gets 503 with `Retry-After`, which senders retry).
     pub max_decoded_bytes: usize,
     /// Samples further than this in the future (by the service's clock) are rejected.
     pub max_future: PromDuration,
+    /// Most labels per series, the metric name included; series with more are
+    /// refused (400 naming the limit; the rest of the request is stored). 0: no limit.
+    pub label_limit: usize,
+    /// Longest label name in bytes; 0: no limit.
+    pub label_name_length_limit: usize,
+    /// Longest label value in bytes; 0: no limit.
+    pub label_value_length_limit: usize,
 }
 
 impl Default for RemoteWriteConfig {
     fn default() -> Self {
+        let labels = crate::ingest::LabelLimits::default();
         RemoteWriteConfig {
             max_body_bytes: 32 << 20,
             max_decoded_bytes: 256 << 20,
             max_future: PromDuration::from_secs(600),
+            label_limit: labels.max_labels,
+            label_name_length_limit: labels.max_name_bytes,
+            label_value_length_limit: labels.max_value_bytes,
+        }
+    }
+}
+
+impl RemoteWriteConfig {
+    /// The ingest label limits.
+    pub fn label_limits(&self) -> crate::ingest::LabelLimits {
+        crate::ingest::LabelLimits {
+            max_labels: self.label_limit,
+            max_name_bytes: self.label_name_length_limit,
+            max_value_bytes: self.label_value_length_limit,
         }
     }
 }
@@ -171,8 +261,19 @@ pub struct QueryConfig {
     pub lookback_delta: PromDuration,
     /// Most samples one query may hold in memory at once.
     pub max_samples: usize,
-    /// Longest a query may run.
+    /// Longest a query may run, parsing included.
     pub timeout: PromDuration,
+    /// Longest query text in bytes (API queries, rule expressions, template
+    /// queries); longer ones are refused before parsing.
+    pub max_length: usize,
+    /// Deepest nesting of operators, function calls and brackets in a query (a chain
+    /// `a + b + …` counts one level per operator); deeper ones are refused before
+    /// parsing, rule files at load time.
+    pub max_depth: usize,
+    /// Reads (queries, series, labels) running at once; more wait for a free slot
+    /// until their timeout (Prometheus's `--query.max-concurrency`). Rule
+    /// evaluation does not count.
+    pub max_concurrency: usize,
 }
 
 impl Default for QueryConfig {
@@ -181,6 +282,9 @@ impl Default for QueryConfig {
             lookback_delta: PromDuration::from_secs(300),
             max_samples: 50_000_000,
             timeout: PromDuration::from_secs(120),
+            max_length: crate::promql::DEFAULT_MAX_LENGTH,
+            max_depth: crate::promql::DEFAULT_MAX_DEPTH,
+            max_concurrency: 20,
         }
     }
 }
@@ -194,7 +298,7 @@ pub struct TlsConfig {
 }
 
 /// Access control. Each part is optional; absent means open.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Required on `POST /api/v1/write`, as Prometheus's `remote_write`
@@ -203,6 +307,24 @@ pub struct AuthConfig {
     /// Required on every endpoint that changes the service's state (`/-/reload`,
     /// approvals).
     pub admin: Option<CredentialsConfig>,
+    /// Required on every read endpoint (queries, series, labels, metadata, rules,
+    /// alerts, anomalies, and the loop's views), as Prometheus's web config
+    /// protects its API. `/-/healthy` and `/-/ready` stay open for probes.
+    pub read: Option<CredentialsConfig>,
+    /// With `read` set, whether `/metrics` needs it too (`false` leaves it open
+    /// for a scraper without credentials).
+    pub protect_metrics: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            write: None,
+            admin: None,
+            read: None,
+            protect_metrics: true,
+        }
+    }
 }
 
 /// One accepted credential: a bearer token or a basic-auth user, exactly one.
@@ -299,11 +421,34 @@ impl Config {
                 format!("{:?} is not host:port ({e})", self.listen_address),
             )
         })?;
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1".into()));
+        }
+        for (key, d) in [
+            ("http.read_header_timeout", &self.http.read_header_timeout),
+            ("http.idle_timeout", &self.http.idle_timeout),
+        ] {
+            if d.as_millis() <= 0 {
+                return Err(invalid(key, "must be positive".into()));
+            }
+        }
         if self.storage.retention.as_millis() < 60_000 {
             return Err(invalid("storage.retention", "must be at least 1m".into()));
         }
         if self.storage.max_series == 0 {
             return Err(invalid("storage.max_series", "must be at least 1".into()));
+        }
+        if self.anomaly.queue_samples < 1_000 {
+            return Err(invalid(
+                "anomaly.queue_samples",
+                "must be at least 1000".into(),
+            ));
+        }
+        if self.storage.max_bytes.is_some_and(|b| b < 1 << 20) {
+            return Err(invalid(
+                "storage.max_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            ));
         }
         if self.remote_write.max_body_bytes < 1024 {
             return Err(invalid(
@@ -317,11 +462,35 @@ impl Config {
                 "must be at least remote_write.max_body_bytes".into(),
             ));
         }
+        if self.remote_write.max_decoded_bytes > u32::MAX as usize {
+            return Err(invalid(
+                "remote_write.max_decoded_bytes",
+                "must be under 4 GiB".into(),
+            ));
+        }
         if self.query.timeout.as_millis() == 0 {
             return Err(invalid("query.timeout", "must be positive".into()));
         }
         if self.query.lookback_delta.as_millis() == 0 {
             return Err(invalid("query.lookback_delta", "must be positive".into()));
+        }
+        if self.query.max_concurrency == 0 {
+            return Err(invalid(
+                "query.max_concurrency",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.query.max_length < 1024 {
+            return Err(invalid("query.max_length", "must be at least 1024".into()));
+        }
+        if !(16..=crate::promql::MAX_DEPTH_CEILING).contains(&self.query.max_depth) {
+            return Err(invalid(
+                "query.max_depth",
+                format!(
+                    "must be between 16 and {}",
+                    crate::promql::MAX_DEPTH_CEILING
+                ),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
@@ -342,6 +511,7 @@ impl Config {
         for (key, creds) in [
             ("auth.write", &self.auth.write),
             ("auth.admin", &self.auth.admin),
+            ("auth.read", &self.auth.read),
         ] {
             if let Some(c) = creds {
                 c.validate().map_err(|reason| invalid(key, reason))?;
@@ -360,9 +530,13 @@ impl Config {
             join(&mut tls.cert_file);
             join(&mut tls.key_file);
         }
-        for c in [&mut self.auth.write, &mut self.auth.admin]
-            .into_iter()
-            .flatten()
+        for c in [
+            &mut self.auth.write,
+            &mut self.auth.admin,
+            &mut self.auth.read,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Some(p) = &mut c.bearer_token_file {
                 join(p);
@@ -389,6 +563,10 @@ impl Config {
             lookback_delta_ms: self.query.lookback_delta.as_millis(),
             max_samples: self.query.max_samples,
             timeout: self.query.timeout.as_duration(),
+            limits: crate::promql::QueryLimits {
+                max_length: self.query.max_length,
+                max_depth: self.query.max_depth,
+            },
             ..Default::default()
         }
     }
@@ -407,6 +585,7 @@ impl Config {
             watch_interval_ms: self.rules.watch_interval.as_millis(),
             legacy_state_file: (!self.rules.state_file.as_os_str().is_empty())
                 .then(|| self.rules.state_file.clone()),
+            query_limits: self.engine_options().limits,
         }
     }
 
@@ -415,6 +594,7 @@ impl Config {
         crate::storage::StoreConfig {
             retention_ms: self.storage.retention.as_millis(),
             max_series: self.storage.max_series,
+            max_bytes: self.storage.max_bytes,
             ..Default::default()
         }
     }

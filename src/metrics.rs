@@ -6,10 +6,11 @@
 //! One `Metrics` value with its own registry is shared behind an `Arc`; no globals.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
+use crate::anomaly::ScoringMetrics;
 use crate::ingest::{Protocol, WriteOutcome};
 use crate::storage::StoreStats;
 
@@ -37,6 +38,8 @@ pub struct Metrics {
     /// Detector output samples not written because the store is near its series limit.
     pub anomaly_outputs_dropped: IntCounter,
     pub config_last_reload_success_timestamp: IntGauge,
+    /// The anomaly scoring queue: scored, dropped and queued samples, and the lag.
+    pub scoring: ScoringMetrics,
 }
 
 /// Labelled families whose label values are not known before their first event
@@ -220,6 +223,42 @@ impl Metrics {
                     "Detector output samples not written: the store is at 90% of its series limit (headroom kept for ingested series).",
                 )?,
             )?,
+            scoring: ScoringMetrics {
+                scored: reg(
+                    &r,
+                    IntCounter::new(
+                        "closed_loop_anomaly_samples_scored_total",
+                        "Stored samples handed to the anomaly detectors by the scoring worker.",
+                    )?,
+                )?,
+                dropped: reg(
+                    &r,
+                    IntCounter::new(
+                        "closed_loop_anomaly_samples_dropped_total",
+                        "Stored samples never scored: dropped from the full scoring queue (scoring fell behind ingest).",
+                    )?,
+                )?,
+                queued: reg(
+                    &r,
+                    IntGauge::new(
+                        "closed_loop_anomaly_queue_samples",
+                        "Stored samples waiting in the scoring queue.",
+                    )?,
+                )?,
+                lag: reg(
+                    &r,
+                    Histogram::with_opts(
+                        HistogramOpts::new(
+                            "closed_loop_anomaly_scoring_lag_seconds",
+                            "Time from a remote-write batch being stored to its samples being scored.",
+                        )
+                        .buckets(vec![
+                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                            5.0, 10.0, 30.0, 60.0,
+                        ]),
+                    )?,
+                )?,
+            },
             registry: r,
         })
     }

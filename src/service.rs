@@ -13,7 +13,7 @@ use crate::anomaly::{Analyzer, IncidentConfig};
 use crate::config::Config;
 use crate::decide::conditions::ServiceConditions;
 use crate::decide::{Decide, DecideDeps, DecideMetrics, IncidentOpened, SystemClock};
-use crate::http::{self, App, Settings};
+use crate::http::{self, App, LimitAcceptor, Settings};
 use crate::knowledge::{KnowledgeStore, SqliteStore};
 use crate::metrics::{Metrics, MetricsError};
 use crate::promql::Engine;
@@ -49,12 +49,18 @@ pub enum ServiceError {
     /// The knowledge store could not be opened, or the decider started.
     #[error("knowledge store: {0}")]
     Knowledge(String),
+    /// Registering the connection metrics failed (a programming error).
+    #[error("registering connection metrics: {0}")]
+    ConnMetrics(#[from] prometheus::Error),
     /// The rule files could not be loaded.
     #[error("rules: {0}")]
     Rules(String),
     /// The HTTP server failed while running.
     #[error("http server: {0}")]
     Serve(std::io::Error),
+    /// The anomaly scoring thread could not be started.
+    #[error("starting the anomaly scoring worker: {0}")]
+    Worker(std::io::Error),
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -67,11 +73,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         .config_last_reload_success_timestamp
         .set(chrono::Utc::now().timestamp());
     let engine = Engine::new(config.engine_options());
-    let analyzer = Arc::new(Analyzer::new(
-        metrics.detections.clone(),
-        metrics.anomaly_outputs_dropped.clone(),
-        IncidentConfig::default(),
-    ));
+    // Detectors score on their own thread, fed by a bounded queue: a remote-write
+    // request returns once its samples are stored.
+    let analyzer = Arc::new(
+        Analyzer::with_worker(
+            metrics.detections.clone(),
+            metrics.anomaly_outputs_dropped.clone(),
+            IncidentConfig::default(),
+            store.clone(),
+            config.anomaly.queue_samples,
+            metrics.scoring.clone(),
+        )
+        .map_err(ServiceError::Worker)?,
+    );
     let app = Arc::new(App::new(
         store.clone(),
         metrics.clone(),
@@ -176,11 +190,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     tokio::spawn(collect_garbage(
         store,
         analyzer,
-        metrics,
+        metrics.clone(),
         config.storage.retention.as_millis(),
     ));
 
     let router = http::router(app, config.remote_write.max_body_bytes).into_make_service();
+    let limits = config.http.limits();
     match &config.tls {
         Some(tls) => {
             // One process-wide crypto provider; a second install attempt is harmless.
@@ -194,14 +209,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                         source,
                     })?;
             tracing::info!(address = %addr, tls = true, "listening");
-            axum_server::from_tcp_rustls(listener, rustls_config)
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config);
+            let acceptor = LimitAcceptor::new(tls, limits, metrics.registry())?;
+            axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
         }
         None => {
             tracing::info!(address = %addr, tls = false, "listening");
+            let plain = axum_server::accept::DefaultAcceptor::new();
+            let acceptor = LimitAcceptor::new(plain, limits, metrics.registry())?;
             axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(router)
                 .await
@@ -238,7 +259,7 @@ async fn watch_signals(handle: axum_server::Handle, app: Arc<App>) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                let _ = app.reload();
+                let _ = app.reload_blocking().await;
             }
         }
     }

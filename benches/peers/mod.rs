@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each benchmark uses its own part
 
+pub mod series;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,4 +119,194 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A server under test on a loopback port, with its data directory; killed (and the
+/// directory removed) when dropped.
+pub struct Server {
+    pub name: &'static str,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.base)
+    }
+}
+
+/// Starts `name` (`closedloop`, `prometheus` or `victoriametrics`, the latter two
+/// from their Debian packages) on a free loopback port and waits until it is ready.
+/// closedloop gets `closedloop_args` after `serve --listen ADDR` (and
+/// `--config $CLOSEDLOOP_BENCH_CONFIG` when that is set); VictoriaMetrics gets
+/// `vm_flags`.
+pub fn start_server(name: &'static str, closedloop_args: &[&str], vm_flags: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let (cmd, ready) = match name {
+        "closedloop" => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_closedloop"));
+            c.args(["serve", "--listen", &addr]);
+            if let Ok(cfg) = std::env::var("CLOSEDLOOP_BENCH_CONFIG") {
+                c.args(["--config", &cfg]);
+            }
+            c.args(closedloop_args);
+            (c, "/-/ready")
+        }
+        "prometheus" => {
+            let cfg = dir.path().join("prometheus.yml");
+            std::fs::write(&cfg, "global: {scrape_interval: 1m}\n").unwrap();
+            let mut c = Command::new(require("/usr/bin/prometheus", "prometheus"));
+            c.arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--web.enable-remote-write-receiver");
+            (c, "/-/ready")
+        }
+        "victoriametrics" => {
+            let mut c = Command::new(require("/usr/bin/victoria-metrics", "victoria-metrics"));
+            c.arg(format!("-httpListenAddr={addr}"))
+                .arg(format!("-storageDataPath={}", data.display()))
+                .arg("-retentionPeriod=1")
+                .args(vm_flags);
+            (c, "/health")
+        }
+        other => panic!("unknown server {other}"),
+    };
+    let proc = Proc::spawn(cmd);
+    wait_ready(&format!("http://{addr}{ready}"));
+    Server {
+        name,
+        base: format!("http://{addr}"),
+        proc,
+        _dir: dir,
+    }
+}
+
+/// What [`post_all`] saw.
+pub struct Posted {
+    /// Wall time of the whole load, seconds.
+    pub wall: f64,
+    /// Latency of every request, seconds, in completion order.
+    pub latencies: Vec<f64>,
+    /// Requests that failed or were not answered 2xx.
+    pub failed: usize,
+    /// The first failure's status and body, for the report.
+    pub first_failure: Option<String>,
+}
+
+/// Posts every snappy-compressed remote-write 1.0 body to `url` over `connections`
+/// connections, 60 s timeout per request. Bodies come in rounds of `per_round`, body
+/// `j` of a round carrying the same series in every round; as in Prometheus's
+/// sharded queues, each connection owns a fixed set of those positions and posts
+/// its bodies in order, so no series' samples ever arrive out of order.
+pub fn post_all(
+    url: &str,
+    bodies: &std::sync::Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    per_round: usize,
+) -> Posted {
+    use std::sync::{Arc, Mutex};
+    let connections = connections.clamp(1, per_round.max(1));
+    let out = Arc::new(Mutex::new(Posted {
+        wall: 0.0,
+        latencies: Vec::with_capacity(bodies.len()),
+        failed: 0,
+        first_failure: None,
+    }));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|c| {
+            let (bodies, out, url) = (bodies.clone(), out.clone(), url.to_owned());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let mine = (0..bodies.len()).filter(|j| j % per_round.max(1) % connections == c);
+                for i in mine {
+                    let body = &bodies[i];
+                    let t0 = Instant::now();
+                    let result = client
+                        .post(&url)
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("Content-Encoding", "snappy")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(body.clone())
+                        .send();
+                    let failure = match result {
+                        Ok(r) if r.status().is_success() => None,
+                        Ok(r) => Some(format!("{}: {}", r.status(), r.text().unwrap_or_default())),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    let took = t0.elapsed().as_secs_f64();
+                    let mut o = out.lock().unwrap();
+                    o.latencies.push(took);
+                    if let Some(f) = failure {
+                        o.failed += 1;
+                        o.first_failure.get_or_insert(f);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut posted = std::mem::replace(
+        &mut *out.lock().unwrap(),
+        Posted {
+            wall: 0.0,
+            latencies: Vec::new(),
+            failed: 0,
+            first_failure: None,
+        },
+    );
+    posted.wall = start.elapsed().as_secs_f64();
+    posted
+}
+
+/// The `q`-quantile (0..=1, nearest rank) of `v`; NaN when empty.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n => v[((q * (n - 1) as f64).round() as usize).min(n - 1)],
+    }
+}
+
+/// The median of `v` (mean of the middle two when even); NaN when empty.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[m],
+        _ => (v[m - 1] + v[m]) / 2.0,
+    }
+}
+
+/// A sample of a metric without labels (or the sum over its label sets) from a
+/// Prometheus text exposition; 0 when absent.
+pub fn scrape_metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{base}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -30,7 +30,7 @@ mod threshold;
 mod trend;
 mod zscore;
 
-pub use analyzer::{Analyzer, IncidentSink};
+pub use analyzer::{Analyzer, IncidentSink, ScoringMetrics};
 pub use detector::Detector;
 pub use incident::{Incident, IncidentConfig, IncidentMember, Incidents};
 pub use kernel::{unit_score, Direction, Outputs};

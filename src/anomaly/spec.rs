@@ -440,7 +440,7 @@ impl DetectorSpec {
 pub fn selector_matchers(selector: &str) -> Result<Vec<Matcher>, String> {
     use promql_parser::label::MatchOp as P;
     use promql_parser::parser::Expr;
-    let expr = promql_parser::parser::parse(selector).map_err(|e| format!("bad PromQL: {e}"))?;
+    let expr = crate::promql::parse(selector).map_err(|e| format!("bad PromQL: {e}"))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err("must be a vector selector such as metric{label=\"value\"}".into());
     };

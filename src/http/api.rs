@@ -50,34 +50,39 @@ fn labels_json(labels: &LabelSet) -> Value {
     Value::Object(map)
 }
 
-/// Runs a read off the async workers: selections over many series take a while.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("query task failed: {e}")))
-}
-
 /// The shape every read endpoint shares: parse `match[]`, `start` and `end`, run
-/// `read` off the async workers, answer its values as a JSON array.
+/// `read` and encode its answer off the async workers once a query slot is free
+/// (selections over many series and their JSON take a while).
 async fn read_endpoint(
     app: Arc<App>,
     params: Params,
     require_match: bool,
     read: impl FnOnce(&Store, &[Vec<Matcher>], i64, i64) -> Vec<Value> + Send + 'static,
 ) -> Response {
-    let result = async {
+    let parsed = (|| {
         let sets = matcher_sets(&params)?;
         if require_match && sets.is_empty() {
             return Err(ApiError::bad_data("no match[] parameter provided"));
         }
         let (start, end) = time_range(&params)?;
-        blocking(move || read(&app.store, &sets, start, end)).await
-    }
-    .await;
+        Ok((sets, start, end))
+    })();
+    let (sets, start, end) = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let timeout = app.engine.options().timeout;
+    let gate = app.clone();
+    let result = gate
+        .queries
+        .run(timeout, move |_| {
+            let values = read(&app.store, &sets, start, end);
+            serde_json::to_vec(&json!({"status": "success", "data": values}))
+                .map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
+        })
+        .await;
     match result {
-        Ok(values) => success(Value::Array(values)),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -183,7 +188,13 @@ pub(crate) async fn ready() -> &'static str {
 }
 
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(app.store.stats());
+    // The store's figures walk every series: off the async workers.
+    let text = match tokio::task::spawn_blocking(move || app.metrics.render(app.store.stats()))
+        .await
+    {
+        Ok(text) => text,
+        Err(e) => return ApiError::internal(format!("metrics task failed: {e}")).into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,
@@ -195,7 +206,8 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 pub(crate) async fn reload(State(app): State<Arc<App>>) -> Response {
-    match app.reload() {
+    // Reading and validating rule files is blocking work: off the async workers.
+    match app.reload_blocking().await {
         Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,8 +1,10 @@
 //! Access control: bearer tokens and basic auth, compared in constant time.
 //!
-//! Two independent guards: `write` protects `POST /api/v1/write`, `admin` protects
-//! every endpoint that changes the service's state. A guard left unconfigured is open.
-//! A refused call gets 401 before its body is read, so it never reaches the store.
+//! Independent guards, each with its own credentials: `write` protects
+//! `POST /api/v1/write`, `admin` every endpoint that changes the service's state,
+//! `read` every read endpoint, and `/metrics` follows `read` unless
+//! `auth.protect_metrics` is off. A guard left unconfigured is open. A refused call
+//! gets 401 before its body is read, so it never reaches the store.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,6 +21,9 @@ use crate::config::Credentials;
 pub(crate) enum Guard {
     Write,
     Admin,
+    Read,
+    /// `/metrics`: the read credentials, if `auth.protect_metrics`.
+    Metrics,
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -74,32 +79,24 @@ fn unauthorized(expected: &Credentials) -> Response {
         .into_response()
 }
 
-async fn check(app: &App, guard: Guard, req: Request, next: Next) -> Response {
+/// The guard middleware: refuses a request without the guard's credentials.
+pub(crate) async fn require(
+    State((app, guard)): State<(std::sync::Arc<App>, Guard)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let settings = app.settings();
     let expected = match guard {
         Guard::Write => &settings.write_auth,
         Guard::Admin => &settings.admin_auth,
+        Guard::Read => &settings.read_auth,
+        Guard::Metrics if settings.protect_metrics => &settings.read_auth,
+        Guard::Metrics => &None,
     };
     match expected {
         Some(creds) if !authorized(req.headers(), creds) => unauthorized(creds),
         _ => next.run(req).await,
     }
-}
-
-pub(crate) async fn require_write(
-    State(app): State<std::sync::Arc<App>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    check(&app, Guard::Write, req, next).await
-}
-
-pub(crate) async fn require_admin(
-    State(app): State<std::sync::Arc<App>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    check(&app, Guard::Admin, req, next).await
 }
 
 #[cfg(test)]

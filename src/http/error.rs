@@ -87,5 +87,6 @@ pub(crate) fn ingest_status(e: &IngestError) -> StatusCode {
         IngestError::Snappy(_) | IngestError::Protobuf(_) | IngestError::Invalid(_) => {
             StatusCode::BAD_REQUEST
         }
+        IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

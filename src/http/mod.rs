@@ -4,8 +4,10 @@
 //! codes in `error.rs` only.
 
 mod actions;
+mod admission;
 mod api;
 mod auth;
+mod conn;
 mod error;
 mod params;
 mod query;
@@ -29,14 +31,23 @@ use crate::metrics::Metrics;
 use crate::promql::Engine;
 use crate::storage::Store;
 
+pub use conn::{ConnectionLimits, LimitAcceptor};
+
 /// Settings a reload may change without a restart.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub write_auth: Option<Credentials>,
     pub admin_auth: Option<Credentials>,
+    pub read_auth: Option<Credentials>,
+    /// `/metrics` sits behind the read guard (when one is configured).
+    pub protect_metrics: bool,
     pub retention_ms: i64,
     pub max_future_ms: i64,
     pub max_decoded_bytes: usize,
+    /// Reads running at once (`query.max_concurrency`); fixed at start.
+    pub max_query_concurrency: usize,
+    /// Limits on the labels of written series.
+    pub label_limits: crate::ingest::LabelLimits,
 }
 
 impl Settings {
@@ -55,9 +66,18 @@ impl Settings {
                 .as_ref()
                 .map(|c| c.resolve("auth.admin"))
                 .transpose()?,
+            read_auth: config
+                .auth
+                .read
+                .as_ref()
+                .map(|c| c.resolve("auth.read"))
+                .transpose()?,
+            protect_metrics: config.auth.protect_metrics,
             retention_ms: config.storage.retention.as_millis(),
             max_future_ms: config.remote_write.max_future.as_millis(),
             max_decoded_bytes: config.remote_write.max_decoded_bytes,
+            max_query_concurrency: config.query.max_concurrency,
+            label_limits: config.remote_write.label_limits(),
         })
     }
 }
@@ -76,6 +96,12 @@ pub struct App {
     /// The Decide stage and the actuators' metrics (a reload rebuilds the
     /// actuators with them), once the service has started it.
     decide: std::sync::OnceLock<(Arc<crate::decide::Decide>, crate::act::set::ActuatorMetrics)>,
+    /// Slots for concurrent reads.
+    queries: admission::QueryGate,
+    /// Decoded remote-write bytes in flight across requests.
+    decode_budget: admission::DecodeBudget,
+    /// Held while a reload runs.
+    reloading: parking_lot::Mutex<()>,
 }
 
 impl App {
@@ -92,6 +118,9 @@ impl App {
             metrics,
             engine,
             analyzer,
+            queries: admission::QueryGate::new(settings.max_query_concurrency),
+            decode_budget: admission::DecodeBudget::new(settings.max_decoded_bytes),
+            reloading: parking_lot::Mutex::new(()),
             settings: RwLock::new(Arc::new(settings)),
             config_path,
             rules: std::sync::OnceLock::new(),
@@ -129,9 +158,20 @@ impl App {
         self.settings.read().clone()
     }
 
+    /// [`App::reload`] on the blocking pool, so that reading and validating files
+    /// never holds up an async worker (health checks keep answering).
+    pub async fn reload_blocking(self: &Arc<Self>) -> Result<(), String> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.reload())
+            .await
+            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")))
+    }
+
     /// Re-reads the configuration file and applies what can change at runtime
     /// (credentials, limits). On failure the running settings stay as they were.
+    /// Reloads run one at a time.
     pub fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock();
         let result = match &self.config_path {
             None => Ok(()),
             Some(path) => Config::load(path)
@@ -187,27 +227,10 @@ fn rebuild_actuators(
     });
 }
 
-/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
-pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
-    let write = Router::new()
-        .route("/api/v1/write", post(write::remote_write))
-        // Refuse unauthenticated writers before their body is read.
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            auth::require_write,
-        ));
-    let admin = Router::new()
-        .route("/-/reload", post(api::reload).put(api::reload))
-        .route(
-            "/api/v1/approvals/{id}/{verb}",
-            post(actions::decide_approval),
-        )
-        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            auth::require_admin,
-        ));
-    let read = Router::new()
+/// Routes that only read: all of them sit behind the read guard (`auth.read`). A new
+/// read endpoint is added here and is protected with the rest.
+fn read_routes() -> Router<Arc<App>> {
+    Router::new()
         .route("/api/v1/query", get(query::instant).post(query::instant))
         .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/series", get(api::series).post(api::series))
@@ -221,13 +244,42 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/actions", get(actions::list))
         .route("/api/v1/actions/{id}", get(actions::one))
         .route("/api/v1/approvals", get(actions::approvals))
+}
+
+/// Routes that change the service's state: all of them sit behind the admin guard
+/// (`auth.admin`).
+fn admin_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/-/reload", post(api::reload).put(api::reload))
+        .route(
+            "/api/v1/approvals/{id}/{verb}",
+            post(actions::decide_approval),
+        )
+        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
+}
+
+/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
+/// Each route group gets its guard before any body is read; `/-/healthy` and
+/// `/-/ready` are open to probes; `/metrics` follows `auth.protect_metrics`.
+pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    let guard = |g| middleware::from_fn_with_state((app.clone(), g), auth::require);
+    let write = Router::new()
+        .route("/api/v1/write", post(write::remote_write))
+        .route_layer(guard(auth::Guard::Write));
+    let admin = admin_routes().route_layer(guard(auth::Guard::Admin));
+    let read = read_routes().route_layer(guard(auth::Guard::Read));
+    let metrics = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route_layer(guard(auth::Guard::Metrics));
+    let probes = Router::new()
         .route("/-/healthy", get(api::healthy))
-        .route("/-/ready", get(api::ready))
-        .route("/metrics", get(api::metrics));
+        .route("/-/ready", get(api::ready));
     Router::new()
         .merge(write)
         .merge(admin)
         .merge(read)
+        .merge(metrics)
+        .merge(probes)
         // Count and time every request by route.
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         // Bodies over the limit get 413 while being read, never buffered whole.

@@ -1,7 +1,7 @@
 //! `/api/v1/query` and `/api/v1/query_range` (GET and form POST) with Prometheus's
 //! JSON: `{"status":"success","data":{"resultType":..,"result":..},"warnings":[..]}`
-//! or `{"status":"error","errorType":..,"error":..}`. Queries run off the async
-//! workers.
+//! or `{"status":"error","errorType":..,"error":..}`. Queries wait for a query slot
+//! and run off the async workers (`admission.rs`).
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::App;
 use crate::duration::parse_duration;
-use crate::promql::{QueryError, QueryResult, Value};
+use crate::promql::{QueryContext, QueryError, QueryResult, Value};
 
 /// The status Prometheus answers for each error class.
 fn query_error(e: QueryError) -> ApiError {
@@ -78,13 +78,17 @@ fn query_text(params: &Params) -> Result<String, ApiError> {
 }
 
 /// Runs a query and encodes its answer off the async workers (both are heavy for a
-/// large range query).
-async fn run_blocking(
-    f: impl FnOnce() -> Result<QueryResult, ApiError> + Send + 'static,
+/// large range query), once a query slot is free; cancelled if the client leaves.
+async fn run_query(
+    app: Arc<App>,
+    f: impl FnOnce(&App, &QueryContext) -> Result<QueryResult, ApiError> + Send + 'static,
 ) -> Response {
-    let result = tokio::task::spawn_blocking(move || f().and_then(|r| encode(&r)))
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("query task failed: {e}"))));
+    let timeout = app.engine.options().timeout;
+    let gate = app.clone();
+    let result = gate
+        .queries
+        .run(timeout, move |ctx| f(&app, ctx).and_then(|r| encode(&r)))
+        .await;
     match result {
         Err(e) => e.into_response(),
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -106,9 +110,9 @@ pub(crate) async fn instant(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, t)) => {
-            run_blocking(move || {
+            run_query(app, move |app, ctx| {
                 app.engine
-                    .instant_query(app.store.as_ref(), &query, t)
+                    .instant_query_with(app.store.as_ref(), &query, t, ctx)
                     .map_err(query_error)
             })
             .await
@@ -141,9 +145,9 @@ pub(crate) async fn range(
     match parsed {
         Err(e) => e.into_response(),
         Ok((query, start, end, step)) => {
-            run_blocking(move || {
+            run_query(app, move |app, ctx| {
                 app.engine
-                    .range_query(app.store.as_ref(), &query, start, end, step)
+                    .range_query_with(app.store.as_ref(), &query, start, end, step, ctx)
                     .map_err(query_error)
             })
             .await

@@ -2,7 +2,9 @@
 //!
 //! Status codes as Prometheus senders expect: 204 stored; 400 for data that will never
 //! be accepted (undecodable, invalid labels, or a partial write with counts by
-//! reason); 413 over a size limit; 415 for an unsupported content type or encoding.
+//! reason); 413 over a size limit; 415 for an unsupported content type or encoding;
+//! 503 with `Retry-After` while other requests hold the decode budget. Decoding and
+//! appending run on the blocking pool.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,9 +14,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::admission::BudgetFull;
 use super::error::ingest_status;
 use super::App;
-use crate::ingest::{self, IngestError, Protocol, SampleBounds, WriteOutcome};
+use crate::ingest::{self, IngestError, Protocol, SampleBounds, WriteLimits, WriteOutcome};
 
 const SAMPLES_WRITTEN: HeaderName =
     HeaderName::from_static("x-prometheus-remote-write-samples-written");
@@ -40,14 +43,40 @@ pub(crate) async fn remote_write(
         };
     let start = Instant::now();
     let settings = app.settings();
-    let now = chrono::Utc::now().timestamp_millis();
-    let bounds = SampleBounds {
-        min_t: now.saturating_sub(settings.retention_ms),
-        max_t: now.saturating_add(settings.max_future_ms),
+    // Reserve the decoded size (read from the snappy header) before allocating it:
+    // when requests in flight hold the whole budget, the sender retries later.
+    let decoded_len = match ingest::decoded_len(&body, settings.max_decoded_bytes) {
+        Ok(n) => n,
+        Err(e) => return refuse(&app, Some(protocol), &e),
     };
-    let result = ingest::decompress(&body, settings.max_decoded_bytes).and_then(|decoded| {
-        ingest::write(&app.store, Some(&app.analyzer), protocol, decoded, bounds)
-    });
+    let reservation = match app.decode_budget.try_reserve(decoded_len) {
+        Ok(r) => r,
+        Err(full) => return busy(&app, protocol, &full),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let limits = WriteLimits {
+        bounds: SampleBounds {
+            min_t: now.saturating_sub(settings.retention_ms),
+            max_t: now.saturating_add(settings.max_future_ms),
+        },
+        labels: settings.label_limits,
+    };
+    // Decoding and appending are CPU work: off the async workers.
+    let worker = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _reservation = reservation;
+        ingest::decompress(&body, settings.max_decoded_bytes).and_then(|decoded| {
+            ingest::write_with(
+                &worker.store,
+                Some(&worker.analyzer),
+                protocol,
+                &decoded,
+                limits,
+            )
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(IngestError::Internal(format!("write task failed: {e}"))));
     app.metrics
         .remote_write_request_duration
         .with_label_values(&[protocol.as_str()])
@@ -66,6 +95,27 @@ pub(crate) async fn remote_write(
             (status, written_headers(&outcome), body).into_response()
         }
     }
+}
+
+/// 503 with `Retry-After`: decoded bytes in flight are at the budget. Senders retry
+/// a 5xx with backoff (Prometheus 2.x drops data on a 429 unless told to retry it).
+fn busy(app: &App, protocol: Protocol, full: &BudgetFull) -> Response {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    count(app, protocol, status);
+    tracing::debug!(
+        wanted = full.wanted,
+        capacity = full.capacity,
+        "remote write deferred: decode budget in use"
+    );
+    let line = format!(
+        "too many decoded bytes in flight: this request needs {} of the {} bytes \
+         remote_write.max_decoded_bytes allows across requests; retry later\n",
+        full.wanted, full.capacity
+    );
+    let mut resp = (status, written_headers(&WriteOutcome::default()), line).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn count(app: &App, protocol: Protocol, status: StatusCode) {

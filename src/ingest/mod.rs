@@ -9,11 +9,11 @@
 
 pub mod proto;
 mod wire;
+mod wire_v2;
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use prost::Message;
 
 use crate::anomaly::{Analyzer, SeriesBatch};
 use crate::storage::{
@@ -54,6 +54,9 @@ pub enum IngestError {
     /// The message decoded but breaks a rule of the protocol as a whole (400).
     #[error("{0}")]
     Invalid(String),
+    /// The receiver failed, not the request (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;
@@ -101,15 +104,22 @@ pub fn negotiate(content_type: Option<&str>, content_encoding: Option<&str>) -> 
     Ok(protocol)
 }
 
-/// Decompresses a snappy block, refusing (before allocating) one that claims to be
-/// larger than `max_decoded` bytes.
-pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Bytes> {
+/// The size a snappy block says it decompresses to, refused when over `max_decoded`
+/// bytes. Reads only the block's header.
+pub fn decoded_len(body: &[u8], max_decoded: usize) -> Result<usize> {
     let len = snap::raw::decompress_len(body)?;
     if len > max_decoded {
         return Err(IngestError::TooLarge(format!(
             "decompressed body would be {len} bytes, over the limit of {max_decoded}"
         )));
     }
+    Ok(len)
+}
+
+/// Decompresses a snappy block, refusing (before allocating) one that claims to be
+/// larger than `max_decoded` bytes.
+pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Bytes> {
+    let len = decoded_len(body, max_decoded)?;
     let mut out = vec![0u8; len];
     let n = snap::raw::Decoder::new().decompress(body, &mut out)?;
     out.truncate(n);
@@ -147,6 +157,10 @@ pub struct WriteOutcome {
     pub invalid_series: u64,
     /// Samples of those series.
     pub invalid_series_samples: u64,
+    /// Series refused for a label limit (`remote_write.label_limit`, ...).
+    pub over_limit_series: u64,
+    /// Samples of those series.
+    pub over_limit_samples: u64,
     /// The first label problem, for the reply.
     pub first_invalid: Option<String>,
     pub too_old: u64,
@@ -163,20 +177,23 @@ impl WriteOutcome {
     /// True when every sample was accepted.
     pub fn is_complete(&self) -> bool {
         self.invalid_series == 0
+            && self.over_limit_series == 0
             && self.too_old == 0
             && self.too_far_in_future == 0
             && self.append.rejected() == 0
     }
 
     /// Rejected sample counts by reason, for metrics and the reply.
-    pub fn rejections(&self) -> [(&'static str, u64); 6] {
+    pub fn rejections(&self) -> [(&'static str, u64); 8] {
         [
             ("invalid_labels", self.invalid_series_samples),
+            ("label_limits", self.over_limit_samples),
             ("too_old", self.too_old),
             ("too_far_in_future", self.too_far_in_future),
             ("out_of_order", self.append.out_of_order),
             ("duplicate_timestamp", self.append.duplicate_timestamp),
             ("series_limit", self.append.series_limit),
+            ("memory_limit", self.append.memory_limit),
         ]
     }
 
@@ -202,87 +219,240 @@ impl WriteOutcome {
     }
 }
 
-/// Request-scoped buffers: every label and sample of a request lives in two flat
-/// vectors, and each series refers to ranges of them. Two allocations per request,
-/// none per sample.
-#[derive(Default)]
-struct Batch<'a> {
+/// Limits on a series' labels, as Prometheus's `label_limit`,
+/// `label_name_length_limit` and `label_value_length_limit` (0: no limit). A series
+/// over one is refused with the limit's name; the rest of the request is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelLimits {
+    /// Most labels per series, the metric name included.
+    pub max_labels: usize,
+    /// Longest label name in bytes.
+    pub max_name_bytes: usize,
+    /// Longest label value in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl LabelLimits {
+    /// No limits: for loaders replaying trusted data.
+    pub fn unlimited() -> Self {
+        LabelLimits {
+            max_labels: 0,
+            max_name_bytes: 0,
+            max_value_bytes: 0,
+        }
+    }
+}
+
+impl Default for LabelLimits {
+    fn default() -> Self {
+        LabelLimits {
+            max_labels: 64,
+            max_name_bytes: 1024,
+            max_value_bytes: 4096,
+        }
+    }
+}
+
+/// What a request is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    pub bounds: SampleBounds,
+    pub labels: LabelLimits,
+}
+
+/// Why a series was refused.
+enum SeriesProblem {
+    /// Its labels break the data model (bad UTF-8, invalid or duplicate names, no
+    /// metric name, bad symbol references).
+    Invalid(String),
+    /// Its labels are over a configured limit.
+    OverLimit(String),
+}
+
+/// A label or a name quoted for a message, cut to a readable length.
+fn quoted_prefix(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+    }
+}
+
+/// Checks and normalises one series' labels in place: names valid, sorted and
+/// unique, empty values dropped, a metric name present, every limit kept. The
+/// same rules for both protocol versions.
+fn finish_labels(
+    labels: &mut Vec<(&str, &str)>,
+    limits: &LabelLimits,
+) -> Result<(), SeriesProblem> {
+    use SeriesProblem::{Invalid, OverLimit};
+    for &(name, value) in labels.iter() {
+        if !is_valid_label_name(name) {
+            return Err(Invalid(format!(
+                "invalid label name {}",
+                quoted_prefix(name)
+            )));
+        }
+        if limits.max_name_bytes > 0 && name.len() > limits.max_name_bytes {
+            return Err(OverLimit(format!(
+                "label name {} is {} bytes long, over the limit of {} (remote_write.label_name_length_limit)",
+                quoted_prefix(name),
+                name.len(),
+                limits.max_name_bytes
+            )));
+        }
+        if limits.max_value_bytes > 0 && value.len() > limits.max_value_bytes {
+            return Err(OverLimit(format!(
+                "value of label {name:?} is {} bytes long, over the limit of {} (remote_write.label_value_length_limit)",
+                value.len(),
+                limits.max_value_bytes
+            )));
+        }
+    }
+    if !labels.windows(2).all(|w| w[0].0 < w[1].0) {
+        labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Invalid(format!("duplicate label name {:?}", w[0].0)));
+        }
+    }
+    // Empty values mean "no such label"; Prometheus drops them too (after checking
+    // their names).
+    labels.retain(|(_, v)| !v.is_empty());
+    if !labels.iter().any(|(n, _)| *n == METRIC_NAME) {
+        return Err(Invalid(
+            "missing or empty metric name (__name__)".to_owned(),
+        ));
+    }
+    if limits.max_labels > 0 && labels.len() > limits.max_labels {
+        return Err(OverLimit(format!(
+            "series has {} labels, over the limit of {} (remote_write.label_limit)",
+            labels.len(),
+            limits.max_labels
+        )));
+    }
+    Ok(())
+}
+
+/// Samples (and labels) a [`Writer`] holds before appending them: 64 Ki samples
+/// are 1 MiB, so a request's working memory stays small whatever its size.
+const FLUSH_SAMPLES: usize = 1 << 16;
+const FLUSH_LABELS: usize = 1 << 16;
+
+/// Takes a request's series one at a time and appends them to the store in batches
+/// of bounded size: labels and samples of a batch live in two flat vectors, each
+/// series refers to ranges of them, and label strings stay slices of the request
+/// buffer. A series longer than a batch is split across batches.
+struct Writer<'a, 's> {
+    store: &'s Store,
+    analyzer: Option<&'s Analyzer>,
+    limits: WriteLimits,
+    outcome: WriteOutcome,
     labels: Vec<(&'a str, &'a str)>,
     samples: Vec<(i64, f64)>,
     series: Vec<(Range<usize>, Range<usize>)>,
+    /// The series being filled: its labels in `labels` and where its samples start.
+    open: Option<(Range<usize>, usize)>,
 }
 
-impl<'a> Batch<'a> {
-    /// Checks and normalises the labels just pushed from `start`: sorts them if the
-    /// sender did not, drops empty values, refuses duplicates and a missing name.
-    fn finish_labels(&mut self, start: usize) -> std::result::Result<Range<usize>, String> {
-        let labels = &mut self.labels[start..];
-        if !labels.windows(2).all(|w| w[0].0 < w[1].0) {
-            labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
-                return Err(format!("duplicate label name {:?}", w[0].0));
-            }
+impl<'a, 's> Writer<'a, 's> {
+    fn new(store: &'s Store, analyzer: Option<&'s Analyzer>, limits: WriteLimits) -> Self {
+        Writer {
+            store,
+            analyzer: analyzer.filter(|a| a.is_active()),
+            limits,
+            outcome: WriteOutcome::default(),
+            labels: Vec::new(),
+            samples: Vec::new(),
+            series: Vec::new(),
+            open: None,
         }
-        // Empty values mean "no such label"; Prometheus drops them too.
-        let mut kept = start;
-        for i in start..self.labels.len() {
-            if !self.labels[i].1.is_empty() {
-                self.labels[kept] = self.labels[i];
-                kept += 1;
-            }
-        }
-        self.labels.truncate(kept);
-        let range = start..kept;
-        if !self.labels[range.clone()]
-            .iter()
-            .any(|(n, _)| *n == METRIC_NAME)
-        {
-            return Err("missing or empty metric name (__name__)".to_owned());
-        }
-        Ok(range)
     }
 
-    /// Completes the series whose labels start at `label_start` and samples at
-    /// `sample_start`: keeps it with its in-bounds samples, or drops it whole when its
-    /// labels were refused.
-    fn finish_series(
-        &mut self,
-        labels: std::result::Result<Range<usize>, String>,
-        label_start: usize,
-        sample_start: usize,
-        bounds: SampleBounds,
-        outcome: &mut WriteOutcome,
-    ) {
-        match labels {
-            Ok(labels) => {
-                let mut kept = sample_start;
-                for i in sample_start..self.samples.len() {
-                    let (t, _) = self.samples[i];
-                    if t < bounds.min_t {
-                        outcome.too_old += 1;
-                    } else if t > bounds.max_t {
-                        outcome.too_far_in_future += 1;
-                    } else {
-                        self.samples[kept] = self.samples[i];
-                        kept += 1;
-                    }
+    /// Counts a series as received.
+    fn received(&mut self, samples: usize, histograms: usize, exemplars: usize) {
+        self.outcome.series_received += 1;
+        self.outcome.samples_received += samples as u64;
+        self.outcome.histograms_dropped += histograms as u64;
+        self.outcome.exemplars_dropped += exemplars as u64;
+    }
+
+    /// Refuses a series (with `samples` samples) for `problem`.
+    fn refuse(&mut self, problem: SeriesProblem, samples: usize) {
+        let reason = match problem {
+            SeriesProblem::Invalid(r) => {
+                self.outcome.invalid_series += 1;
+                self.outcome.invalid_series_samples += samples as u64;
+                r
+            }
+            SeriesProblem::OverLimit(r) => {
+                self.outcome.over_limit_series += 1;
+                self.outcome.over_limit_samples += samples as u64;
+                r
+            }
+        };
+        self.outcome.first_invalid.get_or_insert(reason);
+    }
+
+    /// Starts a series with checked labels; its samples follow through `sample`.
+    fn open_series(&mut self, labels: &[(&'a str, &'a str)]) {
+        let start = self.labels.len();
+        self.labels.extend_from_slice(labels);
+        self.open = Some((start..self.labels.len(), self.samples.len()));
+    }
+
+    /// Adds a sample of the open series if it is within the time bounds.
+    fn sample(&mut self, t: i64, v: f64) {
+        let bounds = self.limits.bounds;
+        if t < bounds.min_t {
+            self.outcome.too_old += 1;
+        } else if t > bounds.max_t {
+            self.outcome.too_far_in_future += 1;
+        } else {
+            self.samples.push((t, v));
+            if self.samples.len() >= FLUSH_SAMPLES {
+                self.flush();
+            }
+        }
+    }
+
+    fn close_series(&mut self) {
+        if let Some((labels, first)) = self.open.take() {
+            if first < self.samples.len() {
+                self.series.push((labels, first..self.samples.len()));
+            }
+        }
+        if self.labels.len() >= FLUSH_LABELS {
+            self.flush();
+        }
+    }
+
+    /// Appends what is collected; an open series continues in the next batch.
+    fn flush(&mut self) {
+        let open = self.open.take();
+        let reopen: Vec<(&'a str, &'a str)> = match &open {
+            Some((labels, first)) => {
+                if *first < self.samples.len() {
+                    self.series
+                        .push((labels.clone(), *first..self.samples.len()));
                 }
-                self.samples.truncate(kept);
-                self.series.push((labels, sample_start..kept));
+                self.labels[labels.clone()].to_vec()
             }
-            Err(reason) => {
-                outcome.invalid_series += 1;
-                outcome.invalid_series_samples += (self.samples.len() - sample_start) as u64;
-                outcome.first_invalid.get_or_insert(reason);
-                self.labels.truncate(label_start);
-                self.samples.truncate(sample_start);
-            }
+            None => Vec::new(),
+        };
+        if !self.series.is_empty() {
+            self.outcome.append += self.append();
+        }
+        self.labels.clear();
+        self.samples.clear();
+        self.series.clear();
+        if open.is_some() {
+            self.open_series(&reopen);
         }
     }
 
     /// Appends the batch; when detectors are loaded, hands them each stored series'
     /// samples right after.
-    fn append_to(&self, store: &Store, analyzer: Option<&Analyzer>) -> AppendStats {
+    fn append(&self) -> AppendStats {
         let writes: Vec<SeriesWrite<'_>> = self
             .series
             .iter()
@@ -291,13 +461,15 @@ impl<'a> Batch<'a> {
                 samples: &self.samples[s.clone()],
             })
             .collect();
-        let Some(analyzer) = analyzer.filter(|a| a.is_active()) else {
-            return store.append_batch(&writes);
+        let Some(analyzer) = self.analyzer else {
+            return self.store.append_batch(&writes);
         };
         let mut stored: Vec<(usize, SeriesId, LabelSet)> = Vec::with_capacity(writes.len());
-        let stats = store.append_batch_observed(&writes, &mut |i, id, labels| {
-            stored.push((i, id.id(), labels.clone()))
-        });
+        let stats = self
+            .store
+            .append_batch_observed(&writes, &mut |i, id, labels| {
+                stored.push((i, id.id(), labels.clone()))
+            });
         let batch: Vec<SeriesBatch<'_>> = stored
             .iter()
             .map(|(i, id, labels)| SeriesBatch {
@@ -306,8 +478,14 @@ impl<'a> Batch<'a> {
                 samples: writes[*i].samples,
             })
             .collect();
-        analyzer.observe(store, &batch);
+        analyzer.observe(self.store, &batch);
         stats
+    }
+
+    fn finish(mut self) -> WriteOutcome {
+        self.close_series();
+        self.flush();
+        self.outcome
     }
 }
 
@@ -316,7 +494,7 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> std::result::Result<&'a str, String>
 }
 
 /// Decodes a decompressed remote-write body, appends its samples, and (when given
-/// and loaded) runs the detectors over them.
+/// and loaded) runs the detectors over them, with the default label limits.
 pub fn write(
     store: &Store,
     analyzer: Option<&Analyzer>,
@@ -324,13 +502,25 @@ pub fn write(
     body: Bytes,
     bounds: SampleBounds,
 ) -> Result<WriteOutcome> {
+    let limits = WriteLimits {
+        bounds,
+        labels: LabelLimits::default(),
+    };
+    write_with(store, analyzer, protocol, &body, limits)
+}
+
+/// [`write`] with explicit limits. A request whose protobuf is malformed anywhere is
+/// refused whole before anything is stored.
+pub fn write_with(
+    store: &Store,
+    analyzer: Option<&Analyzer>,
+    protocol: Protocol,
+    body: &[u8],
+    limits: WriteLimits,
+) -> Result<WriteOutcome> {
     match protocol {
-        Protocol::V1 => write_v1(store, analyzer, &body, bounds),
-        Protocol::V2 => {
-            let req = proto::v2::Request::decode(body)
-                .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-            write_v2(store, analyzer, req, bounds)
-        }
+        Protocol::V1 => write_v1(store, analyzer, body, limits),
+        Protocol::V2 => write_v2(store, analyzer, body, limits),
     }
 }
 
@@ -340,109 +530,124 @@ fn write_v1(
     store: &Store,
     analyzer: Option<&Analyzer>,
     body: &[u8],
-    bounds: SampleBounds,
+    limits: WriteLimits,
 ) -> Result<WriteOutcome> {
-    let mut outcome = WriteOutcome::default();
-    let mut batch = Batch::default();
+    let protobuf = |e: wire::WireError| IngestError::Protobuf(e.to_string());
+    // Check the whole message first, so that a malformed request stores nothing.
+    wire::for_each_series(body, |s| {
+        wire::read_series(s, |_, _| {}, |_, _| {}).map(drop)
+    })
+    .map_err(protobuf)?;
+    let mut writer = Writer::new(store, analyzer, limits);
+    let mut labels: Vec<(&str, &str)> = Vec::new();
     wire::for_each_series(body, |series| {
-        let label_start = batch.labels.len();
-        let sample_start = batch.samples.len();
-        let mut bad_label: Option<String> = None;
-        let (labels, samples) = (&mut batch.labels, &mut batch.samples);
+        // Labels first (they may follow the samples on the wire), then samples.
+        labels.clear();
+        let mut bad: Option<String> = None;
         let counts = wire::read_series(
             series,
             |name, value| {
-                if bad_label.is_some() {
-                    return;
-                }
-                match (utf8(name, "label name"), utf8(value, "label value")) {
-                    (Ok(n), Ok(v)) if is_valid_label_name(n) || n == METRIC_NAME => {
-                        labels.push((n, v))
+                if bad.is_none() {
+                    match (utf8(name, "label name"), utf8(value, "label value")) {
+                        (Ok(n), Ok(v)) => labels.push((n, v)),
+                        (Err(e), _) | (_, Err(e)) => bad = Some(e),
                     }
-                    (Ok(n), Ok(_)) => bad_label = Some(format!("invalid label name {n:?}")),
-                    (Err(e), _) | (_, Err(e)) => bad_label = Some(e),
                 }
             },
-            |t, v| samples.push((t, v)),
+            |_, _| {},
         )?;
-        outcome.series_received += 1;
-        outcome.samples_received += counts.samples as u64;
-        outcome.histograms_dropped += counts.histograms as u64;
-        outcome.exemplars_dropped += counts.exemplars as u64;
-        let labels = match bad_label {
-            Some(reason) => Err(reason),
-            None => batch.finish_labels(label_start),
+        writer.received(counts.samples, counts.histograms, counts.exemplars);
+        let checked = match bad {
+            Some(reason) => Err(SeriesProblem::Invalid(reason)),
+            None => finish_labels(&mut labels, &limits.labels),
         };
-        batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
+        match checked {
+            Err(problem) => writer.refuse(problem, counts.samples),
+            Ok(()) => {
+                writer.open_series(&labels);
+                wire::read_series(series, |_, _| {}, |t, v| writer.sample(t, v))?;
+                writer.close_series();
+            }
+        }
         Ok(())
     })
-    .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-    outcome.append = batch.append_to(store, analyzer);
-    Ok(outcome)
+    .map_err(protobuf)?;
+    Ok(writer.finish())
 }
 
+/// Remote write 2.0 through the streaming reader: symbols stay slices of `body`,
+/// nothing is built per series or sample beyond the bounded batch.
 fn write_v2(
     store: &Store,
     analyzer: Option<&Analyzer>,
-    req: proto::v2::Request,
-    bounds: SampleBounds,
+    body: &[u8],
+    limits: WriteLimits,
 ) -> Result<WriteOutcome> {
-    // Every symbol is checked for UTF-8 once; series then borrow them by index.
-    let symbols: Vec<&str> = req
-        .symbols
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            std::str::from_utf8(s)
-                .map_err(|_| IngestError::Invalid(format!("invalid UTF-8 in symbol {i}")))
-        })
-        .collect::<Result<_>>()?;
-    if symbols.first().is_some_and(|s| !s.is_empty()) {
+    let req = wire_v2::Request::index(body).map_err(|e| match e {
+        wire_v2::IndexError::Wire(e) => IngestError::Protobuf(e.to_string()),
+        wire_v2::IndexError::Utf8(i) => {
+            IngestError::Invalid(format!("invalid UTF-8 in symbol {i}"))
+        }
+        wire_v2::IndexError::TooLarge => {
+            IngestError::TooLarge("a remote-write 2.0 body must be under 4 GiB".to_owned())
+        }
+    })?;
+    if req.symbol(0).is_some_and(|s| !s.is_empty()) {
         return Err(IngestError::Invalid(
             "symbols[0] must be the empty string".to_owned(),
         ));
     }
-    let mut outcome = WriteOutcome::default();
-    let mut batch = Batch::default();
-    for (n, ts) in req.timeseries.iter().enumerate() {
-        outcome.series_received += 1;
-        outcome.samples_received += ts.samples.len() as u64;
-        outcome.histograms_dropped += ts.histograms.len() as u64;
-        outcome.exemplars_dropped += ts.exemplars.len() as u64;
-        let label_start = batch.labels.len();
-        let checked: std::result::Result<(), String> = (|| {
-            if ts.samples.is_empty() && ts.histograms.is_empty() {
-                return Err(format!("series {n} has no samples and no histograms"));
+    let mut writer = Writer::new(store, analyzer, limits);
+    let mut refs: Vec<u32> = Vec::new();
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    let mut n = 0usize;
+    req.for_each_series(|series| {
+        refs.clear();
+        labels.clear();
+        // Checked whole by `index`: reading cannot fail.
+        let counts = wire_v2::read_series(series, |r| refs.push(r), |_, _| {}).unwrap_or_default();
+        writer.received(counts.samples, counts.histograms, counts.exemplars);
+        let checked = (|| {
+            if counts.samples == 0 && counts.histograms == 0 {
+                return Err(SeriesProblem::Invalid(format!(
+                    "series {n} has no samples and no histograms"
+                )));
             }
-            if ts.labels_refs.len() % 2 != 0 {
-                return Err(format!("series {n}: odd number of labels_refs"));
+            if refs.len() % 2 != 0 {
+                return Err(SeriesProblem::Invalid(format!(
+                    "series {n}: odd number of labels_refs"
+                )));
             }
-            for pair in ts.labels_refs.chunks_exact(2) {
+            for pair in refs.chunks_exact(2) {
                 let sym = |r: u32| {
-                    symbols.get(r as usize).copied().ok_or_else(|| {
-                        format!(
+                    req.symbol(r).ok_or_else(|| {
+                        SeriesProblem::Invalid(format!(
                             "series {n}: symbol reference {r} out of range ({} symbols)",
-                            symbols.len()
-                        )
+                            req.symbol_count()
+                        ))
                     })
                 };
                 let (name, value) = (sym(pair[0])?, sym(pair[1])?);
                 if name.is_empty() {
-                    return Err(format!("series {n}: empty label name"));
+                    return Err(SeriesProblem::Invalid(format!(
+                        "series {n}: empty label name"
+                    )));
                 }
-                batch.labels.push((name, value));
+                labels.push((name, value));
             }
-            Ok(())
+            finish_labels(&mut labels, &limits.labels)
         })();
-        let labels = checked.and_then(|()| batch.finish_labels(label_start));
-        let sample_start = batch.samples.len();
-        batch
-            .samples
-            .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
-        batch.finish_series(labels, label_start, sample_start, bounds, &mut outcome);
-    }
-    outcome.append = batch.append_to(store, analyzer);
-    Ok(outcome)
+        match checked {
+            Err(problem) => writer.refuse(problem, counts.samples),
+            Ok(()) => {
+                writer.open_series(&labels);
+                let _ = wire_v2::read_series(series, |_| {}, |t, v| writer.sample(t, v));
+                writer.close_series();
+            }
+        }
+        n += 1;
+    });
+    Ok(writer.finish())
 }
 
 #[cfg(test)]

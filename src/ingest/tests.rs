@@ -1,3 +1,5 @@
+use prost::Message;
+
 use super::proto::{v1, v2};
 use super::*;
 use crate::storage::{Matcher, StoreConfig};
@@ -38,6 +40,7 @@ fn store() -> Store {
         retention_ms: i64::MAX,
         max_series: 3,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 
@@ -283,6 +286,174 @@ fn v2_symbols_resolve_and_errors_are_per_series() {
 }
 
 #[test]
+fn both_versions_validate_label_names_the_same_way() {
+    // `a-b` was refused by 1.0 and stored by 2.0.
+    for (name, ok) in [("a-b", false), ("1a", false), ("a.b", false), ("_a1", true)] {
+        let s = store();
+        let v1 = write(
+            &s,
+            None,
+            Protocol::V1,
+            v1_body(vec![series(&[("__name__", "x"), (name, "v")], &[(1, 1.0)])]),
+            SampleBounds::unbounded(),
+        )
+        .unwrap();
+        let v2 = write(
+            &s,
+            None,
+            Protocol::V2,
+            v2_request(
+                &["", "__name__", "y", name, "v"],
+                vec![v2_series(&[1, 2, 3, 4], &[(1, 1.0)])],
+            ),
+            SampleBounds::unbounded(),
+        )
+        .unwrap();
+        assert_eq!(v1.is_complete(), ok, "{name}: {v1:?}");
+        assert_eq!(v2.is_complete(), ok, "{name}: {v2:?}");
+        assert_eq!(v1.first_invalid, v2.first_invalid);
+        if !ok {
+            assert!(v2
+                .summary()
+                .contains(&format!("invalid label name {name:?}")));
+        }
+    }
+}
+
+#[test]
+fn label_limits_refuse_the_series_and_name_the_limit() {
+    let limits = |labels| WriteLimits {
+        bounds: SampleBounds::unbounded(),
+        labels,
+    };
+    let tight = LabelLimits {
+        max_labels: 3,
+        max_name_bytes: 8,
+        max_value_bytes: 10,
+    };
+    let body = v1_body(vec![
+        series(&[("__name__", "ok"), ("a", "1"), ("b", "")], &[(1, 1.0)]),
+        series(
+            &[("__name__", "many"), ("a", "1"), ("b", "2"), ("c", "3")],
+            &[(1, 1.0), (2, 2.0)],
+        ),
+        series(
+            &[("__name__", "long_name"), ("abcdefghi", "1")],
+            &[(1, 1.0)],
+        ),
+        series(
+            &[("__name__", "long_value"), ("a", "01234567890")],
+            &[(1, 1.0)],
+        ),
+    ]);
+    let s = store();
+    let out = write_with(&s, None, Protocol::V1, &body, limits(tight)).unwrap();
+    assert_eq!(out.samples_written(), 1);
+    assert_eq!((out.over_limit_series, out.over_limit_samples), (3, 4));
+    let summary = out.summary();
+    assert!(summary.contains("label_limits=4"), "{summary}");
+    assert!(
+        summary.contains("series has 4 labels, over the limit of 3 (remote_write.label_limit)"),
+        "{summary}"
+    );
+    // Each limit names itself.
+    for (labels, key) in [
+        (
+            &[("__name__", "n"), ("abcdefghi", "1")][..],
+            "remote_write.label_name_length_limit",
+        ),
+        (
+            &[("__name__", "n"), ("a", "01234567890")][..],
+            "remote_write.label_value_length_limit",
+        ),
+    ] {
+        let body = v1_body(vec![series(labels, &[(1, 1.0)])]);
+        let out = write_with(&store(), None, Protocol::V1, &body, limits(tight)).unwrap();
+        assert!(
+            out.first_invalid.as_deref().unwrap().contains(key),
+            "{out:?}"
+        );
+    }
+    // Version 2 applies the same limits.
+    let body = v2_request(
+        &["", "__name__", "v", "a", "01234567890"],
+        vec![v2_series(&[1, 2, 3, 4], &[(1, 1.0)])],
+    );
+    let out = write_with(&store(), None, Protocol::V2, &body, limits(tight)).unwrap();
+    assert_eq!(out.over_limit_series, 1);
+    // Zero disables a limit.
+    let out = write_with(
+        &s,
+        None,
+        Protocol::V1,
+        &v1_body(vec![series(
+            &[("__name__", "many"), ("a", "1"), ("b", "2"), ("c", "3")],
+            &[(1, 1.0)],
+        )]),
+        limits(LabelLimits::unlimited()),
+    )
+    .unwrap();
+    assert!(out.is_complete());
+}
+
+#[test]
+fn a_series_longer_than_a_batch_is_stored_whole_and_in_order() {
+    let n = FLUSH_SAMPLES * 2 + 17;
+    let samples: Vec<(i64, f64)> = (0..n as i64).map(|t| (t, t as f64)).collect();
+    for protocol in [Protocol::V1, Protocol::V2] {
+        let s = store();
+        let body = match protocol {
+            Protocol::V1 => v1_body(vec![
+                series(&[("__name__", "long"), ("job", "a")], &samples),
+                series(&[("__name__", "short")], &[(1, 1.0)]),
+            ]),
+            Protocol::V2 => v2_request(
+                &["", "__name__", "long", "job", "a", "short"],
+                vec![
+                    v2_series(&[1, 2, 3, 4], &samples),
+                    v2_series(&[1, 5], &[(1, 1.0)]),
+                ],
+            ),
+        };
+        let out = write(&s, None, protocol, body, SampleBounds::unbounded()).unwrap();
+        assert!(out.is_complete(), "{out:?}");
+        assert_eq!(out.samples_written(), n as u64 + 1);
+        assert_eq!(out.append.series_created, 2);
+        assert_eq!(stored(&s, "long"), samples);
+    }
+}
+
+#[test]
+fn a_request_malformed_after_valid_series_stores_nothing() {
+    for protocol in [Protocol::V1, Protocol::V2] {
+        let s = store();
+        let mut body = match protocol {
+            Protocol::V1 => v1_body(vec![series(&[("__name__", "a")], &[(1, 1.0)])]).to_vec(),
+            Protocol::V2 => v2_request(
+                &["", "__name__", "a"],
+                vec![v2_series(&[1, 2], &[(1, 1.0)])],
+            )
+            .to_vec(),
+        };
+        // A series field (1 in 1.0, 5 in 2.0) whose length runs past the end.
+        body.extend_from_slice(if protocol == Protocol::V1 {
+            b"\x0a\x05\x00"
+        } else {
+            b"\x2a\x05\x00"
+        });
+        let out = write(
+            &s,
+            None,
+            protocol,
+            Bytes::from(body),
+            SampleBounds::unbounded(),
+        );
+        assert!(matches!(out, Err(IngestError::Protobuf(_))), "{out:?}");
+        assert_eq!(s.series_count(), 0);
+    }
+}
+
+#[test]
 fn v2_requires_empty_first_symbol() {
     let body = v2_request(&["x"], vec![]);
     assert!(matches!(
@@ -362,6 +533,7 @@ fn detectors_score_samples_as_they_are_ingested() {
         retention_ms: i64::MAX,
         max_series: 100,
         shards: 4,
+        ..StoreConfig::default()
     });
     let detections =
         prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])
@@ -430,6 +602,7 @@ fn detector_outputs_leave_headroom_for_ingested_series() {
         retention_ms: i64::MAX,
         max_series: 20,
         shards: 2,
+        ..StoreConfig::default()
     });
     let detections =
         prometheus::IntCounterVec::new(prometheus::Opts::new("d", "d"), &["detector", "severity"])

@@ -14,9 +14,9 @@ pub(crate) struct WireError(pub(crate) &'static str);
 
 type Result<T> = std::result::Result<T, WireError>;
 
-const VARINT: u8 = 0;
+pub(crate) const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
-const LEN: u8 = 2;
+pub(crate) const LEN: u8 = 2;
 const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
@@ -38,7 +38,12 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
-    fn varint(&mut self) -> Result<u64> {
+    /// Bytes left to read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -81,7 +86,7 @@ impl<'a> Reader<'a> {
         self.take(usize::try_from(len).map_err(|_| WireError("length too large"))?)
     }
 
-    fn double(&mut self, wire: u8) -> Result<f64> {
+    pub(crate) fn double(&mut self, wire: u8) -> Result<f64> {
         if wire != FIXED64 {
             return Err(WireError("expected a 64-bit field for a double"));
         }
@@ -91,7 +96,7 @@ impl<'a> Reader<'a> {
         ]))
     }
 
-    fn int64(&mut self, wire: u8) -> Result<i64> {
+    pub(crate) fn int64(&mut self, wire: u8) -> Result<i64> {
         if wire != VARINT {
             return Err(WireError("expected a varint field for an int64"));
         }

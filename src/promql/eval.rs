@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+use super::QueryContext;
+
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
@@ -104,6 +106,9 @@ pub(crate) struct Evaluator<'a> {
     store: &'a dyn Queryable,
     pub(crate) query: &'a str,
     deadline: Instant,
+    ctx: &'a QueryContext,
+    /// Nodes being evaluated, outermost to innermost (bounded by `query.max_depth`).
+    depth: usize,
     /// The query's own start and end, for `@ start()` / `@ end()`.
     pub(crate) q_start: i64,
     pub(crate) q_end: i64,
@@ -116,20 +121,35 @@ pub(crate) struct Evaluator<'a> {
     modes: HashMap<usize, RangeMode>,
 }
 
+/// What one evaluation is asked: the expression, its text, the modes of its range
+/// selectors, the steps, and what stops it early.
+pub(crate) struct Run<'a> {
+    pub(crate) expr: &'a Expr,
+    pub(crate) query: &'a str,
+    pub(crate) modes: &'a [RangeMode],
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) step: i64,
+    pub(crate) instant: bool,
+    /// When the query times out (its clock started before parsing).
+    pub(crate) deadline: Instant,
+    pub(crate) ctx: &'a QueryContext,
+}
+
 /// Runs a query over `[start, end]` at `step` and shapes the result: a vector, scalar,
 /// string or matrix for an instant query, a matrix for a range query.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
-    opts: &EngineOptions,
-    store: &dyn Queryable,
-    expr: &Expr,
-    query: &str,
-    modes: &[RangeMode],
-    start: i64,
-    end: i64,
-    step: i64,
-    instant: bool,
-) -> Result<QueryResult> {
+pub(crate) fn run(opts: &EngineOptions, store: &dyn Queryable, r: Run<'_>) -> Result<QueryResult> {
+    let Run {
+        expr,
+        query,
+        modes,
+        start,
+        end,
+        step,
+        instant,
+        deadline,
+        ctx,
+    } = r;
     let mut selectors = Vec::new();
     matrix_selectors(expr, &mut selectors);
     let modes: HashMap<usize, RangeMode> = selectors
@@ -142,7 +162,9 @@ pub(crate) fn run(
         opts,
         store,
         query,
-        deadline: Instant::now() + opts.timeout,
+        deadline,
+        ctx,
+        depth: 0,
         q_start: start,
         q_end: end,
         q_step: if instant { 0 } else { step },
@@ -239,28 +261,29 @@ pub(crate) fn run(
 }
 
 /// Addresses of the range selectors in `e`, in the order they appear in the text.
+/// Iterative (an explicit stack), so a deep tree needs no deep call stack.
 fn matrix_selectors(e: &Expr, out: &mut Vec<usize>) {
-    match e {
-        Expr::MatrixSelector(ms) => out.push(ms as *const parser::MatrixSelector as usize),
-        Expr::Aggregate(a) => {
-            if let Some(p) = &a.param {
-                matrix_selectors(p, out);
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        // Children are pushed last-first so they come off the stack in text order.
+        match e {
+            Expr::MatrixSelector(ms) => out.push(ms as *const parser::MatrixSelector as usize),
+            Expr::Aggregate(a) => {
+                todo.push(&a.expr);
+                if let Some(p) = &a.param {
+                    todo.push(p);
+                }
             }
-            matrix_selectors(&a.expr, out);
-        }
-        Expr::Unary(u) => matrix_selectors(&u.expr, out),
-        Expr::Binary(b) => {
-            matrix_selectors(&b.lhs, out);
-            matrix_selectors(&b.rhs, out);
-        }
-        Expr::Paren(p) => matrix_selectors(&p.expr, out),
-        Expr::Subquery(s) => matrix_selectors(&s.expr, out),
-        Expr::Call(c) => {
-            for a in &c.args.args {
-                matrix_selectors(a, out);
+            Expr::Unary(u) => todo.push(&u.expr),
+            Expr::Binary(b) => {
+                todo.push(&b.rhs);
+                todo.push(&b.lhs);
             }
+            Expr::Paren(p) => todo.push(&p.expr),
+            Expr::Subquery(s) => todo.push(&s.expr),
+            Expr::Call(c) => todo.extend(c.args.args.iter().rev().map(|a| &**a)),
+            _ => {}
         }
-        _ => {}
     }
 }
 
@@ -411,7 +434,11 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
 }
 
 impl Evaluator<'_> {
+    /// Stops the query when it ran out of time or its client went away.
     pub(crate) fn check_deadline(&self) -> Result<()> {
+        if self.ctx.is_cancelled() {
+            return Err(QueryError::Canceled("expression evaluation"));
+        }
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout("expression evaluation"));
         }
@@ -491,9 +518,24 @@ impl Evaluator<'_> {
         }
     }
 
-    /// Evaluates `expr` at every step of `steps`.
+    /// Evaluates `expr` at every step of `steps`, on a stack with room for it.
     pub(crate) fn eval(&mut self, expr: &Expr, steps: Steps) -> Result<Val> {
         self.check_deadline()?;
+        // Parsed queries are already within the limit; an expression built some
+        // other way is checked here.
+        if self.depth >= self.opts.limits.max_depth {
+            return Err(QueryError::Limit(format!(
+                "expression is nested deeper than the limit of {} (query.max_depth)",
+                self.opts.limits.max_depth
+            )));
+        }
+        self.depth += 1;
+        let val = super::limits::with_eval_stack(|| self.eval_node(expr, steps));
+        self.depth -= 1;
+        val
+    }
+
+    fn eval_node(&mut self, expr: &Expr, steps: Steps) -> Result<Val> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; steps.n])),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),

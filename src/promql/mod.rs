@@ -19,13 +19,17 @@ mod durations;
 mod eval;
 mod functions;
 mod kernels;
+mod limits;
 pub mod testscript;
 pub(crate) mod value;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::storage::{Matcher, SeriesSamples, Store};
 
+pub use limits::{QueryLimits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH, MAX_DEPTH_CEILING};
 pub use value::{format_value, QueryResult, Sample, Series, Value};
 
 /// Where the engine reads series from.
@@ -63,6 +67,8 @@ pub struct EngineOptions {
     /// Step of a subquery written without one (`x[5m:]`); Prometheus uses the rule
     /// group interval or, for queries, 1m.
     pub default_subquery_step_ms: i64,
+    /// Bounds on the query text, checked before parsing.
+    pub limits: QueryLimits,
 }
 
 impl Default for EngineOptions {
@@ -72,6 +78,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60 * 1000,
+            limits: QueryLimits::default(),
         }
     }
 }
@@ -82,6 +89,10 @@ pub enum QueryError {
     /// The query text does not parse (errorType `bad_data`).
     #[error("{0}")]
     Parse(String),
+    /// The query text is longer or nests deeper than allowed (errorType
+    /// `bad_data`); the message names the limit's configuration key.
+    #[error("{0}")]
+    Limit(String),
     /// Bad query parameters or an evaluation error in the data (errorType `bad_data`
     /// for parameters; Prometheus reports evaluation errors as `execution`).
     #[error("{0}")]
@@ -110,7 +121,7 @@ impl QueryError {
     /// Prometheus's `errorType` for this error.
     pub fn kind(&self) -> &'static str {
         match self {
-            QueryError::Parse(_) | QueryError::BadData(_) => "bad_data",
+            QueryError::Parse(_) | QueryError::Limit(_) | QueryError::BadData(_) => "bad_data",
             QueryError::Execution(_)
             | QueryError::TooManySamples(_)
             | QueryError::Storage(_)
@@ -122,6 +133,65 @@ impl QueryError {
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// What stops a running query from outside: a cancel flag, set when the query's
+/// client goes away, and optionally a deadline set before the query reached the
+/// engine (time spent queueing counts). The evaluator polls both as often as it
+/// checks the engine's own timeout.
+#[derive(Debug, Clone, Default)]
+pub struct QueryContext {
+    cancelled: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl QueryContext {
+    /// No deadline but the engine's timeout, and nobody cancels (rules, tools).
+    pub fn background() -> Self {
+        QueryContext::default()
+    }
+
+    /// A query that must be done by `deadline` (and within the engine's timeout).
+    pub fn with_deadline(deadline: Instant) -> Self {
+        QueryContext {
+            deadline: Some(deadline),
+            ..QueryContext::default()
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// A guard that cancels the query when dropped unless [`CancelOnDrop::disarm`]ed:
+    /// held by the future waiting for the answer, so dropping that future (the
+    /// client disconnected) stops the work.
+    pub fn on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(Some(self.clone()))
+    }
+}
+
+/// Cancels its query when dropped; see [`QueryContext::on_drop`].
+#[derive(Debug)]
+pub struct CancelOnDrop(Option<QueryContext>);
+
+impl CancelOnDrop {
+    /// The answer arrived: dropping the guard no longer cancels anything.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
 
 /// The PromQL engine. Cheap to share; holds only settings.
 #[derive(Debug, Clone, Default)]
@@ -138,6 +208,13 @@ impl Engine {
         &self.opts
     }
 
+    /// When a query starting now times out: parsing and evaluation share the
+    /// engine's timeout, and the context's deadline if it is earlier.
+    fn deadline(&self, ctx: &QueryContext) -> Instant {
+        let own = Instant::now() + self.opts.timeout;
+        ctx.deadline.map_or(own, |d| d.min(own))
+    }
+
     /// Evaluates `query` at `t_ms`.
     pub fn instant_query(
         &self,
@@ -145,11 +222,21 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult> {
-        let q = parse_extended(query, 0, 0)?;
+        self.instant_query_with(store, query, t_ms, &QueryContext::background())
+    }
+
+    /// Evaluates `query` at `t_ms`, stopping early when `ctx` says so.
+    pub fn instant_query_with(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
+        let deadline = self.deadline(ctx);
+        let q = parse_extended(query, 0, 0, &self.opts.limits)?;
         check_time(t_ms)?;
-        eval::run(
-            &self.opts, store, &q.expr, &q.text, &q.modes, t_ms, t_ms, 1, true,
-        )
+        self.run(store, &q, t_ms, t_ms, 1, true, deadline, ctx)
     }
 
     /// Evaluates an already parsed expression at `t_ms` (rules parse once and
@@ -162,7 +249,18 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult> {
         check_time(t_ms)?;
-        eval::run(&self.opts, store, expr, query, &[], t_ms, t_ms, 1, true)
+        let run = eval::Run {
+            expr,
+            query,
+            modes: &[],
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+            instant: true,
+            deadline: self.deadline(&QueryContext::background()),
+            ctx: &QueryContext::background(),
+        };
+        eval::run(&self.opts, store, run)
     }
 
     /// Evaluates `query` at `start_ms, start_ms + step_ms, ...` up to `end_ms`.
@@ -174,6 +272,27 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult> {
+        self.range_query_with(
+            store,
+            query,
+            start_ms,
+            end_ms,
+            step_ms,
+            &QueryContext::background(),
+        )
+    }
+
+    /// [`Engine::range_query`], stopping early when `ctx` says so.
+    pub fn range_query_with(
+        &self,
+        store: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
+        let deadline = self.deadline(ctx);
         check_time(start_ms)?;
         check_time(end_ms)?;
         if step_ms <= 0 {
@@ -191,8 +310,8 @@ impl Engine {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
         }
-        let q = parse_extended(query, step_ms, end_ms - start_ms)?;
-        match q.expr.value_type() {
+        let q = parse_extended(query, step_ms, end_ms - start_ms, &self.opts.limits)?;
+        match limits::with_tree_stack(q.depth, || q.expr.value_type()) {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
             other => {
@@ -202,9 +321,40 @@ impl Engine {
             )))
             }
         }
-        eval::run(
-            &self.opts, store, &q.expr, &q.text, &q.modes, start_ms, end_ms, step_ms, false,
-        )
+        self.run(store, &q, start_ms, end_ms, step_ms, false, deadline, ctx)
+    }
+
+    /// Evaluates a parsed query, after checking that parsing left time for it.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        store: &dyn Queryable,
+        q: &ParsedQuery,
+        start: i64,
+        end: i64,
+        step: i64,
+        instant: bool,
+        deadline: Instant,
+        ctx: &QueryContext,
+    ) -> Result<QueryResult> {
+        if ctx.is_cancelled() {
+            return Err(QueryError::Canceled("query parsing"));
+        }
+        if Instant::now() > deadline {
+            return Err(QueryError::Timeout("query parsing"));
+        }
+        let run = eval::Run {
+            expr: &q.expr,
+            query: &q.text,
+            modes: &q.modes,
+            start,
+            end,
+            step,
+            instant,
+            deadline,
+            ctx,
+        };
+        eval::run(&self.opts, store, run)
     }
 }
 
@@ -242,10 +392,24 @@ pub fn parse_selector(input: &str) -> Result<Vec<Vec<Matcher>>> {
     Ok(sets)
 }
 
-/// Parses a query, wrapping the parser's string error.
+/// Parses a query within the default [`QueryLimits`], wrapping the parser's string
+/// error.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr> {
+    parse_limited(query, &QueryLimits::default())
+}
+
+/// Parses a query after checking its length and nesting against `limits`, on a
+/// stack sized for its nesting.
+pub fn parse_limited(query: &str, limits: &QueryLimits) -> Result<promql_parser::parser::Expr> {
+    let depth = limits::check_text(query, limits)?;
+    parse_checked(query, depth)
+}
+
+/// Parses text that passed [`limits::check_text`] with nesting bound `depth`.
+fn parse_checked(query: &str, depth: usize) -> Result<promql_parser::parser::Expr> {
     register_functions();
-    promql_parser::parser::parse(query).map_err(QueryError::Parse)
+    limits::with_tree_stack(depth, || promql_parser::parser::parse(query))
+        .map_err(QueryError::Parse)
 }
 
 /// A parsed query: the expression, the text it was parsed from, and the modes of its
@@ -254,19 +418,30 @@ struct ParsedQuery {
     expr: promql_parser::parser::Expr,
     text: String,
     modes: Vec<durations::RangeMode>,
+    /// The nesting bound of the text (sizes the stack of walks over `expr`).
+    depth: usize,
 }
 
 /// Parses a query; when the parser rejects it, tries again with Prometheus 3's
 /// duration expressions computed (`x[26m+4m]`, `offset step()`), given what `step()`
 /// and `range()` mean for this query, and with `anchored`/`smoothed` range
 /// modifiers taken out and remembered.
-fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuery> {
+fn parse_extended(
+    query: &str,
+    step_ms: i64,
+    range_ms: i64,
+    limits: &QueryLimits,
+) -> Result<ParsedQuery> {
+    let depth = limits::check_text(query, limits)?;
+    // The rewrites below change durations and modifiers, never the nesting.
+    let parse = |text: &str| parse_checked(text, depth);
     let err = match parse(query) {
         Ok(expr) => {
             return Ok(ParsedQuery {
                 expr,
                 text: query.to_string(),
                 modes: Vec::new(),
+                depth,
             })
         }
         Err(e) => e,
@@ -277,6 +452,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
             expr,
             text,
             modes: Vec::new(),
+            depth,
         });
     }
     let (text, modes) = match durations::strip_range_modifiers(&text) {
@@ -286,6 +462,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
                     expr,
                     text: stripped,
                     modes,
+                    depth,
                 });
             }
             (stripped, modes)
@@ -298,6 +475,7 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
                 expr,
                 text: marked,
                 modes,
+                depth,
             });
         }
     }
@@ -307,7 +485,9 @@ fn parse_extended(query: &str, step_ms: i64, range_ms: i64) -> Result<ParsedQuer
 /// Parses a query the way the engine would (extended syntax included), for analysis
 /// such as the test runner's native-histogram rule. `None` when it does not parse.
 pub(crate) fn parse_for_analysis(query: &str) -> Option<promql_parser::parser::Expr> {
-    parse_extended(query, 0, 0).ok().map(|q| q.expr)
+    parse_extended(query, 0, 0, &QueryLimits::default())
+        .ok()
+        .map(|q| q.expr)
 }
 
 /// Teaches the parser the functions it lacks but Prometheus 2.x users still write:

@@ -12,6 +12,7 @@ fn store_with(series: &[TestSeries<'_>]) -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 1000,
         shards: 2,
+        ..StoreConfig::default()
     });
     for (labels, samples) in series {
         let ls = LabelSet::from_pairs(labels.iter().copied());
@@ -370,4 +371,157 @@ fn selectors_parse_into_matcher_sets() {
             "{bad} accepted"
         );
     }
+}
+
+/// Runs `f` on a thread with a 512 KiB stack, a quarter of a default thread's: the
+/// engine must not depend on the stack of whoever calls it.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn expressions_nested_up_to_the_depth_limit_evaluate_on_any_stack() {
+    let max = QueryLimits::default().max_depth;
+    // Every shape that recurses: operator chains, calls, brackets, unary minus.
+    let queries = [
+        (format!("1{}", " + 1".repeat(max - 1)), max as f64),
+        (
+            format!("vector(1){}", " + vector(1)".repeat(max - 2)),
+            (max - 1) as f64,
+        ),
+        (
+            format!("{}vector(1){}", "abs(".repeat(max - 2), ")".repeat(max - 2)),
+            1.0,
+        ),
+        (
+            format!("{}7{}", "(".repeat(max - 1), ")".repeat(max - 1)),
+            7.0,
+        ),
+        (format!("{}1", "-".repeat(max - 2)), 1.0),
+    ];
+    for (q, want) in queries {
+        let got = on_small_stack(move || {
+            let store = store_with(&[]);
+            let r = Engine::default().instant_query(&store, &q, 0).unwrap();
+            match r.value {
+                Value::Scalar(_, v) => v,
+                Value::Vector(v) => v[0].v,
+                other => panic!("{other:?}"),
+            }
+        });
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn the_issues_deep_reproducers_get_a_clear_error() {
+    for q in [
+        format!("1{}", " + 1".repeat(1200)),
+        format!("{}vector(1){}", "abs(".repeat(1000), ")".repeat(1000)),
+        format!("{}1{}", "(".repeat(35_000), ")".repeat(35_000)),
+    ] {
+        let e = on_small_stack(move || {
+            let store = store_with(&[]);
+            Engine::default().instant_query(&store, &q, 0).unwrap_err()
+        });
+        assert_eq!(e.kind(), "bad_data");
+        assert!(e.to_string().contains("query.max_depth"), "{e}");
+    }
+}
+
+#[test]
+fn an_expression_built_deeper_than_the_limit_is_refused_at_evaluation() {
+    // Parsed within a raised limit, evaluated by an engine with the default one.
+    let q = format!("1{}", " + 1".repeat(1500));
+    let raised = QueryLimits {
+        max_depth: 2000,
+        ..QueryLimits::default()
+    };
+    let e = std::thread::spawn(move || {
+        let expr = parse_limited(&q, &raised).unwrap();
+        let store = store_with(&[]);
+        Engine::default()
+            .instant_query_expr(&store, &expr, &q, 0)
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(e.to_string().contains("query.max_depth"), "{e}");
+}
+
+#[test]
+fn a_cancelled_query_stops_with_the_canceled_class() {
+    let store = store_with(&[(&[("__name__", "up")], &[(0, 1.0)])]);
+    let cancel = QueryContext::background();
+    cancel.cancel();
+    let e = Engine::default()
+        .instant_query_with(&store, "sum(up)", 0, &cancel)
+        .unwrap_err();
+    assert_eq!(e.kind(), "canceled");
+    let e = Engine::default()
+        .range_query_with(&store, "up", 0, 60_000, 1_000, &cancel)
+        .unwrap_err();
+    assert_eq!(e.kind(), "canceled");
+    // Dropping an armed guard cancels; a disarmed one does not.
+    let c = QueryContext::background();
+    c.on_drop().disarm();
+    assert!(!c.is_cancelled());
+    drop(c.on_drop());
+    assert!(c.is_cancelled());
+}
+
+#[test]
+fn a_context_deadline_shortens_the_timeout() {
+    let store = store_with(&[]);
+    let ctx = QueryContext::with_deadline(std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let e = Engine::default()
+        .instant_query_with(&store, "vector(1)", 0, &ctx)
+        .unwrap_err();
+    assert_eq!(e.kind(), "timeout");
+}
+
+#[test]
+fn the_timeout_covers_parsing() {
+    // A long chain takes a while to parse; with a timeout shorter than that, the
+    // query times out without being evaluated.
+    let engine = Engine::new(EngineOptions {
+        timeout: std::time::Duration::from_nanos(1),
+        ..EngineOptions::default()
+    });
+    let store = store_with(&[]);
+    let q = format!("1{}", " + 1".repeat(500));
+    let e = engine.instant_query(&store, &q, 0).unwrap_err();
+    assert_eq!(e.kind(), "timeout");
+    assert!(e.to_string().contains("parsing"), "{e}");
+}
+
+#[test]
+fn a_huge_sliding_window_stops_at_the_timeout() {
+    // One series, a million steps, windows of a million points: 10^12 visits that
+    // only a check inside the window loop can interrupt.
+    let engine = Engine::new(EngineOptions {
+        timeout: std::time::Duration::from_millis(200),
+        ..EngineOptions::default()
+    });
+    let store = store_with(&[]);
+    let start = std::time::Instant::now();
+    let e = engine
+        .instant_query(
+            &store,
+            "sum_over_time(sum_over_time(vector(1)[1000s:1ms])[1000s:1ms])",
+            0,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -127,6 +127,7 @@ fn new_store() -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 10_000_000,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 
@@ -136,6 +137,7 @@ fn test_engine() -> Engine {
         max_samples: 10_000,
         timeout: std::time::Duration::from_secs(100),
         default_subquery_step_ms: 60 * 1000,
+        ..EngineOptions::default()
     })
 }
 
@@ -557,7 +559,9 @@ impl Runner {
             self.range_mode_check(cmd, &cmd.expr, cmd.start)?;
         }
         if !is_range {
-            self.at_invariance_check(cmd, eval_t)?;
+            // It walks, rewrites and prints the whole tree: give it room.
+            let depth = super::QueryLimits::default().max_depth;
+            super::limits::with_tree_stack(depth, || self.at_invariance_check(cmd, eval_t))?;
         }
         Ok(())
     }
@@ -566,7 +570,7 @@ impl Runner {
     /// and outermost subquery lacking one, and the query must give the same result
     /// at other evaluation times.
     fn at_invariance_check(&self, cmd: &EvalCmd, t: i64) -> Result<(), String> {
-        let Ok(mut expr) = promql_parser::parser::parse(&cmd.expr) else {
+        let Ok(mut expr) = super::parse(&cmd.expr) else {
             return Ok(());
         };
         let mut unsafe_fn = false;
@@ -618,7 +622,7 @@ impl Runner {
                 compare_instant(cmd, &res.value).map_err(ctx)?;
             }
             check_annotations(cmd, &res).map_err(ctx)?;
-            if cmd.range_vector.is_none() && promql_parser::parser::parse(&text).is_ok() {
+            if cmd.range_vector.is_none() && super::parse(&text).is_ok() {
                 self.range_mode_check(cmd, &text, et).map_err(ctx)?;
             }
         }
@@ -942,7 +946,7 @@ pub(crate) fn parse_labels(text: &str) -> Result<LabelSet, String> {
     if t == "{}" {
         return Ok(LabelSet::default());
     }
-    let expr = promql_parser::parser::parse(t).map_err(|e| format!("bad labels {t:?}: {e}"))?;
+    let expr = super::parse(t).map_err(|e| format!("bad labels {t:?}: {e}"))?;
     let vs = match expr {
         Expr::VectorSelector(vs) => vs,
         _ => return Err(format!("bad labels {t:?}")),

@@ -200,6 +200,9 @@ pub struct LoadOptions {
     /// Ignore unknown keys in groups and rules (promtool's
     /// `--ignore-unknown-fields`).
     pub ignore_unknown_fields: bool,
+    /// Length and nesting limits of rule expressions (`query.max_length`,
+    /// `query.max_depth`): what evaluation cannot run is refused at load time.
+    pub query_limits: crate::promql::QueryLimits,
 }
 
 /// Expands the patterns (globs allowed) into files, sorted, without duplicates.
@@ -319,7 +322,7 @@ pub fn parse_file(text: &str, path: &Path, opts: LoadOptions) -> Result<Vec<Grou
             }
         })?
     };
-    validate_groups(parsed, text, path).map_err(|mut errs| errs.remove(0))
+    validate_groups(parsed, text, path, &opts.query_limits).map_err(|mut errs| errs.remove(0))
 }
 
 /// The group name and rule (`"name"` or `#n`) a schema-error path such as
@@ -374,7 +377,7 @@ pub fn parse_file_all(text: &str, path: &Path) -> Result<Vec<GroupSpec>, Vec<Rul
                     reason: e.to_string(),
                 }]
             })?;
-            validate_groups(parsed, text, path)
+            validate_groups(parsed, text, path, &LoadOptions::default().query_limits)
         }
     }
 }
@@ -383,6 +386,7 @@ fn validate_groups(
     parsed: FileYaml,
     text: &str,
     path: &Path,
+    limits: &crate::promql::QueryLimits,
 ) -> Result<Vec<GroupSpec>, Vec<RuleError>> {
     let lines = Locator::new(text);
     let mut names = HashSet::new();
@@ -434,7 +438,7 @@ fn validate_groups(
         let mut rules = Vec::with_capacity(g.rules.len());
         for (i, r) in g.rules.into_iter().enumerate() {
             let rline = lines.find(&mut cursor, &["record:", "alert:"], None);
-            match validate_rule(r, i, rline, path, &g.name) {
+            match validate_rule(r, i, rline, path, &g.name, limits) {
                 Ok(rule) => rules.push(rule),
                 Err(e) => group_errors.push(e),
             }
@@ -469,6 +473,7 @@ fn validate_rule(
     line: usize,
     path: &Path,
     group: &str,
+    limits: &crate::promql::QueryLimits,
 ) -> Result<RuleSpec, RuleError> {
     let label = match (&r.record, &r.alert) {
         (Some(n), _) => format!("{:?}", n.0),
@@ -507,7 +512,7 @@ fn validate_rule(
     if r.expr.0.trim().is_empty() {
         return Err(rerr("field 'expr' must be set in rule".into()));
     }
-    let expr = crate::promql::parse(&r.expr.0)
+    let expr = crate::promql::parse_limited(&r.expr.0, limits)
         .map_err(|e| rerr(format!("could not parse expression: {e}")))?;
     if !is_alert {
         if !r.annotations.is_empty() {
@@ -562,7 +567,7 @@ fn validate_rule(
     }
     let resolve_expr = match r.resolve_expr {
         Some(t) if !t.0.trim().is_empty() => {
-            let e = crate::promql::parse(&t.0)
+            let e = crate::promql::parse_limited(&t.0, limits)
                 .map_err(|e| rerr(format!("could not parse resolve_expr: {e}")))?;
             Some((t.0, e))
         }
@@ -761,6 +766,38 @@ mod tests {
     }
 
     #[test]
+    fn expressions_evaluation_cannot_run_are_refused_with_file_line_and_limit() {
+        // The reproducer: 2,000 `vector(1)` joined by `+` once crashed the
+        // server at its first evaluation; now both loading and checking refuse it.
+        let deep = format!("vector(1){}", " + vector(1)".repeat(1999));
+        let text = format!(
+            "groups:\n- name: g\n  rules:\n  - record: ok\n    expr: up\n  - record: deep\n    expr: '{deep}'\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("r.yml:6: group \"g\", rule \"deep\": could not parse expression: query is nested too deeply")
+                && e.contains("over the limit of 1000 (query.max_depth)"),
+            "{e}"
+        );
+        let errs = parse_file_all(&text, Path::new("r.yml")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].to_string().contains("query.max_depth"));
+        // resolve_expr is held to the same limits, and a raised limit loads both.
+        let text = format!(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    resolve_expr: '{deep}'\n"
+        );
+        assert!(parse(&text).unwrap_err().contains("query.max_depth"));
+        let raised = LoadOptions {
+            query_limits: crate::promql::QueryLimits {
+                max_depth: 2048,
+                ..Default::default()
+            },
+            ..LoadOptions::default()
+        };
+        assert!(parse_file(&text, Path::new("r.yml"), raised).is_ok());
+    }
+
+    #[test]
     fn errors_name_file_group_rule_and_line() {
         let cases = [
             (
@@ -835,6 +872,7 @@ mod tests {
             Path::new("r.yml"),
             LoadOptions {
                 ignore_unknown_fields: true,
+                ..LoadOptions::default()
             },
         )
         .unwrap();

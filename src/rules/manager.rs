@@ -48,6 +48,8 @@ pub struct RuleSettings {
     pub watch_interval_ms: i64,
     /// The pre-knowledge-store state file to import once (`rules.state_file`).
     pub legacy_state_file: Option<PathBuf>,
+    /// Length and nesting limits rule expressions are checked against at load time.
+    pub query_limits: crate::promql::QueryLimits,
 }
 
 /// What the rules engine uses, injected by the service.
@@ -185,7 +187,11 @@ impl RuleManager {
 
     fn apply(&self, settings: RuleSettings, saved: Option<&SavedState>) -> Result<(), RuleError> {
         let files = expand_patterns(&settings.patterns)?;
-        let specs = load_files(&files, LoadOptions::default())?;
+        let opts = LoadOptions {
+            query_limits: settings.query_limits,
+            ..LoadOptions::default()
+        };
+        let specs = load_files(&files, opts)?;
         let mut mtimes = Vec::with_capacity(files.len());
         for f in &files {
             mtimes.push((f.clone(), mtime(f)));
@@ -334,7 +340,8 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Polls the rule files' modification times (and the patterns' matches) and
-/// reloads when they change.
+/// reloads when they change. Globbing, `stat` and reloading run on the blocking
+/// pool, never on an async worker.
 async fn watch_files(mgr: std::sync::Weak<RuleManager>, every_ms: u64) {
     let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -342,17 +349,25 @@ async fn watch_files(mgr: std::sync::Weak<RuleManager>, every_ms: u64) {
     loop {
         tick.tick().await;
         let Some(m) = mgr.upgrade() else { return };
-        let patterns = m.shared.settings.lock().patterns.clone();
-        let Ok(files) = expand_patterns(&patterns) else {
-            continue;
-        };
-        let now: Vec<(PathBuf, Option<SystemTime>)> =
-            files.iter().map(|f| (f.clone(), mtime(f))).collect();
-        let changed = *m.loaded.lock() != now && last_failed.as_ref() != Some(&now);
-        if changed {
+        let failed = last_failed.take();
+        let poll = tokio::task::spawn_blocking(move || {
+            let patterns = m.shared.settings.lock().patterns.clone();
+            let Ok(files) = expand_patterns(&patterns) else {
+                return failed;
+            };
+            let now: Vec<(PathBuf, Option<SystemTime>)> =
+                files.iter().map(|f| (f.clone(), mtime(f))).collect();
+            let changed = *m.loaded.lock() != now && failed.as_ref() != Some(&now);
+            if !changed {
+                return failed;
+            }
             let r = m.reload_files();
             m.record_reload(&r);
-            last_failed = if r.is_err() { Some(now) } else { None };
+            r.is_err().then_some(now)
+        });
+        match poll.await {
+            Ok(failed) => last_failed = failed,
+            Err(e) => tracing::error!(error = %e, "rule file watcher task failed"),
         }
     }
 }

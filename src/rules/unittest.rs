@@ -174,6 +174,7 @@ pub fn run_file(path: &Path, opts: &TestOptions) -> Result<(), Vec<String>> {
         &files,
         LoadOptions {
             ignore_unknown_fields: opts.ignore_unknown_fields,
+            ..LoadOptions::default()
         },
     )
     .map_err(|e| vec![format!("    {e}")])?;
@@ -281,12 +282,14 @@ fn run_group(
         retention_ms: i64::MAX / 4,
         max_series: 10_000_000,
         shards: 4,
+        ..StoreConfig::default()
     });
     let engine = Engine::new(EngineOptions {
         lookback_delta_ms: 5 * 60 * 1000,
         max_samples: 50_000_000,
         timeout: std::time::Duration::from_secs(120),
         default_subquery_step_ms: eval_interval,
+        ..EngineOptions::default()
     });
     // Input series: labels and (timestamp, value) in order.
     // Labels, points, and how many points are already appended.

@@ -6,7 +6,7 @@
 //! then checks the remaining matchers against each candidate's labels. A matcher that
 //! accepts the empty string also accepts series without the label, as in Prometheus.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -37,12 +37,6 @@ fn insert_sorted(list: &mut Slots, slot: u32) {
     }
 }
 
-fn remove_sorted(list: &mut Slots, slot: u32) {
-    if let Ok(pos) = list.binary_search(&slot) {
-        list.remove(pos);
-    }
-}
-
 impl Postings {
     pub(super) fn add(&mut self, slot: u32, labels: &LabelSet) {
         for l in labels {
@@ -52,22 +46,37 @@ impl Postings {
         insert_sorted(&mut self.all, slot);
     }
 
-    pub(super) fn remove(&mut self, slot: u32, labels: &LabelSet) {
-        for l in labels {
-            let Some(values) = self.by_name.get_mut(&*l.name) else {
-                continue;
-            };
-            if let Some(list) = values.get_mut(&*l.value) {
-                remove_sorted(list, slot);
-                if list.is_empty() {
-                    values.remove(&*l.value);
+    /// Removes a batch of series (slot and labels). Each list they were in is
+    /// filtered once, so dropping many series that share a label (`job="api"`) costs
+    /// one pass over its list, not one shift of it per series.
+    pub(super) fn remove_all(&mut self, gone: &[(u32, LabelSet)]) {
+        if gone.is_empty() {
+            return;
+        }
+        let mut slots: Vec<u32> = gone.iter().map(|g| g.0).collect();
+        slots.sort_unstable();
+        let is_gone = |s: &u32| slots.binary_search(s).is_ok();
+        let mut touched: HashSet<(&str, &str)> = HashSet::new();
+        for (_, labels) in gone {
+            for l in labels {
+                if !touched.insert((&*l.name, &*l.value)) {
+                    continue;
+                }
+                let Some(values) = self.by_name.get_mut(&*l.name) else {
+                    continue;
+                };
+                if let Some(list) = values.get_mut(&*l.value) {
+                    list.retain(|s| !is_gone(s));
+                    if list.is_empty() {
+                        values.remove(&*l.value);
+                    }
+                }
+                if values.is_empty() {
+                    self.by_name.remove(&*l.name);
                 }
             }
-            if values.is_empty() {
-                self.by_name.remove(&*l.name);
-            }
         }
-        remove_sorted(&mut self.all, slot);
+        self.all.retain(|s| !is_gone(s));
     }
 
     pub(super) fn names(&self) -> impl Iterator<Item = &Arc<str>> {

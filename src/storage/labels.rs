@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -157,14 +158,23 @@ const INTERNER_SHARDS: usize = 16;
 #[derive(Debug)]
 pub struct Interner {
     shards: Box<[Mutex<HashSet<Arc<str>>>]>,
+    /// Estimated heap bytes of the strings held (see [`Interner::heap_bytes`]).
+    bytes: AtomicUsize,
 }
 
 impl Default for Interner {
     fn default() -> Self {
         Interner {
             shards: (0..INTERNER_SHARDS).map(|_| Mutex::default()).collect(),
+            bytes: AtomicUsize::new(0),
         }
     }
+}
+
+/// Heap bytes one interned string costs: its `Arc` allocation (two counts and the
+/// text, with the allocator's overhead) and its entry in the set.
+fn string_bytes(s: &str) -> usize {
+    s.len() + 2 * size_of::<usize>() + super::ALLOC_OVERHEAD + size_of::<Arc<str>>() + 1
 }
 
 impl Interner {
@@ -178,13 +188,22 @@ impl Interner {
         }
         let owned: Arc<str> = Arc::from(s);
         shard.insert(owned.clone());
+        self.bytes.fetch_add(string_bytes(s), Ordering::Relaxed);
         owned
     }
 
     /// Forgets strings no live series uses any more (held only by the interner).
     pub fn purge_unused(&self) {
         for shard in self.shards.iter() {
-            shard.lock().retain(|s| Arc::strong_count(s) > 1);
+            let mut freed = 0;
+            shard.lock().retain(|s| {
+                let keep = Arc::strong_count(s) > 1;
+                if !keep {
+                    freed += string_bytes(s);
+                }
+                keep
+            });
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
@@ -198,17 +217,10 @@ impl Interner {
         self.shards.iter().all(|s| s.lock().is_empty())
     }
 
-    /// Approximate bytes held by interned strings.
+    /// Estimated heap bytes held by interned strings and their sets (one atomic
+    /// load: kept up to date as strings come and go).
     pub fn heap_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .iter()
-                    .map(|x| x.len() + 2 * size_of::<usize>() + size_of::<Arc<str>>())
-                    .sum::<usize>()
-            })
-            .sum()
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 

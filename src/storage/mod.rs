@@ -1,19 +1,21 @@
 //! The in-memory time-series store: a series index with postings per label pair, and
-//! one ring buffer of samples per series holding a time-based retention window.
+//! per series a window of compressed chunks holding a time-based retention window.
 //!
 //! The store is split into shards by series hash; each shard has its own lock, index
-//! and rings, so writers of different series and readers rarely meet on one lock and
+//! and windows, so writers of different series and readers rarely meet on one lock and
 //! no lock is global. A batch append takes each shard's lock once.
 //!
 //! Invariants: a series is identified by its sorted label set (hash plus an equality
-//! check, so a hash collision never merges two series); samples in a ring are strictly
-//! increasing in time; the number of series never exceeds the configured limit. The
+//! check, so a hash collision never merges two series); samples in a window are
+//! strictly increasing in time; the number of series never exceeds the configured
+//! limit, and no series is created once the estimated bytes reach `max_bytes`. The
 //! store never blocks on I/O and never reads the clock: callers pass times in.
 
+mod chunk;
 mod index;
 pub mod labels;
 pub mod matcher;
-pub mod ring;
+pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ use parking_lot::RwLock;
 use index::Postings;
 pub use labels::{is_valid_label_name, is_valid_metric_name, Label, LabelSet, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
-pub use ring::{Appended, RingBuffer};
+pub use window::{Appended, SeriesWindow, ALLOC_OVERHEAD, CHUNK_SAMPLES};
 
 /// The staleness marker Prometheus writes when a series disappears: a NaN with this
 /// exact bit pattern. Kept as is by the store; compare with `f64::to_bits`.
@@ -47,6 +49,9 @@ pub enum AppendError {
     /// The series is new and the store already holds the configured maximum.
     #[error("series limit reached")]
     SeriesLimit,
+    /// The series is new and the store's estimated bytes reached `storage.max_bytes`.
+    #[error("store memory limit reached")]
+    MemoryLimit,
 }
 
 /// Store sizing.
@@ -59,6 +64,9 @@ pub struct StoreConfig {
     pub max_series: usize,
     /// Number of lock shards (rounded up to a power of two).
     pub shards: usize,
+    /// When set, no new series is created once the store's estimated heap bytes
+    /// ([`Store::bytes`]) reach this; existing series keep appending.
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +75,7 @@ impl Default for StoreConfig {
             retention_ms: 6 * 3600 * 1000,
             max_series: 1_000_000,
             shards: 64,
+            max_bytes: None,
         }
     }
 }
@@ -110,12 +119,13 @@ pub struct AppendStats {
     pub out_of_order: u64,
     pub duplicate_timestamp: u64,
     pub series_limit: u64,
+    pub memory_limit: u64,
 }
 
 impl AppendStats {
     /// Samples rejected for any reason.
     pub fn rejected(&self) -> u64 {
-        self.out_of_order + self.duplicate_timestamp + self.series_limit
+        self.out_of_order + self.duplicate_timestamp + self.series_limit + self.memory_limit
     }
 
     fn count(&mut self, e: AppendError, n: u64) {
@@ -123,6 +133,7 @@ impl AppendStats {
             AppendError::OutOfOrder => self.out_of_order += n,
             AppendError::DuplicateTimestamp => self.duplicate_timestamp += n,
             AppendError::SeriesLimit => self.series_limit += n,
+            AppendError::MemoryLimit => self.memory_limit += n,
         }
     }
 }
@@ -135,6 +146,7 @@ impl std::ops::AddAssign for AppendStats {
         self.out_of_order += o.out_of_order;
         self.duplicate_timestamp += o.duplicate_timestamp;
         self.series_limit += o.series_limit;
+        self.memory_limit += o.memory_limit;
     }
 }
 
@@ -151,7 +163,8 @@ pub struct SeriesSamples {
 pub struct StoreStats {
     pub series: usize,
     pub samples: usize,
-    /// Estimated heap bytes: rings, label sets, index and interned strings.
+    /// Estimated heap bytes: chunks, label sets, series keys, index, interned
+    /// strings and the shards' tables.
     pub bytes: usize,
 }
 
@@ -163,7 +176,30 @@ struct Series {
     /// instead of chasing a pointer per interned string.
     key: Box<[u8]>,
     labels: LabelSet,
-    ring: RingBuffer,
+    window: SeriesWindow,
+}
+
+impl Series {
+    /// Heap bytes of the series' own allocations besides its window: the key and
+    /// the label array (the strings are the interner's, shared).
+    fn label_bytes(&self) -> usize {
+        self.key.len()
+            + self.labels.len() * size_of::<Label>()
+            + 2 * size_of::<usize>()
+            + 2 * ALLOC_OVERHEAD
+    }
+
+    /// What the series adds to the store's running byte count: its window, its own
+    /// allocations, and (estimated) its postings entries and hash-table entry.
+    fn accounted_bytes(&self) -> usize {
+        self.window.heap_bytes() + self.label_bytes() + series_index_bytes(self.labels.len())
+    }
+}
+
+/// Estimated index bytes per series: a slot number in the postings of each label and
+/// of all series, a hash-table entry, and its slab slot.
+fn series_index_bytes(labels: usize) -> usize {
+    (labels + 1) * size_of::<u32>() + 16 + size_of::<Option<Series>>()
 }
 
 fn series_key(pairs: &[(&str, &str)]) -> Box<[u8]> {
@@ -211,7 +247,9 @@ pub struct Store {
     interner: labels::Interner,
     config: StoreConfig,
     series_count: AtomicUsize,
-    ring_bytes: AtomicI64,
+    /// Running estimate of the bytes the series hold (windows, keys, labels, index
+    /// entries); with the interner's bytes, what `max_bytes` is checked against.
+    series_bytes: AtomicI64,
     next_id: AtomicU64,
 }
 
@@ -223,7 +261,7 @@ impl Store {
             interner: labels::Interner::default(),
             config,
             series_count: AtomicUsize::new(0),
-            ring_bytes: AtomicI64::new(0),
+            series_bytes: AtomicI64::new(0),
             next_id: AtomicU64::new(1),
         }
     }
@@ -235,6 +273,13 @@ impl Store {
     /// Number of live series.
     pub fn series_count(&self) -> usize {
         self.series_count.load(Ordering::Relaxed)
+    }
+
+    /// The running estimate of the store's heap bytes that `max_bytes` is checked
+    /// against: the series' windows, keys, labels and index entries plus interned
+    /// strings. [`Store::stats`] adds the shards' tables, walking every series.
+    pub fn bytes(&self) -> usize {
+        self.series_bytes.load(Ordering::Relaxed).max(0) as usize + self.interner.heap_bytes()
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -276,11 +321,17 @@ impl Store {
                     stale.push(i as usize);
                     continue;
                 };
-                grown += push_counted(&mut series.ring, t, v, self.config.retention_ms, &mut stats);
+                grown += push_counted(
+                    &mut series.window,
+                    t,
+                    v,
+                    self.config.retention_ms,
+                    &mut stats,
+                );
             }
         }
         if grown != 0 {
-            self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+            self.series_bytes.fetch_add(grown as i64, Ordering::Relaxed);
         }
         stats
     }
@@ -373,6 +424,8 @@ impl Store {
             Ok(Appended::Duplicate)
         } else if stats.series_limit > 0 {
             Err(AppendError::SeriesLimit)
+        } else if stats.memory_limit > 0 {
+            Err(AppendError::MemoryLimit)
         } else if stats.out_of_order > 0 {
             Err(AppendError::OutOfOrder)
         } else {
@@ -409,10 +462,10 @@ impl Store {
             .expect("slot from index is live");
         let mut grown = 0isize;
         for &(t, v) in w.samples {
-            grown += push_counted(&mut series.ring, t, v, self.config.retention_ms, stats);
+            grown += push_counted(&mut series.window, t, v, self.config.retention_ms, stats);
         }
         if grown != 0 {
-            self.ring_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+            self.series_bytes.fetch_add(grown as i64, Ordering::Relaxed);
         }
         Some(slot)
     }
@@ -433,6 +486,10 @@ impl Store {
         if reserved.is_err() {
             return Err(AppendError::SeriesLimit);
         }
+        if self.config.max_bytes.is_some_and(|max| self.bytes() >= max) {
+            self.series_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppendError::MemoryLimit);
+        }
         let labels = LabelSet::from_sorted(
             pairs
                 .iter()
@@ -447,8 +504,10 @@ impl Store {
             hash,
             key: series_key(pairs),
             labels,
-            ring: RingBuffer::default(),
+            window: SeriesWindow::default(),
         };
+        self.series_bytes
+            .fetch_add(series.accounted_bytes() as i64, Ordering::Relaxed);
         let slot = match shard.free.pop() {
             Some(slot) => {
                 shard.slots[slot as usize] = Some(series);
@@ -476,13 +535,14 @@ impl Store {
     }
 
     /// Calls `f` with every series matching all `matchers` that has a sample in
-    /// `[mint, maxt]`, under the shard's read lock. The zero-copy path for scans.
+    /// `[mint, maxt]`, under the shard's read lock. The path for scans: `f` decodes
+    /// what it needs with [`SeriesWindow::copy_range`] into buffers it reuses.
     pub fn visit(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        mut f: impl FnMut(SeriesId, &LabelSet, &RingBuffer),
+        mut f: impl FnMut(SeriesId, &LabelSet, &SeriesWindow),
     ) {
         for shard in self.shards.iter() {
             let shard = shard.read();
@@ -490,8 +550,8 @@ impl Store {
                 shard.slots[slot as usize].as_ref().map(|s| &s.labels)
             }) {
                 if let Some(s) = &shard.slots[slot as usize] {
-                    if s.ring.overlaps(mint, maxt) {
-                        f(s.id, &s.labels, &s.ring);
+                    if s.window.overlaps(mint, maxt) {
+                        f(s.id, &s.labels, &s.window);
                     }
                 }
             }
@@ -502,13 +562,13 @@ impl Store {
     /// without a sample in the range are left out. Sorted by labels.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         let mut out = Vec::new();
-        self.visit(matchers, mint, maxt, |_, labels, ring| {
+        self.visit(matchers, mint, maxt, |_, labels, window| {
             let mut s = SeriesSamples {
                 labels: labels.clone(),
                 timestamps: Vec::new(),
                 values: Vec::new(),
             };
-            ring.copy_range(mint, maxt, &mut s.timestamps, &mut s.values);
+            window.copy_range(mint, maxt, &mut s.timestamps, &mut s.values);
             out.push(s);
         });
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
@@ -580,7 +640,9 @@ impl Store {
 
     /// Drops samples older than `now_ms - retention` and removes series left empty
     /// (idle for longer than the retention). Returns the removed series' ids, so
-    /// state kept about them elsewhere (detectors) can be dropped too.
+    /// state kept about them elsewhere (detectors) can be dropped too. Removing many
+    /// series at once costs one pass over the postings lists they were in, not one
+    /// per series.
     pub fn gc(&self, now_ms: i64) -> Vec<SeriesId> {
         let min_t = now_ms.saturating_sub(self.config.retention_ms);
         let mut removed = Vec::new();
@@ -590,21 +652,24 @@ impl Store {
             let mut dead = Vec::new();
             for (slot, s) in shard.slots.iter_mut().enumerate() {
                 if let Some(s) = s {
-                    s.ring.evict_before(min_t);
-                    if s.ring.is_empty() {
+                    freed_bytes += s.window.evict_before(min_t);
+                    if s.window.is_empty() {
                         dead.push(slot as u32);
                     } else {
-                        freed_bytes += s.ring.shrink();
+                        freed_bytes += s.window.shrink();
                     }
                 }
             }
+            let mut gone = Vec::with_capacity(dead.len());
             for slot in dead {
-                if let Some(series) = remove_series(&mut shard, slot) {
-                    freed_bytes -= series.ring.heap_bytes() as isize;
+                if let Some(series) = unlink(&mut shard, slot) {
+                    freed_bytes -= series.accounted_bytes() as isize;
                     removed.push(series.id);
+                    gone.push((slot, series.labels));
                 }
             }
-            self.ring_bytes
+            shard.postings.remove_all(&gone);
+            self.series_bytes
                 .fetch_add(freed_bytes as i64, Ordering::Relaxed);
         }
         if !removed.is_empty() {
@@ -614,40 +679,38 @@ impl Store {
         removed
     }
 
-    /// Series, sample and byte counts.
+    /// Series, sample and byte counts. Walks every series under the shards' read
+    /// locks (what `/metrics` calls on a scrape).
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
             series: self.series_count(),
             ..Default::default()
         };
-        let mut label_bytes = 0usize;
         for shard in self.shards.iter() {
             let shard = shard.read();
-            label_bytes += shard.slots.len() * size_of::<Option<Series>>()
+            stats.bytes += shard.slots.capacity() * size_of::<Option<Series>>()
+                + shard.free.capacity() * size_of::<u32>()
                 + shard.by_hash.capacity() * (size_of::<u64>() + size_of::<u32>() + 1)
                 + shard.postings.heap_bytes();
             for s in shard.slots.iter().flatten() {
-                stats.samples += s.ring.len();
-                label_bytes +=
-                    s.labels.len() * size_of::<Label>() + 2 * size_of::<usize>() + s.key.len();
+                stats.samples += s.window.len();
+                stats.bytes += s.window.heap_bytes() + s.label_bytes();
             }
         }
-        stats.bytes = self.ring_bytes.load(Ordering::Relaxed).max(0) as usize
-            + label_bytes
-            + self.interner.heap_bytes();
+        stats.bytes += self.interner.heap_bytes();
         stats
     }
 }
 
-/// Pushes one sample, counting the outcome; returns the ring's growth in bytes.
+/// Pushes one sample, counting the outcome; returns the window's growth in bytes.
 fn push_counted(
-    ring: &mut RingBuffer,
+    window: &mut SeriesWindow,
     t: i64,
     v: f64,
     retention_ms: i64,
     stats: &mut AppendStats,
 ) -> isize {
-    match ring.push(t, v, retention_ms) {
+    match window.push(t, v, retention_ms) {
         Ok((Appended::Stored, grown)) => {
             stats.samples_stored += 1;
             grown
@@ -681,10 +744,18 @@ fn find_slot(shard: &Shard, hash: u64, pairs: &[(&str, &str)]) -> Option<u32> {
         .find(|&slot| is_match(slot))
 }
 
-/// Unlinks a series from its shard and returns it.
+/// Unlinks a series from its shard, postings included, and returns it.
+#[cfg(test)]
 fn remove_series(shard: &mut Shard, slot: u32) -> Option<Series> {
+    let series = unlink(shard, slot)?;
+    shard.postings.remove_all(&[(slot, series.labels.clone())]);
+    Some(series)
+}
+
+/// Unlinks a series from its shard's slab and hash maps (not from the postings:
+/// the caller removes a whole batch from those at once) and returns it.
+fn unlink(shard: &mut Shard, slot: u32) -> Option<Series> {
     let series = shard.slots[slot as usize].take()?;
-    shard.postings.remove(slot, &series.labels);
     let hash = series.hash;
     if shard.by_hash.get(&hash) == Some(&slot) {
         // Promote a colliding series, if any, into the main map.

@@ -5,6 +5,7 @@ fn store() -> Store {
         retention_ms: 3_600_000,
         max_series: 100,
         shards: 4,
+        ..StoreConfig::default()
     })
 }
 
@@ -153,6 +154,7 @@ fn series_limit_rejects_new_series_only() {
         retention_ms: 1000,
         max_series: 2,
         shards: 2,
+        ..StoreConfig::default()
     });
     s.append(&ls(&[("__name__", "a")]), 1, 1.0).unwrap();
     s.append(&ls(&[("__name__", "b")]), 1, 1.0).unwrap();
@@ -248,6 +250,7 @@ fn concurrent_writers_and_readers() {
         retention_ms: i64::MAX,
         max_series: 10_000,
         shards: 8,
+        ..StoreConfig::default()
     }));
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -346,7 +349,7 @@ fn colliding_hashes_keep_series_apart() {
     );
     assert_eq!(stats.series_created, 2);
     assert_eq!(
-        find_slot(&shard, 42, &b).map(|x| shard.slots[x as usize].as_ref().unwrap().ring.len()),
+        find_slot(&shard, 42, &b).map(|x| shard.slots[x as usize].as_ref().unwrap().window.len()),
         Some(2)
     );
     // Removing the first promotes the colliding one.
@@ -398,6 +401,7 @@ fn selection_agrees_with_brute_force() {
         retention_ms: i64::MAX,
         max_series: 10_000,
         shards: 2,
+        ..StoreConfig::default()
     });
     let mut all = Vec::new();
     for i in 0..600 {
@@ -455,4 +459,242 @@ fn selection_agrees_with_brute_force() {
         got.sort();
         assert_eq!(got, want, "{matchers:?}");
     }
+}
+
+/// The retention window through the store: older samples are gone, the rest intact,
+/// across chunk boundaries, both as samples arrive and after GC.
+#[test]
+fn retention_across_chunk_boundaries() {
+    let retention = 2 * 3600 * 1000;
+    let s = Store::new(StoreConfig {
+        retention_ms: retention,
+        max_series: 10,
+        shards: 1,
+        ..StoreConfig::default()
+    });
+    let m = [Matcher::equal("__name__", "r")];
+    let labels = ls(&[("__name__", "r")]);
+    // 1,000 samples at 15 s: about 4 h 10 min, eight chunks and more.
+    for i in 0..1_000i64 {
+        s.append(&labels, i * 15_000, i as f64).unwrap();
+    }
+    let newest = 999 * 15_000;
+    let got = &s.select(&m, i64::MIN, i64::MAX)[0];
+    let first = (newest - retention) / 15_000;
+    assert_eq!(got.timestamps.len(), (999 - first + 1) as usize);
+    assert_eq!(got.timestamps[0], first * 15_000);
+    assert!(got
+        .timestamps
+        .iter()
+        .zip(&got.values)
+        .all(|(&t, &v)| v == (t / 15_000) as f64));
+    // A range that starts and ends inside closed chunks.
+    let part = &s.select(&m, 700 * 15_000 + 1, 850 * 15_000)[0];
+    assert_eq!(part.timestamps.first(), Some(&(701 * 15_000)));
+    assert_eq!(part.timestamps.last(), Some(&(850 * 15_000)));
+    assert_eq!(part.timestamps.len(), 150);
+    // GC an hour later: the window's older half is gone, memory with it.
+    let before = s.stats();
+    assert!(s.gc(newest + 3_600_000).is_empty());
+    let got = &s.select(&m, i64::MIN, i64::MAX)[0];
+    assert_eq!(got.timestamps[0], (first + 240) * 15_000);
+    assert_eq!(got.timestamps.last(), Some(&newest));
+    let after = s.stats();
+    assert!(after.samples < before.samples && after.bytes < before.bytes);
+    // Past the whole window, the series is removed.
+    assert_eq!(s.gc(newest + retention + 1).len(), 1);
+    assert!(s.select(&m, i64::MIN, i64::MAX).is_empty());
+}
+
+proptest::proptest! {
+    /// Any sample sequence (NaN payloads, ±Inf, staleness markers, equal values, huge
+    /// deltas, negative timestamps) reads back bit for bit through the store.
+    #[test]
+    fn samples_round_trip_through_select(
+        steps in proptest::collection::vec(
+            (
+                proptest::prop_oneof![
+                    proptest::strategy::Just(15_000i64),
+                    1i64..1_000,
+                    1i64..(1i64 << 50),
+                ],
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u64>(),
+                    proptest::strategy::Just(STALE_NAN_BITS),
+                    proptest::strategy::Just(f64::INFINITY.to_bits()),
+                    proptest::strategy::Just(f64::NEG_INFINITY.to_bits()),
+                    proptest::strategy::Just(1.0f64.to_bits()),
+                ],
+            ),
+            1..600,
+        ),
+        start in (i64::MIN / 4)..(i64::MAX / 4),
+    ) {
+        let s = Store::new(StoreConfig {
+            retention_ms: i64::MAX,
+            max_series: 10,
+            shards: 1,
+            ..StoreConfig::default()
+        });
+        let pairs = [("__name__", "p")];
+        let mut t = start;
+        let mut want = Vec::new();
+        for (i, (dt, bits)) in steps.into_iter().enumerate() {
+            if i > 0 {
+                t += dt;
+            }
+            want.push((t, bits));
+        }
+        let samples: Vec<(i64, f64)> = want.iter().map(|&(t, b)| (t, f64::from_bits(b))).collect();
+        // In pieces, as remote-write requests would bring them.
+        for part in samples.chunks(37) {
+            let stats = s.append_batch(&[SeriesWrite { labels: &pairs, samples: part }]);
+            proptest::prop_assert_eq!(stats.samples_stored, part.len() as u64);
+        }
+        let got = s.select(&[Matcher::equal("__name__", "p")], i64::MIN, i64::MAX);
+        let got: Vec<(i64, u64)> = got[0]
+            .timestamps
+            .iter()
+            .zip(&got[0].values)
+            .map(|(&t, v)| (t, v.to_bits()))
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn max_bytes_refuses_new_series_only() {
+    let s = Store::new(StoreConfig {
+        retention_ms: i64::MAX,
+        max_series: 100_000,
+        shards: 4,
+        max_bytes: Some(64 << 10),
+    });
+    let mut created = 0;
+    let mut refused = None;
+    for i in 0..10_000 {
+        let inst = format!("instance-{i}");
+        match s.append(&ls(&[("__name__", "m"), ("instance", &inst)]), 1_000, 1.0) {
+            Ok(_) => created += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(AppendError::MemoryLimit));
+    assert!(created > 10, "{created}");
+    assert!(
+        s.bytes() >= 64 << 10 && s.bytes() < (64 << 10) + 4096,
+        "{}",
+        s.bytes()
+    );
+    // Existing series keep appending.
+    assert_eq!(
+        s.append(
+            &ls(&[("__name__", "m"), ("instance", "instance-0")]),
+            2_000,
+            2.0
+        ),
+        Ok(Appended::Stored)
+    );
+    assert_eq!(s.series_count(), created);
+}
+
+/// The running byte count (what `max_bytes` checks) and the walked total
+/// (`closedloop_store_bytes`) agree on everything the series hold, through
+/// creation, appends, retention and removal.
+#[test]
+fn running_byte_count_follows_the_series() {
+    let s = Store::new(StoreConfig {
+        retention_ms: 600_000,
+        max_series: 100_000,
+        shards: 4,
+        ..StoreConfig::default()
+    });
+    let walked_series_bytes = |s: &Store| -> usize {
+        s.shards
+            .iter()
+            .map(|sh| {
+                sh.read()
+                    .slots
+                    .iter()
+                    .flatten()
+                    .map(Series::accounted_bytes)
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    for t in 0..200i64 {
+        for i in 0..50 {
+            let inst = format!("{i}");
+            s.append(
+                &ls(&[("__name__", "m"), ("i", &inst)]),
+                t * 15_000,
+                (t * i) as f64,
+            )
+            .unwrap();
+        }
+    }
+    let running = s.series_bytes.load(Ordering::Relaxed) as usize;
+    assert_eq!(running, walked_series_bytes(&s));
+    assert!(s.stats().bytes >= running);
+    s.gc(200 * 15_000 + 300_000);
+    assert_eq!(
+        s.series_bytes.load(Ordering::Relaxed) as usize,
+        walked_series_bytes(&s)
+    );
+    assert_eq!(s.gc(10_000_000).len(), 50);
+    assert_eq!(s.series_bytes.load(Ordering::Relaxed), 0);
+}
+
+/// Dropping 100,000 series that share their labels is one pass per postings list,
+/// and leaves the index consistent for the survivors.
+#[test]
+fn mass_removal_keeps_the_index_consistent() {
+    let s = Store::new(StoreConfig {
+        retention_ms: 1_000,
+        max_series: 200_000,
+        shards: 4,
+        ..StoreConfig::default()
+    });
+    let mut pairs_store = Vec::new();
+    for i in 0..100_000 {
+        pairs_store.push((format!("{}", i % 7), format!("{i}")));
+    }
+    let writes: Vec<[(&str, &str); 4]> = pairs_store
+        .iter()
+        .map(|(z, i)| {
+            [
+                ("__name__", "m"),
+                ("i", i.as_str()),
+                ("job", "api"),
+                ("zone", z.as_str()),
+            ]
+        })
+        .collect();
+    let samples = [(0i64, 1.0)];
+    let batch: Vec<SeriesWrite<'_>> = writes
+        .iter()
+        .map(|l| SeriesWrite {
+            labels: l,
+            samples: &samples,
+        })
+        .collect();
+    s.append_batch(&batch);
+    s.append(
+        &ls(&[("__name__", "m"), ("job", "api"), ("i", "keep")]),
+        5_000,
+        1.0,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(s.gc(5_000).len(), 100_000);
+    // Generous for a loaded machine; one shift per removed series took minutes.
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        names(&s, &[Matcher::equal("job", "api")]),
+        vec![r#"m{i="keep", job="api"}"#]
+    );
+    assert!(s.label_values("zone", None, i64::MIN, i64::MAX).is_empty());
 }

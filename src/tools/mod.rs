@@ -1,6 +1,8 @@
 //! Offline commands and clients over the library: `replay` (what rules and the
-//! policy would have done over past data) and the `approvals` / `actions` client of
-//! a running service. The running service never uses this module.
+//! policy would have done over past data), `simulate` (the loop closing on a
+//! simulated world) and the `approvals` / `actions` client of a running service. The
+//! running service never uses this module.
 
 pub mod client;
 pub mod replay;
+pub mod simulate;

@@ -57,6 +57,19 @@ fn detectors_score_live_remote_write_traffic() {
         assert_eq!(status, 204, "{text}");
     }
 
+    // Scoring runs off the request path: wait until the worker has scored it all.
+    let sent = (steps * instances.len()) as f64;
+    wait_until(
+        "the scoring worker to catch up",
+        Duration::from_secs(60),
+        || cl.metric("closed_loop_anomaly_samples_scored_total", "") >= sent,
+    );
+    assert_eq!(
+        cl.metric("closed_loop_anomaly_samples_dropped_total", ""),
+        0.0
+    );
+    assert_eq!(cl.metric("closed_loop_anomaly_queue_samples", ""), 0.0);
+
     // Every detector wrote its scores back as ordinary series, for every instance.
     let per_detector = cl.api("/api/v1/query?query=count%20by%20(detector)%20(anomaly_score)");
     let mut counts: Vec<(String, String)> = per_detector["result"]
@@ -122,4 +135,116 @@ fn detectors_score_live_remote_write_traffic() {
         "{incidents}"
     );
     assert_eq!(members.len(), detected.len(), "{incidents}");
+}
+
+/// Scoring is off the request path: a burst far larger than the scoring queue is
+/// answered 204 promptly, what the queue cannot hold is counted as dropped (never
+/// more than was sent), the lag is exported, and scoring catches up afterwards.
+#[test]
+fn a_burst_larger_than_the_scoring_queue_never_holds_up_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        r#"groups:
+  - name: burst
+    detectors:
+      - {name: hw, selector: '{job="burst"}', algorithm: holt_winters, season_samples: 8, outputs: [anomaly_score]}
+      - {name: z, selector: '{job="burst"}', algorithm: zscore, outputs: [anomaly_score]}
+      - {name: q, selector: '{job="burst"}', algorithm: iqr, outputs: [anomaly_score]}
+    rules: []
+"#,
+    )
+    .unwrap();
+    let cl = Closedloop::start_in(
+        dir,
+        "rule_files: ['rules.yml']\nanomaly: {queue_samples: 1000}\n",
+    );
+    let names: Vec<String> = (0..2_000).map(|i| format!("i{i}")).collect();
+    let end = now_ms() - 60_000;
+    let rounds = 30usize;
+    let mut slowest = Duration::ZERO;
+    let mut sent = 0usize;
+    for r in 0..rounds {
+        let t = end - ((rounds - 1 - r) as i64) * 15_000;
+        // The first round in one request of 2,000 samples (over the queue's 1,000:
+        // dropped whole), then requests of 400 samples, faster than scoring.
+        let per_request = if r == 0 { 2_000 } else { 400 };
+        for part in names.chunks(per_request) {
+            let samples: Vec<[(i64, f64); 1]> =
+                (0..part.len()).map(|i| [(t, (i + r) as f64)]).collect();
+            let labels: Vec<[(&str, &str); 3]> = part
+                .iter()
+                .map(|n| {
+                    [
+                        ("__name__", "burst_total"),
+                        ("instance", n.as_str()),
+                        ("job", "burst"),
+                    ]
+                })
+                .collect();
+            let series: Vec<TestSeries<'_>> = labels
+                .iter()
+                .zip(&samples)
+                .map(|(l, s)| (&l[..], &s[..]))
+                .collect();
+            let start = std::time::Instant::now();
+            let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
+            slowest = slowest.max(start.elapsed());
+            assert_eq!(status, 204, "{text}");
+            sent += part.len();
+        }
+    }
+    // Generous for a loaded machine: a request only stores and queues.
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a request took {slowest:?}"
+    );
+    let sent = sent as f64;
+    wait_until("the queue to drain", Duration::from_secs(120), || {
+        cl.metric("closed_loop_anomaly_queue_samples", "") == 0.0
+            && cl.metric("closed_loop_anomaly_samples_scored_total", "")
+                + cl.metric("closed_loop_anomaly_samples_dropped_total", "")
+                == sent
+    });
+    let dropped = cl.metric("closed_loop_anomaly_samples_dropped_total", "");
+    assert!(
+        dropped >= 2_000.0 && dropped < sent,
+        "dropped {dropped} of {sent}"
+    );
+    // Scoring catches up: a request after the burst is scored (its scores appear).
+    let t = end + 15_000;
+    let samples: Vec<[(i64, f64); 1]> = (0..10).map(|i| [(t, i as f64)]).collect();
+    let labels: Vec<[(&str, &str); 3]> = names[..10]
+        .iter()
+        .map(|n| {
+            [
+                ("__name__", "burst_total"),
+                ("instance", n.as_str()),
+                ("job", "burst"),
+            ]
+        })
+        .collect();
+    let series: Vec<TestSeries<'_>> = labels
+        .iter()
+        .zip(&samples)
+        .map(|(l, s)| (&l[..], &s[..]))
+        .collect();
+    let (status, text) = post_write(&cl, v1_body(&series), "application/x-protobuf");
+    assert_eq!(status, 204, "{text}");
+    // The ten series' newest scores carry that request's timestamp.
+    wait_until("the last request's scores", Duration::from_secs(60), || {
+        let q = format!(
+            "/api/v1/query?query=timestamp(anomaly_score%7Bdetector%3D%22z%22%2Cinstance%3D~%22i%5B0-9%5D%22%7D)&time={}",
+            t as f64 / 1000.0
+        );
+        let got = cl.api(&q);
+        let stamps: Vec<f64> = got["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+            .collect();
+        stamps.len() == 10 && stamps.iter().all(|&s| (s - t as f64 / 1000.0).abs() < 1e-3)
+    });
+    assert!(cl.metric("closed_loop_anomaly_scoring_lag_seconds_count", "") >= 1.0);
 }

@@ -108,6 +108,7 @@ pub(crate) fn apply_range(
         RangeMode::Smoothed => (lookback, lookback),
     };
     let mut drops = Vec::new();
+    let mut work = 0usize;
     for s in &m.series {
         ev.check_deadline()?;
         drop_positions(&s.vs, &mut drops);
@@ -150,6 +151,13 @@ pub(crate) fn apply_range(
                 d_hi += 1;
             }
             per_step[i] += hi - lo;
+            // Windows overlap, so the work is not bounded by the samples held: look
+            // at the clock (and the cancel flag) every million samples visited.
+            work += hi - lo + 1;
+            if work >= 1 << 20 {
+                work = 0;
+                ev.check_deadline()?;
+            }
             for (a, v) in args.iter_mut().zip(scalar_args) {
                 *a = v[i];
             }

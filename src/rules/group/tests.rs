@@ -41,6 +41,7 @@ fn store() -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 1000,
         shards: 1,
+        ..StoreConfig::default()
     })
 }
 
