@@ -883,6 +883,111 @@ impl World {
         Ok(effect)
     }
 
+    /// The on-call engineer fixes fault `i` by hand with the first action its
+    /// `fixed_by` names (a person with `kubectl`: no policy, no audit log). `None`
+    /// when the fault's cause is over or no such action can be built.
+    pub fn fix_by_hand(&mut self, i: usize) -> Option<(Action, Result<Effect, ActError>)> {
+        let f = self.faults.get(i)?;
+        if f.phase != FaultPhase::Active {
+            return None;
+        }
+        let action =
+            self.manual_action(&f.spec.fixed_by.first()?.clone(), &f.spec.service.clone())?;
+        let result = self.apply(&action);
+        Some((action, result))
+    }
+
+    /// The action a person would run for a `fixed_by` entry of a fault on `service`.
+    fn manual_action(&self, m: &super::scenario::ActionMatch, service: &str) -> Option<Action> {
+        use crate::act::{ActionKind, ReplicaBounds};
+        let ns = self.sc.namespace.clone();
+        let s = self.index(service);
+        let own = s.map(|s| workload_kind(self.sc.services[s].kind));
+        let object = |default: Option<ObjectKind>, default_name: String| -> Option<ObjectRef> {
+            let (kind, name) = match m.target.as_deref().and_then(|t| t.split_once('/')) {
+                Some((k, n)) => (
+                    [
+                        ObjectKind::Deployment,
+                        ObjectKind::StatefulSet,
+                        ObjectKind::ConfigMap,
+                        ObjectKind::Rollout,
+                        ObjectKind::Pod,
+                    ]
+                    .into_iter()
+                    .find(|o| o.as_str() == k)?,
+                    n.to_string(),
+                ),
+                None => (default?, default_name),
+            };
+            Some(ObjectRef {
+                kind,
+                namespace: ns.clone(),
+                name,
+            })
+        };
+        let workload = || object(own, service.to_string());
+        let replicas = s
+            .map(|s| {
+                self.services[s]
+                    .pods
+                    .iter()
+                    .filter(|p| p.terminate_at.is_none())
+                    .count() as u32
+            })
+            .unwrap_or(0);
+        let bounds = ReplicaBounds {
+            min: 0,
+            max: super::scenario::MAX_REPLICAS as u32,
+        };
+        Some(match m.match_kind()? {
+            MatchKind::ScaleUp => Action::Scale {
+                workload: workload()?,
+                change: ReplicaChange::By(replicas.div_ceil(2).max(1) as i32),
+                bounds,
+            },
+            MatchKind::ScaleDown => Action::Scale {
+                workload: workload()?,
+                change: ReplicaChange::To(0),
+                bounds,
+            },
+            MatchKind::Kind(k) => match k {
+                ActionKind::RestartPod | ActionKind::RolloutRestart => Action::RolloutRestart {
+                    workload: workload()?,
+                },
+                ActionKind::Scale => return None,
+                ActionKind::PatchConfigMap => Action::PatchConfigMap {
+                    configmap: object(Some(ObjectKind::ConfigMap), format!("{service}-config"))?,
+                    data: BTreeMap::new(),
+                },
+                ActionKind::DeploymentRollback => Action::DeploymentRollback {
+                    deployment: workload()?,
+                    revision: None,
+                },
+                ActionKind::RolloutUndo => Action::RolloutUndo {
+                    rollout: workload()?,
+                    revision: None,
+                },
+                ActionKind::RolloutAbort => Action::RolloutAbort {
+                    rollout: workload()?,
+                },
+                ActionKind::RolloutRetry => Action::RolloutRetry {
+                    rollout: workload()?,
+                },
+                ActionKind::ClearCache => Action::ClearCache {
+                    target: m.target.clone().unwrap_or_else(|| service.to_string()),
+                    pattern: "*".into(),
+                    db: None,
+                    max_keys: u64::MAX,
+                },
+                ActionKind::HttpConfig => Action::HttpConfig {
+                    endpoint: m.target.clone().unwrap_or_else(|| service.to_string()),
+                    body: serde_json::json!({}),
+                },
+                ActionKind::CordonNode | ActionKind::Notify => return None,
+            },
+        })
+    }
+
     /// Whether `action` is what the matcher names.
     fn matches(&self, m: &super::scenario::ActionMatch, action: &Action) -> bool {
         let kind_ok = match m.match_kind() {
