@@ -583,8 +583,11 @@ impl World {
                         queue = max_q;
                     }
                 }
-                let latency = if cap <= 0.0 {
+                let latency = if cap <= 0.0 && d > 0.0 {
                     TIMEOUT_S
+                } else if cap <= 0.0 {
+                    // Nothing asked of it (a paused job): nobody waits.
+                    latency0
                 } else {
                     latency0 * slow / (1.0 - util.min(RHO_CAP)) + queue / cap
                 };
