@@ -25,7 +25,7 @@ fn small_store() -> Store {
         retention_ms: i64::MAX / 4,
         max_series: 64,
         shards: 2,
-        ..StoreConfig::default()
+        ..Default::default()
     })
 }
 

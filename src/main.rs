@@ -151,6 +151,13 @@ struct ServiceArgs {
     /// Basic-auth user; the password comes from CLOSEDLOOP_PASSWORD.
     #[arg(long, global = true)]
     user: Option<String>,
+    /// File holding the read bearer token (`auth.read`; or set
+    /// CLOSEDLOOP_READ_TOKEN); without one, reads use the admin credential.
+    #[arg(long, global = true)]
+    read_token_file: Option<PathBuf>,
+    /// Basic-auth user for reads; the password comes from CLOSEDLOOP_READ_PASSWORD.
+    #[arg(long, global = true)]
+    read_user: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -268,24 +275,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn client(args: &ServiceArgs) -> anyhow::Result<closedloop::tools::client::Client> {
-    let token = match &args.token_file {
-        Some(f) => {
-            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
-        }
-        None => std::env::var("CLOSEDLOOP_TOKEN").ok(),
-    };
-    let basic = match &args.user {
+/// One credential of the client: a user (password from `password_env`) or a token
+/// (from `token_file`, else `token_env`); the user wins.
+fn credential(
+    user: &Option<String>,
+    password_env: &str,
+    token_file: &Option<PathBuf>,
+    token_env: &str,
+) -> anyhow::Result<Option<String>> {
+    let basic = match user {
         Some(u) => Some((
             u.clone(),
-            std::env::var("CLOSEDLOOP_PASSWORD")
-                .context("--user needs the password in CLOSEDLOOP_PASSWORD")?,
+            std::env::var(password_env).with_context(|| {
+                format!("a basic-auth user needs the password in {password_env}")
+            })?,
         )),
         None => None,
     };
-    let token = if basic.is_some() { None } else { token };
+    let token = match (token_file, &basic) {
+        (_, Some(_)) => None,
+        (Some(f), None) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => std::env::var(token_env).ok(),
+    };
+    Ok(closedloop::tools::client::authorization(token, basic)?)
+}
+
+fn client(args: &ServiceArgs) -> anyhow::Result<closedloop::tools::client::Client> {
+    let admin = credential(
+        &args.user,
+        "CLOSEDLOOP_PASSWORD",
+        &args.token_file,
+        "CLOSEDLOOP_TOKEN",
+    )?;
+    let read = credential(
+        &args.read_user,
+        "CLOSEDLOOP_READ_PASSWORD",
+        &args.read_token_file,
+        "CLOSEDLOOP_READ_TOKEN",
+    )?;
     Ok(closedloop::tools::client::Client::new(
-        &args.url, token, basic,
+        &args.url, admin, read,
     )?)
 }
 

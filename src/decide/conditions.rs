@@ -49,13 +49,13 @@ impl Conditions for ServiceConditions {
     }
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// Conditions told from outside: which alerts of which rule hold, which incidents
 /// are open. `replay`, the simulation, tests and benchmarks set them step by step.
 #[derive(Debug, Default)]
 pub struct StaticConditions {
-    alerts: parking_lot::Mutex<
-        std::collections::HashMap<(String, String), Vec<BTreeMap<String, String>>>,
-    >,
+    alerts: parking_lot::Mutex<std::collections::HashMap<(String, String), Vec<Labels>>>,
     incidents: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 

@@ -35,7 +35,7 @@ use crate::rules::{AlertTransition, RenderContext, RuleAction, Severity, Transit
 use super::clock::Clock;
 use super::events::*;
 use super::executor::Executor;
-use super::intake::{Command, IncidentOpened, Input, Reply};
+use super::intake::{Command, Executed, IncidentOpened, Input, Reply};
 use super::metrics::DecideMetrics;
 use super::policy::{Policy, Proposal, RefusalReason, Verdict};
 use super::{DecideConfig, DecideError};
@@ -185,10 +185,17 @@ struct Verify {
     retries: u32,
 }
 
+/// What runs once a batch is durable, given what the store handed back.
+type AfterFn = Box<dyn FnOnce(&mut Decider, Applied) + Send>;
+
+/// The alerts of one rule that hold now (`None`: the rule is not loaded), or why
+/// the re-check could not tell.
+type Recheck = Result<Option<HashSet<BTreeMap<String, String>>>, String>;
+
 /// Work to do once a batch is durable.
 struct After {
     case: Option<String>,
-    run: Box<dyn FnOnce(&mut Decider, Applied) + Send>,
+    run: AfterFn,
 }
 
 /// Runs the loop's decisions.
@@ -210,7 +217,8 @@ pub struct Decider {
     verifying: BTreeMap<(i64, AuditId), Verify>,
     changes: Vec<Change>,
     after: Vec<After>,
-    recheck: HashMap<(String, String), Result<Option<HashSet<BTreeMap<String, String>>>, String>>,
+    /// Re-check results of this batch, per (group, rule).
+    recheck: HashMap<(String, String), Recheck>,
     last_prune_ms: i64,
     stop: bool,
 }
@@ -352,12 +360,15 @@ impl Decider {
                 self.on_incident(i);
             }
             Input::Command(c, reply) => self.on_command(c, reply),
-            Input::Executed {
-                id,
-                action,
-                result,
-                observed,
-            } => self.on_executed(id, action, result, observed),
+            Input::Executed(e) => {
+                let Executed {
+                    id,
+                    action,
+                    result,
+                    observed,
+                } = *e;
+                self.on_executed(id, action, result, observed)
+            }
             Input::Observed { id, result } => {
                 let now = self.clock.now_ms();
                 let detail = match result {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::act::{ActError, Action, Actuator, Approved};
 use crate::knowledge::{Applied, Change, IntentReceipt, KnowledgeStore, Result as StoreResult};
 
-use super::intake::Input;
+use super::intake::{Executed, Input};
 
 /// Longest an actuator may take for one action (its own timeouts and retries are
 /// shorter; this only guards against a hung call).
@@ -75,12 +75,12 @@ impl Executor {
         let id = receipt.id();
         let tx = self.tx.clone();
         let Some(actuator) = self.actuator(&action) else {
-            let _ = tx.send(Input::Executed {
+            let _ = tx.send(Input::Executed(Box::new(Executed {
                 id,
                 result: Err(ActError::NotConfigured(action.target())),
                 action: None,
                 observed: None,
-            });
+            })));
             return;
         };
         self.runtime.spawn(async move {
@@ -100,12 +100,12 @@ impl Executor {
                     }),
                 ),
             };
-            let _ = tx.send(Input::Executed {
+            let _ = tx.send(Input::Executed(Box::new(Executed {
                 id,
                 action,
                 result,
                 observed,
-            });
+            })));
         });
     }
 

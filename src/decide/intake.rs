@@ -60,19 +60,22 @@ pub enum Command {
 /// Answers a command once its audit entries are durable.
 pub type Reply = tokio::sync::oneshot::Sender<Result<ActionRecord, DecideError>>;
 
+/// An actuator's report: `action` as it ran (e.g. with the pod's UID; `None` when
+/// the call timed out), its result, and what it observed of the target.
+pub struct Executed {
+    pub id: AuditId,
+    pub action: Option<Action>,
+    pub result: Result<Effect, ActError>,
+    pub observed: Option<serde_json::Value>,
+}
+
 /// Everything the decider reacts to.
 pub enum Input {
     Alert(AlertTransition),
     Incident(IncidentOpened),
     Command(Command, Reply),
-    /// An actuator finished (`action`: as it ran, e.g. with the pod's UID; `None`
-    /// when the call timed out).
-    Executed {
-        id: AuditId,
-        action: Option<Action>,
-        result: Result<Effect, ActError>,
-        observed: Option<serde_json::Value>,
-    },
+    /// An actuator finished.
+    Executed(Box<Executed>),
     /// What an actuator read of the target of an action found `unknown` at start.
     Observed {
         id: AuditId,

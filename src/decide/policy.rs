@@ -370,24 +370,22 @@ impl Policy {
             return Ok(());
         }
         match action {
-            Action::CordonNode { node, .. } => {
-                if !any(&a.nodes, node) {
-                    return Err(format!("node {node:?} is not in decide.allow.nodes"));
-                }
+            Action::CordonNode { node, .. } if !any(&a.nodes, node) => {
+                return Err(format!("node {node:?} is not in decide.allow.nodes"));
             }
-            Action::ClearCache { pattern, .. } => {
-                if !a.redis_patterns.iter().any(|p| pattern_covers(p, pattern)) {
-                    return Err(format!(
-                        "Redis pattern {pattern:?} is not covered by decide.allow.redis_patterns"
-                    ));
-                }
+            Action::ClearCache { pattern, .. }
+                if !a.redis_patterns.iter().any(|p| pattern_covers(p, pattern)) =>
+            {
+                return Err(format!(
+                    "Redis pattern {pattern:?} is not covered by decide.allow.redis_patterns"
+                ));
             }
-            Action::HttpConfig { endpoint, .. } => {
-                if !a.http_endpoints.iter().any(|e| e == endpoint) {
-                    return Err(format!(
-                        "endpoint {endpoint:?} is not in decide.allow.http_endpoints"
-                    ));
-                }
+            Action::HttpConfig { endpoint, .. }
+                if !a.http_endpoints.iter().any(|e| e == endpoint) =>
+            {
+                return Err(format!(
+                    "endpoint {endpoint:?} is not in decide.allow.http_endpoints"
+                ));
             }
             _ => {}
         }

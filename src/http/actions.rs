@@ -38,13 +38,16 @@ fn success(data: serde_json::Value) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
+/// Runs a knowledge-store read like every other read: in a `query.max_concurrency`
+/// slot on the blocking pool, under the query timeout.
 async fn blocking<T: Send + 'static>(
+    app: &App,
     f: impl FnOnce() -> Result<T, crate::decide::DecideError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let timeout = app.engine.options().timeout;
+    app.queries
+        .run(timeout, move |_| f().map_err(ApiError::from))
         .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 fn query(params: &Params) -> Result<ActionQuery, ApiError> {
@@ -105,7 +108,7 @@ pub(crate) async fn list(State(app): State<Arc<App>>, uri: Uri) -> Response {
         let q = query(&params)?;
         let d = decide(&app)?;
         let limit = q.limit;
-        let actions = blocking(move || d.actions(&q)).await?;
+        let actions = blocking(&app, move || d.actions(&q)).await?;
         let next = (actions.len() == limit)
             .then(|| actions.last().map(|a| a.id.0))
             .flatten();
@@ -124,7 +127,7 @@ pub(crate) async fn one(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     let r = async {
         let id = parse_id(&id)?;
         let d = decide(&app)?;
-        let (action, events) = blocking(move || d.action(id)).await?;
+        let (action, events) = blocking(&app, move || d.action(id)).await?;
         Ok::<_, ApiError>(success(json!({ "action": action, "events": events })))
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
@@ -133,7 +136,7 @@ pub(crate) async fn one(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
 pub(crate) async fn approvals(State(app): State<Arc<App>>) -> Response {
     let r = async {
         let d = decide(&app)?;
-        let pending = blocking(move || d.approvals()).await?;
+        let pending = blocking(&app, move || d.approvals()).await?;
         Ok::<_, ApiError>(success(json!({ "approvals": pending })))
     };
     r.await.unwrap_or_else(IntoResponse::into_response)

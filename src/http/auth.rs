@@ -3,8 +3,10 @@
 //! Independent guards, each with its own credentials: `write` protects
 //! `POST /api/v1/write`, `admin` every endpoint that changes the service's state,
 //! `read` every read endpoint, and `/metrics` follows `read` unless
-//! `auth.protect_metrics` is off. A guard left unconfigured is open. A refused call
-//! gets 401 before its body is read, so it never reaches the store.
+//! `auth.protect_metrics` is off. A guard left unconfigured is open, except for the
+//! operator endpoints (approve, reject, roll back): they always need the admin
+//! credential and answer 403 while `auth.admin` is not configured. A refused call
+//! gets 401 (or 403) before its body is read, so it never reaches the store.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,6 +23,8 @@ use crate::config::Credentials;
 pub(crate) enum Guard {
     Write,
     Admin,
+    /// Approve, reject, roll back: the admin credentials, never open.
+    Operator,
     Read,
     /// `/metrics`: the read credentials, if `auth.protect_metrics`.
     Metrics,
@@ -89,6 +93,14 @@ pub(crate) async fn require(
     let expected = match guard {
         Guard::Write => &settings.write_auth,
         Guard::Admin => &settings.admin_auth,
+        Guard::Operator if settings.admin_auth.is_none() => {
+            return (
+                StatusCode::FORBIDDEN,
+                "approvals and rollbacks need the admin credential: configure auth.admin\n",
+            )
+                .into_response()
+        }
+        Guard::Operator => &settings.admin_auth,
         Guard::Read => &settings.read_auth,
         Guard::Metrics if settings.protect_metrics => &settings.read_auth,
         Guard::Metrics => &None,

@@ -258,6 +258,18 @@ fn admin_routes() -> Router<Arc<App>> {
         .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
 }
 
+/// Routes through which a human overrides the loop (approve, reject, roll back):
+/// behind the admin guard, which here is never open — without `auth.admin`
+/// configured they answer 403.
+fn operator_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/api/v1/approvals/{id}/{verb}",
+            post(actions::decide_approval),
+        )
+        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
+}
+
 /// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
 /// Each route group gets its guard before any body is read; `/-/healthy` and
 /// `/-/ready` are open to probes; `/metrics` follows `auth.protect_metrics`.
@@ -267,6 +279,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/api/v1/write", post(write::remote_write))
         .route_layer(guard(auth::Guard::Write));
     let admin = admin_routes().route_layer(guard(auth::Guard::Admin));
+    let operator = operator_routes().route_layer(guard(auth::Guard::Operator));
     let read = read_routes().route_layer(guard(auth::Guard::Read));
     let metrics = Router::new()
         .route("/metrics", get(api::metrics))
@@ -277,6 +290,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(write)
         .merge(admin)
+        .merge(operator)
         .merge(read)
         .merge(metrics)
         .merge(probes)

@@ -794,7 +794,14 @@ mod tests {
             },
             ..LoadOptions::default()
         };
-        assert!(parse_file(&text, Path::new("r.yml"), raised).is_ok());
+        // (1,100 terms: over the default depth, under the type-check work limit.)
+        let deeper = format!("vector(1){}", " + vector(1)".repeat(1099));
+        let text = format!(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    resolve_expr: '{deeper}'\n"
+        );
+        assert!(parse(&text).unwrap_err().contains("query.max_depth"));
+        let r = parse_file(&text, Path::new("r.yml"), raised);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

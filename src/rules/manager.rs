@@ -48,7 +48,8 @@ pub struct RuleSettings {
     pub watch_interval_ms: i64,
     /// The pre-knowledge-store state file to import once (`rules.state_file`).
     pub legacy_state_file: Option<PathBuf>,
-    /// Length and nesting limits rule expressions are checked against at load time.
+    /// Length and nesting limits of rule expressions (`query.max_length`,
+    /// `query.max_depth`): what evaluation cannot run is refused at load time.
     pub query_limits: crate::promql::QueryLimits,
 }
 

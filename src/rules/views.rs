@@ -133,8 +133,6 @@ impl RuleManager {
         json!({ "groups": groups })
     }
 
-    /// Hands the rule files' `detectors:` to `sink` now and after every successful
-
     /// `/api/v1/alerts` data: every pending and firing alert.
     pub fn alerts_json(&self) -> serde_json::Value {
         let running = self.running.lock();

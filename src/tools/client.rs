@@ -27,35 +27,46 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub base: String,
-    /// `Authorization` header value, if any.
+    /// `Authorization` header value of changes (approve, reject, roll back): the
+    /// admin credential.
     pub authorization: Option<String>,
+    /// `Authorization` header value of reads (`auth.read`); `None`: the admin one.
+    pub read_authorization: Option<String>,
     http: reqwest::Client,
 }
 
+/// An `Authorization` header value from a bearer token or a basic-auth user and
+/// password (at most one of them).
+pub fn authorization(
+    bearer: Option<String>,
+    basic: Option<(String, String)>,
+) -> Result<Option<String>, ClientError> {
+    use base64::Engine as _;
+    match (bearer, basic) {
+        (Some(_), Some(_)) => Err(ClientError::Credentials(
+            "give a bearer token or a basic-auth user, not both".into(),
+        )),
+        (Some(t), None) => Ok(Some(format!("Bearer {}", t.trim()))),
+        (None, Some((u, p))) => Ok(Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        ))),
+        (None, None) => Ok(None),
+    }
+}
+
 impl Client {
-    /// `base`: the service URL; `bearer`: a token; `basic`: user and password.
+    /// `base`: the service URL; `admin` and `read`: `Authorization` header values
+    /// (see [`authorization`]); reads use `admin` when `read` is `None`.
     pub fn new(
         base: &str,
-        bearer: Option<String>,
-        basic: Option<(String, String)>,
+        admin: Option<String>,
+        read: Option<String>,
     ) -> Result<Client, ClientError> {
-        use base64::Engine as _;
-        let authorization = match (bearer, basic) {
-            (Some(_), Some(_)) => {
-                return Err(ClientError::Credentials(
-                    "give a bearer token or a basic-auth user, not both".into(),
-                ))
-            }
-            (Some(t), None) => Some(format!("Bearer {}", t.trim())),
-            (None, Some((u, p))) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )),
-            (None, None) => None,
-        };
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
-            authorization,
+            authorization: admin,
+            read_authorization: read,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -78,7 +89,11 @@ impl Client {
         } else {
             self.http.get(&url).query(form)
         };
-        if let Some(a) = &self.authorization {
+        let credential = match (post, &self.read_authorization) {
+            (false, Some(read)) => Some(read),
+            _ => self.authorization.as_ref(),
+        };
+        if let Some(a) = credential {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
         let http = |source| ClientError::Http {

@@ -197,6 +197,71 @@ fn a_firing_rule_clears_redis_keys_in_batches_and_dry_run_removes_nothing() {
     assert_eq!(actions(&cl, "kind=clear_cache").len(), 1);
 }
 
+const INCIDENT_RULES: &str = r#"groups:
+  - name: sessions
+    interval: 1s
+    detectors:
+      - {name: session_errors_high, selector: session_errors, algorithm: threshold, upper: 0.5}
+"#;
+
+#[test]
+fn an_anomaly_incident_clears_redis_keys_through_the_policy() {
+    let redis = RedisServer::start();
+    let mut c = redis.connection(0);
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("session:{i}"))
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("profile:1")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let extra = format!(
+        "decide:\n  dry_run: false\n  allow: {{actions: [clear_cache], redis_patterns: ['session:*']}}\n  incidents:\n    actions:\n      - {{type: clear_cache, target: sessions, pattern: 'session:*'}}\n    verify_for: 2s\nactuators:\n  redis:\n    sessions: {{url: '{}'}}\n",
+        redis.url()
+    );
+    let cl = start(tempfile::tempdir().unwrap(), INCIDENT_RULES, &extra);
+    let mut done = Vec::new();
+    hold_until(
+        &cl,
+        "session_errors",
+        &[],
+        3.0,
+        "the incident's action",
+        || {
+            done = actions(&cl, "kind=clear_cache");
+            !done.is_empty()
+        },
+    );
+    let a = &done[0];
+    assert_eq!(a["cause"]["trigger"], "incident", "{a}");
+    assert_eq!(a["target"], "redis:sessions/session:*", "{a}");
+    wait_until("the cache cleared", Duration::from_secs(30), || {
+        actions(&cl, "kind=clear_cache")[0]["outcome"] == "succeeded"
+    });
+    assert_eq!(count(&mut c, "session:*"), 0);
+    assert_eq!(count(&mut c, "profile:*"), 1, "unrelated keys remain");
+    assert!(cl.metric("closed_loop_detections_total", "") >= 1.0);
+    assert!(cl.metric("closed_loop_mttd_seconds_count", "") >= 1.0);
+    assert_eq!(
+        cl.metric(
+            "closed_loop_remediations_total",
+            "action=\"clear_cache\",result=\"succeeded\""
+        ),
+        1.0
+    );
+    // The incident stays open while errors keep coming: one action, never repeated.
+    for _ in 0..4 {
+        set(&cl, "session_errors", &[], 3.0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(actions(&cl, "kind=clear_cache").len(), 1);
+}
+
 const SCALE_RULES: &str = r#"groups:
   - name: web
     interval: 1s

@@ -155,9 +155,12 @@ fn sigkill_loses_no_decision_approval_or_cooldown_and_repeats_nothing() {
     let keep = tempfile::tempdir().unwrap();
     let rules = keep.path().join("rules.yml");
     std::fs::write(&rules, RULES).unwrap();
+    let token = keep.path().join("admin-token");
+    std::fs::write(&token, "admin-s3cret\n").unwrap();
     let config = format!(
-        "rule_files: ['{}']\nknowledge: {{path: '{}'}}\ndecide:\n  dry_run: false\n  allow: {{actions: [http_config], http_endpoints: [slow, fast]}}\nactuators:\n  http_config:\n    slow: {{url: '{}', get_url: '{}', timeout: 5m}}\n    fast: {{url: '{}'}}\n  notify:\n    hook: {{kind: webhook, url: '{}'}}\n",
+        "rule_files: ['{}']\nauth: {{admin: {{bearer_token_file: '{}'}}}}\nknowledge: {{path: '{}'}}\ndecide:\n  dry_run: false\n  allow: {{actions: [http_config], http_endpoints: [slow, fast]}}\nactuators:\n  http_config:\n    slow: {{url: '{}', get_url: '{}', timeout: 5m}}\n    fast: {{url: '{}'}}\n  notify:\n    hook: {{kind: webhook, url: '{}'}}\n",
         rules.display(),
+        token.display(),
         keep.path().join("closedloop.db").display(),
         slow.url(),
         slow.url(),
@@ -278,6 +281,7 @@ fn sigkill_loses_no_decision_approval_or_cooldown_and_repeats_nothing() {
     assert_eq!(cl.metric("closed_loop_approvals_pending", ""), 1.0);
     let r = http()
         .post(cl.url(&format!("/api/v1/approvals/{pending}/approve")))
+        .bearer_auth("admin-s3cret")
         .form(&[("by", "alice")])
         .send()
         .unwrap();

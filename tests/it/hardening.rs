@@ -147,6 +147,8 @@ const READ_ROUTES: &[&str] = &[
     "/api/v1/rules",
     "/api/v1/alerts",
     "/api/v1/anomalies",
+    "/api/v1/actions",
+    "/api/v1/approvals",
 ];
 
 fn get_status(cl: &Closedloop, path: &str, auth: Option<&str>) -> u16 {

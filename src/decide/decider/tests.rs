@@ -266,7 +266,7 @@ fn an_action_runs_once_intent_first_and_is_verified() {
     let mut h = harness(policy());
     let spec = rule(SCALE);
     let l = labels(&[("job", "web")]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     assert_eq!(h.executed().len(), 1);
     let a = &h.actions()[0];
@@ -305,7 +305,7 @@ fn a_failed_verification_falls_back_to_the_next_action_then_escalates() {
         "    actions:\n    - {type: scale_up, target: prod/deployment/web}\n    - {type: restart_pod, target: 'prod/{{ $labels.pod }}'}\n",
     );
     let l = labels(&[("pod", "web-7d9f8c6b5-aaaaa")]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     assert_eq!(h.executed().len(), 1);
     // Still firing after the window: not cleared, the restart runs (never the scale again).
@@ -340,7 +340,7 @@ fn a_failed_action_falls_back_at_once() {
         "    actions:\n    - {type: scale_up, target: prod/deployment/web}\n    - {type: notify, channel: team}\n",
     );
     let l = labels(&[]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.rec.fail.store(true, Ordering::SeqCst);
     h.fire(&spec, &l);
     let actions = h.actions();
@@ -376,7 +376,7 @@ fn an_alert_resolved_during_the_approval_wait_does_not_act() {
         "{SCALE}    approval: {{required: true, timeout: 10m}}\n"
     ));
     let l = labels(&[]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     let id = h.actions()[0].id;
     assert_eq!(h.actions()[0].outcome, Outcome::PendingApproval);
@@ -401,7 +401,7 @@ fn approve_runs_it_once_and_records_who() {
         "{SCALE}    approval: {{required: true, approvers: [alice, bob]}}\n"
     ));
     let l = labels(&[]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     assert!(h.executed().is_empty());
     let id = h.actions()[0].id;
@@ -482,7 +482,7 @@ fn a_restart_pins_the_pod_uid_and_spares_a_replaced_pod() {
     let spec = rule("    actions:\n    - {type: restart_pod, target: 'prod/{{ $labels.pod }}'}\n");
     // The alert names the pod's UID; the pod of that name now has another one.
     let l = labels(&[("pod", "web-0"), ("uid", "u-old")]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     *h.rec.pod_uid.lock() = "u-new".into();
     h.fire(&spec, &l);
     let restarts = |h: &H| -> Vec<Action> {
@@ -500,7 +500,7 @@ fn a_restart_pins_the_pod_uid_and_spares_a_replaced_pod() {
     );
     // Without a UID in the alert, the restart carries the UID it read.
     let l2 = labels(&[("pod", "web-1")]);
-    h.set_active(&[l2.clone()]);
+    h.set_active(std::slice::from_ref(&l2));
     h.fire(&spec, &l2);
     match &restarts(&h)[0] {
         Action::RestartPod { uid, pod } => {
@@ -516,7 +516,7 @@ fn rollback_runs_the_inverse_once_through_the_audit_log() {
     let mut h = harness(policy());
     let spec = rule(SCALE);
     let l = labels(&[]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     let id = h.actions()[0].id;
     let rec = h
@@ -561,7 +561,7 @@ fn dry_run_decides_and_counts_but_never_calls() {
     let mut h = harness(cfg);
     let spec = rule(&format!("{SCALE}    - {{type: notify, channel: team}}\n"));
     let l = labels(&[]);
-    h.set_active(&[l.clone()]);
+    h.set_active(std::slice::from_ref(&l));
     h.fire(&spec, &l);
     assert!(h.executed().is_empty());
     let a = h.actions();
@@ -704,4 +704,73 @@ fn one_approval_request_per_rule_action_and_target_at_a_time() {
         .unwrap()
         .contains("already pending"));
     assert_eq!(h.metrics.approvals_pending.get(), 1);
+}
+
+fn incident(id: u64, severity: Severity, at_ms: i64) -> IncidentOpened {
+    IncidentOpened {
+        id,
+        group: [("service".to_string(), "web".to_string())].into(),
+        severity,
+        start_ms: at_ms - 45_000,
+        opened_ms: at_ms,
+        seen: Instant::now(),
+        context: Some(json!({"causes": [{"series": "db_latency", "score": 0.9}]})),
+    }
+}
+
+#[test]
+fn an_incident_drives_its_actions_through_the_policy_and_the_recheck() {
+    let mut cfg = policy();
+    cfg.incidents.actions = serde_yaml::from_str(
+        "- {type: scale_up, target: 'prod/deployment/{{ $labels.service }}', replicas: '+1'}\n- {type: notify, channel: oncall}\n",
+    )
+    .unwrap();
+    let mut h = harness(cfg);
+    // Open: the scale runs once, with the incident as its cause and its context.
+    h.cond.set_incident(7, true);
+    let now = h.clock.now_ms();
+    h.d.step(Input::Incident(incident(7, Severity::Warning, now)));
+    h.settle();
+    assert_eq!(h.executed().len(), 1);
+    let a = &h.actions()[0];
+    assert_eq!(a.kind, ActionKind::Scale);
+    assert_eq!(a.target, "prod/deployment/web");
+    assert_eq!(a.cause.trigger, "incident");
+    assert_eq!(a.outcome, Outcome::Succeeded);
+    assert_eq!(h.metrics.mttd.get_sample_count(), 1);
+    assert!((h.metrics.mttd.get_sample_sum() - 45.0).abs() < 1e-9);
+    // The same incident again does not act twice.
+    h.d.step(Input::Incident(incident(7, Severity::Warning, now)));
+    h.settle();
+    assert_eq!(h.executed().len(), 1);
+    // The incident closes within the verify window: cleared, the ladder stops.
+    h.cond.set_incident(7, false);
+    h.advance(cfg_verify_ms() + 1_000);
+    assert_eq!(h.actions()[0].verification, Some(Verification::Cleared));
+    assert_eq!(h.executed().len(), 1);
+
+    // Below decide.incidents.min_severity (warning): recorded by the anomaly stage,
+    // never acted on.
+    h.cond.set_incident(8, true);
+    let now = h.clock.now_ms();
+    h.d.step(Input::Incident(incident(8, Severity::Info, now)));
+    h.settle();
+    assert_eq!(h.executed().len(), 1);
+
+    // Over before the action could run: the re-check cancels it, nothing executes.
+    let now = h.clock.now_ms();
+    h.d.step(Input::Incident(IncidentOpened {
+        group: [("service".to_string(), "api".to_string())].into(),
+        ..incident(9, Severity::Critical, now)
+    }));
+    h.settle();
+    assert_eq!(h.executed().len(), 1);
+    let last = h.actions().pop().unwrap();
+    assert_eq!(last.target, "prod/deployment/api");
+    assert_eq!(last.outcome, Outcome::Cancelled, "{last:?}");
+}
+
+/// `decide.incidents.verify_for`'s default, in ms.
+fn cfg_verify_ms() -> i64 {
+    DecideConfig::default().incidents.verify_for.as_millis()
 }

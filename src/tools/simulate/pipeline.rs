@@ -247,7 +247,7 @@ impl Pipeline {
     ) -> (Vec<AlertChange>, Vec<AlertTransition>, Vec<String>) {
         let source = LocalSource {
             engine: self.engine.clone(),
-            store: self.store.clone(),
+            store: &*self.store,
         };
         let ctx = EvalContext {
             source: &source,
