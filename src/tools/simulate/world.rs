@@ -858,16 +858,19 @@ impl World {
     /// Carries out an action on the world (the simulation's actuator calls this).
     pub fn apply(&mut self, action: &Action) -> Result<Effect, ActError> {
         let t = self.t;
+        // Which faults does it fix? Judged on the world before the action (a
+        // `scale_down` to 0 is one only while replicas run).
+        let fixing: Vec<usize> = (0..self.faults.len())
+            .filter(|&i| {
+                let f = &self.faults[i];
+                f.phase == FaultPhase::Active
+                    && f.spec.fixed_by.iter().any(|m| self.matches(m, action))
+            })
+            .collect();
         let (effect, service) = self.apply_physics(action, t)?;
-        // Which faults did it fix?
         let mut fixed = Vec::new();
-        for i in 0..self.faults.len() {
+        for i in fixing {
             let f = &self.faults[i];
-            if f.phase != FaultPhase::Active
-                || !f.spec.fixed_by.iter().any(|m| self.matches(m, action))
-            {
-                continue;
-            }
             let name = f.spec.name.clone();
             let ends = f.spec.kind.fix_ends_cause();
             self.faults[i].fixes.push((t, effect.summary.clone()));
