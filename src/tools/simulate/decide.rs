@@ -35,7 +35,11 @@ const ACTUATOR_WAIT: Duration = Duration::from_secs(60);
 /// Who approves, in the audit log.
 const APPROVER: &str = "sim-oncall";
 
-/// The decider and what it needs, on the simulation's clock.
+/// What the audit log held at the end: actions with when each ran (ms since the
+/// start), refusals, and counts by outcome.
+pub type Audited = (Vec<(i64, ActionRecord)>, Vec<Refusal>, serde_json::Value);
+
+/// The decider and what it needs, on the simulated clock.
 pub struct SimDecide {
     decider: Decider,
     reports: Receiver<Input>,
@@ -262,10 +266,7 @@ impl SimDecide {
 
     /// Everything the audit log holds, as the report lists it: actions (with when
     /// each ran, ms since the start) and refusals.
-    pub fn finish(
-        &mut self,
-        start_ms: i64,
-    ) -> Result<(Vec<(i64, ActionRecord)>, Vec<Refusal>, serde_json::Value), SimulateError> {
+    pub fn finish(&mut self, start_ms: i64) -> Result<Audited, SimulateError> {
         let err = |e: crate::knowledge::KnowledgeError| SimulateError::Setup(e.to_string());
         let mut all = self
             .store

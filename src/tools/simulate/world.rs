@@ -943,7 +943,7 @@ impl World {
             .unwrap_or(0);
         let bounds = ReplicaBounds {
             min: 0,
-            max: super::scenario::MAX_REPLICAS as u32,
+            max: super::scenario::MAX_REPLICAS,
         };
         Some(match m.match_kind()? {
             MatchKind::ScaleUp => Action::Scale {
