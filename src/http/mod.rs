@@ -249,13 +249,7 @@ fn read_routes() -> Router<Arc<App>> {
 /// Routes that change the service's state: all of them sit behind the admin guard
 /// (`auth.admin`).
 fn admin_routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/-/reload", post(api::reload).put(api::reload))
-        .route(
-            "/api/v1/approvals/{id}/{verb}",
-            post(actions::decide_approval),
-        )
-        .route("/api/v1/actions/{id}/rollback", post(actions::rollback))
+    Router::new().route("/-/reload", post(api::reload).put(api::reload))
 }
 
 /// Routes through which a human overrides the loop (approve, reject, roll back):

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod decide;
+mod e2e;
 mod hardening;
 mod kube_double;
 mod kubernetes;
