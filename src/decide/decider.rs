@@ -317,6 +317,11 @@ impl Decider {
         self.commit();
     }
 
+    /// Actions handed to an actuator whose report has not come back yet.
+    pub fn in_flight(&self) -> usize {
+        self.running.len()
+    }
+
     fn wait(&self) -> Duration {
         let now = self.clock.now_ms();
         let next = self

@@ -101,6 +101,40 @@ pub fn replay_decider(
     Ok((decider, store))
 }
 
+/// A decider that acts, driven step by step on `clock` (the simulation): actions
+/// pass the policy and the re-check, their intents are written to `store`, and
+/// they run through `actuators` on `runtime`. Each actuator's report arrives on the
+/// returned receiver, to be handed back with [`Decider::step`];
+/// [`Decider::in_flight`] says how many are still out.
+pub fn stepped_decider(
+    cfg: DecideConfig,
+    store: Arc<dyn KnowledgeStore>,
+    actuators: Vec<Arc<dyn Actuator>>,
+    conditions: Arc<dyn Conditions>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<DecideMetrics>,
+    runtime: tokio::runtime::Handle,
+) -> (Decider, std::sync::mpsc::Receiver<Input>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let executor = executor::Executor::new(
+        store.clone(),
+        Arc::new(parking_lot::RwLock::new(actuators)),
+        runtime,
+        tx,
+    );
+    let decider = Decider::new(
+        cfg,
+        store,
+        executor,
+        conditions,
+        clock,
+        metrics,
+        Arc::new(AtomicUsize::new(0)),
+        false,
+    );
+    (decider, rx)
+}
+
 /// The running Decide stage: its intake for the rules and anomaly stages, and the
 /// operations the API and CLI call.
 pub struct Decide {

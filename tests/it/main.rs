@@ -10,6 +10,7 @@ mod compat_api;
 mod crash;
 mod dashboard;
 mod decide;
+mod e2e;
 mod hardening;
 mod kube_double;
 mod kubernetes;

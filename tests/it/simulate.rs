@@ -20,6 +20,76 @@ fn report(dir: &tempfile::TempDir) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap()
 }
 
+/// The seed's targets, checked on a report: MTTD < 1 min, MTTR < 5 min, false
+/// positives < 10%, auto-remediation success > 90%, human intervention < 20% — and
+/// the loop really acted: actions ran on the world through the audit log.
+fn assert_targets(r: &serde_json::Value) {
+    let fig = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} is absent: {}", r["targets"]))
+    };
+    let summary = format!("targets: {}\nfaults: {}", r["targets"], r["faults"]);
+    assert!(fig("mttd_seconds") < 60.0, "MTTD missed; {summary}");
+    assert!(fig("mttr_seconds") < 300.0, "MTTR missed; {summary}");
+    assert!(
+        fig("false_positive_rate") < 0.10,
+        "FP rate missed; {summary}"
+    );
+    assert!(
+        fig("remediation_success_rate") > 0.90,
+        "remediation success missed; {summary}"
+    );
+    assert!(
+        fig("human_intervention_rate") < 0.20,
+        "human intervention missed; {summary}"
+    );
+    for t in r["targets"].as_array().unwrap() {
+        assert_eq!(t["met"], true, "{t}");
+    }
+    assert_eq!(r["faults_detected"], r["faults_with_impact"], "{summary}");
+    let actions = r["actions"].as_array().unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["outcome"] == "executed" && a["actor"] == "loop"),
+        "no action ran: {}",
+        r["actions"]
+    );
+    let audit = &r["pipeline"]["audit"];
+    assert!(
+        audit["actions"].as_u64().unwrap() >= actions.len() as u64 / 2,
+        "{audit}"
+    );
+    assert!(
+        audit["events"].as_u64().unwrap() > audit["actions"].as_u64().unwrap(),
+        "{audit}"
+    );
+}
+
+#[test]
+fn the_builtin_scenario_meets_the_targets() {
+    let (o, dir) = simulate(&["--quiet"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r = report(&dir);
+    assert_targets(&r);
+    // The bad deploy's rollback waited for the simulated on-call's approval.
+    assert!(
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "loop_approved" && a["action"] == "deployment_rollback"),
+        "{}",
+        r["actions"]
+    );
+    assert!(stdout.contains("mttr_seconds"), "{stdout}");
+}
+
 #[test]
 fn a_testdata_scenario_runs_and_writes_its_report() {
     let args = [
@@ -66,6 +136,7 @@ fn a_testdata_scenario_runs_and_writes_its_report() {
         assert!(r.get(key).is_some(), "report.json lacks {key}");
     }
     assert_eq!(r["seed"], 11);
+    assert_targets(&r);
     let faults = r["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 4);
     for f in faults {

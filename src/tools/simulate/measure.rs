@@ -315,16 +315,27 @@ impl Recorder {
             .zip(&self.tracks)
             .map(|(f, tr)| (f.spec.name.as_str(), tr.recovered))
             .collect();
+        // A fault whose cause an action ended before it made anything unhealthy
+        // was prevented: that action succeeded too.
+        let prevented: BTreeMap<&str, bool> = faults
+            .iter()
+            .zip(&self.tracks)
+            .map(|(f, tr)| {
+                let by_action = f.ended.as_ref().is_some_and(|(_, by)| by.is_some());
+                (f.spec.name.as_str(), tr.onset.is_none() && by_action)
+            })
+            .collect();
         for (at, a) in self.actions.iter_mut() {
             if a.outcome != "executed" || a.action == "notify" {
                 continue;
             }
             a.success = Some(a.fixes.iter().any(|f| {
-                recovered_by_name
-                    .get(f.as_str())
-                    .copied()
-                    .flatten()
-                    .is_some_and(|r| r <= *at + verify)
+                prevented.get(f.as_str()).copied().unwrap_or(false)
+                    || recovered_by_name
+                        .get(f.as_str())
+                        .copied()
+                        .flatten()
+                        .is_some_and(|r| r <= *at + verify)
             }));
         }
         // Per-fault results.
@@ -485,7 +496,7 @@ pub fn definitions() -> BTreeMap<&'static str, &'static str> {
         ("mttd", "mean detection time over faults with impact that were detected; the target is met only if every fault with impact was detected"),
         ("mttr", "mean recovery time over faults with impact"),
         ("false_positive", "a firing alert that no fault accounts for (see detected); false-positive rate = false positives / all firing alerts"),
-        ("remediation_success", "an executed, mutating action (not notify, not dry-run) succeeds when it is in the `fixed_by` list of a fault active at that moment and that fault recovers within `measure.verify`; rate = successes / such actions"),
+        ("remediation_success", "an executed, mutating action (not notify, not dry-run; by the loop or by hand) succeeds when it is in the `fixed_by` list of a fault active at that moment and that fault recovers within `measure.verify`, or ends that fault's cause before it made any service unhealthy (prevented); rate = successes / such actions"),
         ("human_intervention", "a fault with impact needed a human when an action that fixed it ran only after a human approved it or was done by hand, or when it never recovered; rate = such faults / faults with impact"),
     ])
 }

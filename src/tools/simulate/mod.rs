@@ -15,6 +15,7 @@
 //! output directory.
 
 pub mod actuator;
+pub mod decide;
 pub mod measure;
 pub mod pipeline;
 pub mod scenario;
@@ -23,6 +24,7 @@ pub mod world;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::rules::{self, LoadOptions};
@@ -113,16 +115,31 @@ pub fn run(opts: &Options) -> Result<(Report, timeline::Timeline), SimulateError
     let end = sc.duration.as_millis();
     let steps = (end / step) as u64;
     let wall = Instant::now();
-    let mut world = world::World::new(sc);
+    let policy = sc
+        .policy()
+        .map_err(|(key, reason)| scenario::ScenarioError::Invalid {
+            path: loaded
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(built-in scenario)")),
+            key,
+            reason,
+        })?;
+    let world = Arc::new(parking_lot::Mutex::new(world::World::new(sc)));
     let mut pipe = pipeline::Pipeline::new(groups, step)?;
-    let mut recorder = measure::Recorder::new(&world);
-    let mut tl = timeline::Timeline::new(&world, loaded.start_ms);
-    recorder.notes.push(
-        "actuation is not wired into the simulation yet: the Decide stage (policy, executor, \
-         audit log) runs in the service but not here; alerts fire, nothing acts, and faults \
-         end only on their schedule"
-            .into(),
-    );
+    let mut recorder = measure::Recorder::new(&world.lock());
+    let mut tl = timeline::Timeline::new(&world.lock(), loaded.start_ms);
+    let mut loop_ = decide::SimDecide::new(
+        policy.clone(),
+        world.clone(),
+        pipe.metrics().registry(),
+        loaded.start_ms,
+    )?;
+    if policy.dry_run {
+        recorder
+            .notes
+            .push("decide.dry_run is on: every action is decided and audited, none runs".into());
+    }
     let bar = match opts.progress {
         Progress::Bar => {
             let b = indicatif::ProgressBar::new(steps);
@@ -142,10 +159,17 @@ pub fn run(opts: &Options) -> Result<(Report, timeline::Timeline), SimulateError
     for k in 1..=steps {
         let t = k as i64 * step;
         let t_abs = loaded.start_ms + t;
-        world.step(t);
-        let readings = world.samples();
+        let readings = {
+            let mut w = world.lock();
+            w.step(t);
+            w.samples()
+        };
         pipe.ingest(&readings, t_abs)?;
-        let (changes, errors) = pipe.evaluate(t_abs, loaded.start_ms);
+        let (changes, transitions, errors) =
+            pipe.evaluate(t_abs, loaded.start_ms, &loop_.conditions);
+        let incidents = pipe.take_incidents(t_abs, &loop_.conditions);
+        loop_.step(t, t_abs, transitions, incidents)?;
+        let world = world.lock();
         for e in errors {
             if rule_errors.len() < 20 && !rule_errors.contains(&e) {
                 rule_errors.push(e);
@@ -176,6 +200,10 @@ pub fn run(opts: &Options) -> Result<(Report, timeline::Timeline), SimulateError
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let (actions, refused, audit) = loop_.finish(loaded.start_ms)?;
+    recorder.actions = actions;
+    recorder.refused = refused;
+    let world = world.lock();
     let mut report = recorder.finish(&world, steps as i64 * step);
     report.steps = steps;
     report.wall_seconds = wall.elapsed().as_secs_f64();
@@ -186,6 +214,7 @@ pub fn run(opts: &Options) -> Result<(Report, timeline::Timeline), SimulateError
         "rule_groups": pipe.groups().len(),
         "rules": pipe.groups().iter().map(|g| g.rules.len()).sum::<usize>(),
         "rule_errors": rule_errors,
+        "audit": audit,
     });
     tl.finish(&world, &report);
     if let Some(dir) = &opts.out {

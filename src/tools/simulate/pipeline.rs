@@ -17,11 +17,13 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::anomaly::{Analyzer, IncidentConfig};
+use crate::decide::conditions::StaticConditions;
+use crate::decide::IncidentOpened;
 use crate::ingest::{self, proto::v1, SampleBounds, WriteOutcome};
 use crate::metrics::Metrics;
 use crate::promql::{Engine, EngineOptions};
 use crate::rules::group::{AlertState, EvalContext, LocalSource};
-use crate::rules::{Group, GroupSpec, RuleKind};
+use crate::rules::{AlertTransition, Group, GroupSpec, RuleKind, Severity};
 use crate::storage::{LabelSet, Store, StoreConfig, STALE_NAN_BITS};
 
 use super::world::Reading;
@@ -61,6 +63,10 @@ pub struct Pipeline {
     previous: HashSet<Vec<(&'static str, String)>>,
     external_labels: BTreeMap<String, String>,
     last_gc: Option<i64>,
+    /// Incidents the analyzer opened since the last look.
+    opened: Arc<parking_lot::Mutex<Vec<IncidentOpened>>>,
+    /// Incidents open at the last look.
+    open_incidents: HashSet<u64>,
     pub writes: WriteTotals,
 }
 
@@ -82,6 +88,19 @@ impl Pipeline {
             metrics.anomaly_outputs_dropped.clone(),
             IncidentConfig::default(),
         );
+        let opened: Arc<parking_lot::Mutex<Vec<IncidentOpened>>> = Arc::default();
+        let sink = opened.clone();
+        analyzer.set_incident_sink(Box::new(move |inc| {
+            sink.lock().push(IncidentOpened {
+                id: inc.id,
+                group: inc.group.clone(),
+                severity: Severity::parse(&inc.severity),
+                start_ms: inc.start_ms,
+                opened_ms: inc.last_update_ms,
+                seen: std::time::Instant::now(),
+                context: None,
+            })
+        }));
         let detectors: Vec<_> = groups
             .iter()
             .flat_map(|g| g.detectors.iter().cloned())
@@ -124,6 +143,8 @@ impl Pipeline {
             previous: HashSet::new(),
             external_labels: BTreeMap::new(),
             last_gc: None,
+            opened,
+            open_incidents: HashSet::new(),
             writes: WriteTotals::default(),
         })
     }
@@ -196,9 +217,34 @@ impl Pipeline {
         Ok(outcome)
     }
 
+    /// The incidents opened since the last call; `conditions` learns which
+    /// incidents are open at `t_ms`.
+    pub fn take_incidents(
+        &mut self,
+        t_ms: i64,
+        conditions: &StaticConditions,
+    ) -> Vec<IncidentOpened> {
+        let now: HashSet<u64> = self.analyzer.incidents(t_ms).iter().map(|i| i.id).collect();
+        for gone in self.open_incidents.difference(&now) {
+            conditions.set_incident(*gone, false);
+        }
+        for id in &now {
+            conditions.set_incident(*id, true);
+        }
+        self.open_incidents = now;
+        std::mem::take(&mut *self.opened.lock())
+    }
+
     /// Evaluates every group due at `t_ms` (aligned to `origin_ms`) and returns
-    /// the alerts that turned firing or resolved, and the rule errors.
-    pub fn evaluate(&mut self, t_ms: i64, origin_ms: i64) -> (Vec<AlertChange>, Vec<String>) {
+    /// the alerts that turned firing or resolved (as the report counts them, and
+    /// as the rules engine hands them to Decide), and the rule errors.
+    /// `conditions` learns, per alerting rule, the alerts whose condition holds.
+    pub fn evaluate(
+        &mut self,
+        t_ms: i64,
+        origin_ms: i64,
+        conditions: &StaticConditions,
+    ) -> (Vec<AlertChange>, Vec<AlertTransition>, Vec<String>) {
         let source = LocalSource {
             engine: self.engine.clone(),
             store: &*self.store,
@@ -210,6 +256,7 @@ impl Pipeline {
             external_url: "http://closedloop.simulated",
         };
         let mut changes = Vec::new();
+        let mut transitions = Vec::new();
         let mut errors = Vec::new();
         for (gi, g) in self.groups.iter_mut().enumerate() {
             if (t_ms - origin_ms) % g.interval_ms != 0 {
@@ -222,6 +269,24 @@ impl Pipeline {
                 .collect();
             for (rule, e) in g.eval(t_ms, &ctx) {
                 errors.push(format!("group {:?}, rule {rule}: {e}", g.spec.name));
+            }
+            let (spec, interval) = (g.spec.clone(), g.interval_ms);
+            for r in g.rules.iter_mut().filter(|r| r.is_alert()) {
+                conditions.set_alerts(
+                    &spec.name,
+                    r.spec.name(),
+                    r.active
+                        .values()
+                        .filter(|a| a.state != AlertState::Inactive)
+                        .map(|a| {
+                            a.labels
+                                .iter()
+                                .map(|l| (l.name.to_string(), l.value.to_string()))
+                                .collect()
+                        })
+                        .collect(),
+                );
+                transitions.extend(r.take_transitions(&spec, interval));
             }
             for (ri, r) in g.rules.iter().enumerate() {
                 let RuleKind::Alert(name) = &r.spec.kind else {
@@ -271,7 +336,7 @@ impl Pipeline {
                 }
             }
         }
-        (changes, errors)
+        (changes, transitions, errors)
     }
 
     /// The detectors' threshold crossings so far.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::act::ActionKind;
+use crate::decide::config::{AllowConfig, DecideConfig};
 use crate::duration::PromDuration;
 
 /// The built-in scenario.
@@ -111,6 +112,11 @@ pub struct Scenario {
     /// The simulated on-call engineer.
     #[serde(default)]
     pub human: HumanSpec,
+    /// The safety policy every action passes: the `decide:` section of the service
+    /// config, with the same keys and defaults except `dry_run`, which is `false`
+    /// here (the world is simulated). Absent: [`Scenario::default_policy`].
+    #[serde(default)]
+    pub decide: Option<serde_yaml::Value>,
     /// How the figures are measured.
     #[serde(default)]
     pub measure: MeasureSpec,
@@ -734,6 +740,54 @@ pub fn parse(text: &str, path: &Path, file: Option<PathBuf>) -> Result<Loaded, S
 
 type Invalid = (String, String);
 
+impl Scenario {
+    /// The policy of a scenario without `decide:`: every action kind but
+    /// `cordon_node` allowed in the scenario's namespace, on any cache pattern and
+    /// any service's config endpoint; the service's defaults for cooldown, rate
+    /// limits, blast radius and approvals (rules ask for approval with
+    /// `approval:`); exhausted ladders escalate to the `oncall` channel.
+    pub fn default_policy(&self) -> DecideConfig {
+        DecideConfig {
+            dry_run: false,
+            allow: AllowConfig {
+                actions: ActionKind::ALL
+                    .iter()
+                    .copied()
+                    .filter(|k| *k != ActionKind::CordonNode)
+                    .collect(),
+                namespaces: vec![self.namespace.clone()],
+                nodes: Vec::new(),
+                redis_patterns: vec!["*".into()],
+                http_endpoints: self.services.iter().map(|s| s.name.clone()).collect(),
+            },
+            escalate_to: "oncall".into(),
+            ..DecideConfig::default()
+        }
+    }
+
+    /// The policy the loop runs with (`decide:`, or [`Scenario::default_policy`]).
+    pub fn policy(&self) -> Result<DecideConfig, Invalid> {
+        let Some(v) = &self.decide else {
+            return Ok(self.default_policy());
+        };
+        let mut v = v.clone();
+        let serde_yaml::Value::Mapping(m) = &mut v else {
+            return Err(bad(
+                "decide",
+                "must be a mapping (the service's decide: keys)",
+            ));
+        };
+        let key = serde_yaml::Value::String("dry_run".into());
+        if !m.contains_key(&key) {
+            m.insert(key, serde_yaml::Value::Bool(false));
+        }
+        let cfg: DecideConfig =
+            serde_yaml::from_value(v).map_err(|e| bad("decide", e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 fn bad(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
     (key.into(), reason.into())
 }
@@ -889,6 +943,7 @@ impl Scenario {
                 return Err(bad(key, "must be between 0s and 30d"));
             }
         }
+        self.policy()?;
         if !crate::storage::is_valid_label_name(&self.measure.service_label) {
             return Err(bad("measure.service_label", "not a valid label name"));
         }

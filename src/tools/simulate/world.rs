@@ -583,8 +583,11 @@ impl World {
                         queue = max_q;
                     }
                 }
-                let latency = if cap <= 0.0 {
+                let latency = if cap <= 0.0 && d > 0.0 {
                     TIMEOUT_S
+                } else if cap <= 0.0 {
+                    // Nothing asked of it (a paused job): nobody waits.
+                    latency0
                 } else {
                     latency0 * slow / (1.0 - util.min(RHO_CAP)) + queue / cap
                 };
@@ -855,16 +858,19 @@ impl World {
     /// Carries out an action on the world (the simulation's actuator calls this).
     pub fn apply(&mut self, action: &Action) -> Result<Effect, ActError> {
         let t = self.t;
+        // Which faults does it fix? Judged on the world before the action (a
+        // `scale_down` to 0 is one only while replicas run).
+        let fixing: Vec<usize> = (0..self.faults.len())
+            .filter(|&i| {
+                let f = &self.faults[i];
+                f.phase == FaultPhase::Active
+                    && f.spec.fixed_by.iter().any(|m| self.matches(m, action))
+            })
+            .collect();
         let (effect, service) = self.apply_physics(action, t)?;
-        // Which faults did it fix?
         let mut fixed = Vec::new();
-        for i in 0..self.faults.len() {
+        for i in fixing {
             let f = &self.faults[i];
-            if f.phase != FaultPhase::Active
-                || !f.spec.fixed_by.iter().any(|m| self.matches(m, action))
-            {
-                continue;
-            }
             let name = f.spec.name.clone();
             let ends = f.spec.kind.fix_ends_cause();
             self.faults[i].fixes.push((t, effect.summary.clone()));
@@ -881,6 +887,111 @@ impl World {
             m.insert("fixes".into(), serde_json::json!(fixed));
         }
         Ok(effect)
+    }
+
+    /// The on-call engineer fixes fault `i` by hand with the first action its
+    /// `fixed_by` names (a person with `kubectl`: no policy, no audit log). `None`
+    /// when the fault's cause is over or no such action can be built.
+    pub fn fix_by_hand(&mut self, i: usize) -> Option<(Action, Result<Effect, ActError>)> {
+        let f = self.faults.get(i)?;
+        if f.phase != FaultPhase::Active {
+            return None;
+        }
+        let action =
+            self.manual_action(&f.spec.fixed_by.first()?.clone(), &f.spec.service.clone())?;
+        let result = self.apply(&action);
+        Some((action, result))
+    }
+
+    /// The action a person would run for a `fixed_by` entry of a fault on `service`.
+    fn manual_action(&self, m: &super::scenario::ActionMatch, service: &str) -> Option<Action> {
+        use crate::act::{ActionKind, ReplicaBounds};
+        let ns = self.sc.namespace.clone();
+        let s = self.index(service);
+        let own = s.map(|s| workload_kind(self.sc.services[s].kind));
+        let object = |default: Option<ObjectKind>, default_name: String| -> Option<ObjectRef> {
+            let (kind, name) = match m.target.as_deref().and_then(|t| t.split_once('/')) {
+                Some((k, n)) => (
+                    [
+                        ObjectKind::Deployment,
+                        ObjectKind::StatefulSet,
+                        ObjectKind::ConfigMap,
+                        ObjectKind::Rollout,
+                        ObjectKind::Pod,
+                    ]
+                    .into_iter()
+                    .find(|o| o.as_str() == k)?,
+                    n.to_string(),
+                ),
+                None => (default?, default_name),
+            };
+            Some(ObjectRef {
+                kind,
+                namespace: ns.clone(),
+                name,
+            })
+        };
+        let workload = || object(own, service.to_string());
+        let replicas = s
+            .map(|s| {
+                self.services[s]
+                    .pods
+                    .iter()
+                    .filter(|p| p.terminate_at.is_none())
+                    .count() as u32
+            })
+            .unwrap_or(0);
+        let bounds = ReplicaBounds {
+            min: 0,
+            max: super::scenario::MAX_REPLICAS,
+        };
+        Some(match m.match_kind()? {
+            MatchKind::ScaleUp => Action::Scale {
+                workload: workload()?,
+                change: ReplicaChange::By(replicas.div_ceil(2).max(1) as i32),
+                bounds,
+            },
+            MatchKind::ScaleDown => Action::Scale {
+                workload: workload()?,
+                change: ReplicaChange::To(0),
+                bounds,
+            },
+            MatchKind::Kind(k) => match k {
+                ActionKind::RestartPod | ActionKind::RolloutRestart => Action::RolloutRestart {
+                    workload: workload()?,
+                },
+                ActionKind::Scale => return None,
+                ActionKind::PatchConfigMap => Action::PatchConfigMap {
+                    configmap: object(Some(ObjectKind::ConfigMap), format!("{service}-config"))?,
+                    data: BTreeMap::new(),
+                },
+                ActionKind::DeploymentRollback => Action::DeploymentRollback {
+                    deployment: workload()?,
+                    revision: None,
+                },
+                ActionKind::RolloutUndo => Action::RolloutUndo {
+                    rollout: workload()?,
+                    revision: None,
+                },
+                ActionKind::RolloutAbort => Action::RolloutAbort {
+                    rollout: workload()?,
+                },
+                ActionKind::RolloutRetry => Action::RolloutRetry {
+                    rollout: workload()?,
+                },
+                ActionKind::ClearCache => Action::ClearCache {
+                    target: m.target.clone().unwrap_or_else(|| service.to_string()),
+                    pattern: "*".into(),
+                    db: None,
+                    max_keys: u64::MAX,
+                },
+                ActionKind::HttpConfig => Action::HttpConfig {
+                    endpoint: m.target.clone().unwrap_or_else(|| service.to_string()),
+                    body: serde_json::json!({}),
+                },
+                ActionKind::CordonNode | ActionKind::Notify => return None,
+            },
+        })
     }
 
     /// Whether `action` is what the matcher names.
