@@ -750,7 +750,7 @@ mod tests {
             ("", "./rules.yml", "rules.yml"),
             ("/etc/cl", "rules/../alerts/*.yml", "/etc/cl/alerts/*.yml"),
             ("/etc/cl/.", "/abs/./r.yml", "/abs/r.yml"),
-            ("", "../shared/r.yml", "../shared/r.yml"),
+            ("", "../rules/r.yml", "../rules/r.yml"),
         ] {
             let mut c = Config {
                 rule_files: vec![pattern.into()],

@@ -141,6 +141,25 @@ struct Case {
     seen: Instant,
 }
 
+impl Case {
+    /// A case at its first step, nothing run yet.
+    fn new(trigger: Trigger, instance: String, steps: Arc<Vec<RuleAction>>, seen: Instant) -> Self {
+        Case {
+            trigger,
+            instance,
+            steps,
+            next: 0,
+            busy: Busy::Idle,
+            done: false,
+            resolved: false,
+            unresolved_failure: false,
+            escalated: false,
+            human_waited: false,
+            seen,
+        }
+    }
+}
+
 /// A pending approval.
 struct Pending {
     case: Option<String>,
@@ -492,8 +511,8 @@ impl Decider {
                     return;
                 }
                 let spec = &t.spec;
-                let case = Case {
-                    trigger: Trigger::Alert {
+                let case = Case::new(
+                    Trigger::Alert {
                         group: t.rule.group.clone(),
                         rule: t.rule.name.clone(),
                         labels: t.labels.clone(),
@@ -508,17 +527,10 @@ impl Decider {
                         approval_timeout_ms: spec.approval.timeout_ms,
                         approvers: spec.approval.approvers.clone(),
                     },
-                    instance: key.clone(),
-                    steps: Arc::new(spec.actions.clone()),
-                    next: 0,
-                    busy: Busy::Idle,
-                    done: false,
-                    resolved: false,
-                    unresolved_failure: false,
-                    escalated: false,
-                    human_waited: false,
-                    seen: t.seen,
-                };
+                    key.clone(),
+                    Arc::new(spec.actions.clone()),
+                    t.seen,
+                );
                 self.cases.insert(key.clone(), case);
                 self.advance(&key);
             }
@@ -584,25 +596,18 @@ impl Decider {
         if self.cases.contains_key(&key) {
             return;
         }
-        let case = Case {
-            trigger: Trigger::Incident {
+        let case = Case::new(
+            Trigger::Incident {
                 id: inc.id,
                 group: inc.group,
                 severity: inc.severity,
                 opened_ms: inc.opened_ms,
                 context: inc.context,
             },
-            instance: key.clone(),
-            steps: self.incident_steps.clone(),
-            next: 0,
-            busy: Busy::Idle,
-            done: false,
-            resolved: false,
-            unresolved_failure: false,
-            escalated: false,
-            human_waited: false,
-            seen: inc.seen,
-        };
+            key.clone(),
+            self.incident_steps.clone(),
+            inc.seen,
+        );
         self.cases.insert(key.clone(), case);
         self.advance(&key);
     }

@@ -490,6 +490,21 @@ impl Rule {
 }
 
 impl Rule {
+    /// The label sets of the pending and firing alerts: the instances for which the
+    /// rule's condition holds (what Decide's re-check asks of an alerting rule).
+    pub fn holding_labels(&self) -> Vec<BTreeMap<String, String>> {
+        self.active
+            .values()
+            .filter(|a| a.state != AlertState::Inactive)
+            .map(|a| {
+                a.labels
+                    .iter()
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The alerts that turned firing or resolved since the last call, as typed
     /// transitions for the alert sink. `group` and `interval_ms` describe the rule's
     /// group.

@@ -31,7 +31,7 @@ use crate::decide::{DecideConfig, IncidentOpened, Input, ManualClock};
 use crate::knowledge::{ActionQuery, AuditId, KnowledgeStore};
 use crate::promql::{QueryError, Sample};
 use crate::rules::group::{Appender, EvalContext, Group, Source};
-use crate::rules::{load_files, AlertState, LoadOptions, Severity, TransitionKind};
+use crate::rules::{load_files, LoadOptions, Severity, TransitionKind};
 use crate::storage::{LabelSet, SeriesId, Store, StoreConfig};
 
 /// Most points one range query asks for (Prometheus refuses more than 11,000).
@@ -323,20 +323,7 @@ pub async fn replay(args: &ReplayArgs, out: &mut String) -> Result<(), ReplayErr
                 if !r.is_alert() {
                     continue;
                 }
-                conditions.set_alerts(
-                    &spec.name,
-                    r.spec.name(),
-                    r.active
-                        .values()
-                        .filter(|a| a.state != AlertState::Inactive)
-                        .map(|a| {
-                            a.labels
-                                .iter()
-                                .map(|l| (l.name.to_string(), l.value.to_string()))
-                                .collect()
-                        })
-                        .collect(),
-                );
+                conditions.set_alerts(&spec.name, r.spec.name(), r.holding_labels());
                 transitions.extend(r.take_transitions(&spec, interval));
             }
         }

@@ -18,32 +18,27 @@ impl Decider {
         }
     }
 
-    /// Whether `by` may approve or reject `id` (a rule's `approvers:` list).
-    fn may_decide(&self, id: AuditId, by: &str) -> Result<(), DecideError> {
-        match self.approvals.get(&id) {
-            Some(p) if !p.approvers.is_empty() && !p.approvers.iter().any(|a| a == by) => {
-                Err(DecideError::Forbidden(format!(
-                    "{by:?} is not among the rule's approvers ({})",
-                    p.approvers.join(", ")
-                )))
-            }
-            _ => Ok(()),
+    /// Takes the pending approval `id` for `by` to answer, or says why it cannot:
+    /// there is none (not found, or the action is past waiting), or `by` is not
+    /// among the rule's `approvers:`.
+    fn take_pending(&mut self, id: AuditId, by: &str) -> Result<Pending, DecideError> {
+        let Some(p) = self.approvals.get(&id) else {
+            return match self.store.action(id) {
+                Ok(None) => Err(DecideError::NotFound(id)),
+                Ok(Some(r)) => Err(DecideError::Conflict(format!(
+                    "action {id} is not waiting for approval: it is {}",
+                    r.outcome.as_str()
+                ))),
+                Err(e) => Err(DecideError::Store(e)),
+            };
+        };
+        if !p.approvers.is_empty() && !p.approvers.iter().any(|a| a == by) {
+            return Err(DecideError::Forbidden(format!(
+                "{by:?} is not among the rule's approvers ({})",
+                p.approvers.join(", ")
+            )));
         }
-    }
-
-    /// The pending approval `id`, or why there is none.
-    fn pending(&self, id: AuditId) -> Result<(), DecideError> {
-        if self.approvals.contains_key(&id) {
-            return Ok(());
-        }
-        match self.store.action(id) {
-            Ok(None) => Err(DecideError::NotFound(id)),
-            Ok(Some(r)) => Err(DecideError::Conflict(format!(
-                "action {id} is not waiting for approval: it is {}",
-                r.outcome.as_str()
-            ))),
-            Err(e) => Err(DecideError::Store(e)),
-        }
+        self.approvals.remove(&id).ok_or(DecideError::NotFound(id))
     }
 
     fn approve(
@@ -52,14 +47,9 @@ impl Decider {
         by: String,
         reply: Reply,
     ) -> Result<(), (DecideError, Reply)> {
-        if let Err(e) = self.pending(id) {
-            return Err((e, reply));
-        }
-        if let Err(e) = self.may_decide(id, &by) {
-            return Err((e, reply));
-        }
-        let Some(p) = self.approvals.remove(&id) else {
-            return Err((DecideError::NotFound(id), reply));
+        let p = match self.take_pending(id, &by) {
+            Ok(p) => p,
+            Err(e) => return Err((e, reply)),
         };
         let now = self.clock.now_ms();
         let actor = format!("user:{by}");
@@ -249,14 +239,9 @@ impl Decider {
         reason: String,
         reply: Reply,
     ) -> Result<(), (DecideError, Reply)> {
-        if let Err(e) = self.pending(id) {
-            return Err((e, reply));
-        }
-        if let Err(e) = self.may_decide(id, &by) {
-            return Err((e, reply));
-        }
-        let Some(p) = self.approvals.remove(&id) else {
-            return Err((DecideError::NotFound(id), reply));
+        let p = match self.take_pending(id, &by) {
+            Ok(p) => p,
+            Err(e) => return Err((e, reply)),
         };
         let now = self.clock.now_ms();
         let case = p.case.clone();

@@ -272,20 +272,7 @@ impl Pipeline {
             }
             let (spec, interval) = (g.spec.clone(), g.interval_ms);
             for r in g.rules.iter_mut().filter(|r| r.is_alert()) {
-                conditions.set_alerts(
-                    &spec.name,
-                    r.spec.name(),
-                    r.active
-                        .values()
-                        .filter(|a| a.state != AlertState::Inactive)
-                        .map(|a| {
-                            a.labels
-                                .iter()
-                                .map(|l| (l.name.to_string(), l.value.to_string()))
-                                .collect()
-                        })
-                        .collect(),
-                );
+                conditions.set_alerts(&spec.name, r.spec.name(), r.holding_labels());
                 transitions.extend(r.take_transitions(&spec, interval));
             }
             for (ri, r) in g.rules.iter().enumerate() {
